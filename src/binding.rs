@@ -1,0 +1,230 @@
+//! The N-API surface: a thin layer that converts JS values to core requests
+//! and core events to JS objects. Everything with behaviour lives in the core.
+
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::sync::OnceLock;
+
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::ThreadsafeFunctionCallMode;
+use napi_derive::napi;
+
+use crate::channel::Serialization;
+use crate::handles::Policy;
+use crate::primary::{Core, Event};
+use crate::sockets;
+use crate::spawn::{SpawnSpec, StdioSpec};
+
+static CORE: OnceLock<Core> = OnceLock::new();
+
+fn core() -> Result<&'static Core> {
+  if let Some(c) = CORE.get() {
+    return Ok(c);
+  }
+  let started = Core::start().map_err(|e| Error::from_reason(format!("rcluster: cannot start core: {e}")))?;
+  Ok(CORE.get_or_init(|| started))
+}
+
+#[napi(object)]
+pub struct ForkOptions {
+  pub id: u32,
+  /// The executable (`process.execPath`).
+  pub file: String,
+  /// argv after argv[0]: execArgv, the script, its args.
+  pub args: Vec<String>,
+  /// `KEY=value` strings: the complete environment.
+  pub env: Vec<String>,
+  pub cwd: Option<String>,
+  /// Three entries: `inherit`, `pipe`, `ignore`, or an fd number.
+  pub stdio: Vec<String>,
+  pub uid: Option<u32>,
+  pub gid: Option<u32>,
+  /// `json` or `advanced`.
+  pub serialization: String,
+}
+
+#[napi(object)]
+pub struct ForkResult {
+  pub pid: Option<i32>,
+  /// A negative errno when the process could not be started.
+  pub errno: Option<i32>,
+  pub stdin: Option<i32>,
+  pub stdout: Option<i32>,
+  pub stderr: Option<i32>,
+}
+
+/// One event for a worker, as JS receives it. `kind` says which fields are set.
+#[napi(object)]
+pub struct WorkerEvent {
+  /// online | listening | message | exitedAfterDisconnect | disconnect | exit |
+  /// error | sent | rcluster
+  pub kind: String,
+  /// `message`: the frame's payload.
+  pub data: Option<Buffer>,
+  /// `listening` and `rcluster`: JSON text.
+  pub json: Option<String>,
+  /// `message` with a handle: an fd now owned by JS.
+  pub fd: Option<i32>,
+  pub handle_type: Option<String>,
+  /// What `fd` is: tcp, tcp-server, pipe, pipe-server, udp4, udp6.
+  pub socket: Option<String>,
+  pub code: Option<i32>,
+  pub signal: Option<String>,
+  pub token: Option<u32>,
+  /// `error` and failed `sent`.
+  pub message: Option<String>,
+  pub error_code: Option<String>,
+}
+
+impl WorkerEvent {
+  fn new(kind: &str) -> Self {
+    WorkerEvent {
+      kind: kind.into(),
+      data: None,
+      json: None,
+      fd: None,
+      handle_type: None,
+      socket: None,
+      code: None,
+      signal: None,
+      token: None,
+      message: None,
+      error_code: None,
+    }
+  }
+}
+
+impl From<Event> for WorkerEvent {
+  fn from(e: Event) -> Self {
+    match e {
+      Event::Online => WorkerEvent::new("online"),
+      Event::Listening(info) => WorkerEvent { json: Some(info.to_string()), ..WorkerEvent::new("listening") },
+      Event::Message { frame, handle } => {
+        let mut ev = WorkerEvent { data: Some(frame.into()), ..WorkerEvent::new("message") };
+        if let Some(h) = handle {
+          ev.fd = Some(h.fd.into_raw_fd());
+          ev.handle_type = Some(h.handle_type);
+          ev.socket = Some(h.socket.into());
+        }
+        ev
+      }
+      Event::ExitedAfterDisconnect => WorkerEvent::new("exitedAfterDisconnect"),
+      Event::Disconnect => WorkerEvent::new("disconnect"),
+      Event::Exit { code, signal } => WorkerEvent { code, signal, ..WorkerEvent::new("exit") },
+      Event::Error { message, code } => {
+        WorkerEvent { message: Some(message), error_code: Some(code), ..WorkerEvent::new("error") }
+      }
+      Event::Sent { token, error } => WorkerEvent { token: Some(token), message: error, ..WorkerEvent::new("sent") },
+      Event::Rcluster(v) => WorkerEvent { json: Some(v.to_string()), ..WorkerEvent::new("rcluster") },
+    }
+  }
+}
+
+fn errno_of(e: &std::io::Error) -> i32 {
+  -e.raw_os_error().unwrap_or(libc::EINVAL)
+}
+
+/// Starts a worker. `onEvent` receives every event of that worker; it keeps
+/// the Node process alive until the worker has exited and disconnected.
+#[napi]
+pub fn fork(options: ForkOptions, on_event: Function<'_, WorkerEvent, ()>) -> Result<ForkResult> {
+  let serialization = Serialization::parse(&options.serialization)
+    .ok_or_else(|| Error::new(Status::InvalidArg, "serialization must be 'json' or 'advanced'"))?;
+  let mut stdio = [StdioSpec::Inherit, StdioSpec::Inherit, StdioSpec::Inherit];
+  for (i, s) in options.stdio.iter().take(3).enumerate() {
+    stdio[i] = StdioSpec::parse(s).ok_or_else(|| Error::new(Status::InvalidArg, format!("bad stdio entry {s:?}")))?;
+  }
+  let env = options
+    .env
+    .into_iter()
+    .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+    .collect();
+  let spec = SpawnSpec {
+    file: options.file,
+    args: options.args,
+    env,
+    cwd: options.cwd,
+    stdio,
+    uid: options.uid,
+    gid: options.gid,
+    serialization,
+  };
+  let tsfn = on_event
+    .build_threadsafe_function::<Event>()
+    .callee_handled::<false>()
+    .build_callback(|ctx| Ok(WorkerEvent::from(ctx.value)))?;
+  let sink = Box::new(move |event: Event| {
+    tsfn.call(event, ThreadsafeFunctionCallMode::NonBlocking);
+  });
+  match core()?.fork(options.id, spec, sink) {
+    Ok(info) => Ok(ForkResult {
+      pid: Some(info.pid),
+      errno: None,
+      stdin: info.stdin.map(IntoRawFd::into_raw_fd),
+      stdout: info.stdout.map(IntoRawFd::into_raw_fd),
+      stderr: info.stderr.map(IntoRawFd::into_raw_fd),
+    }),
+    Err(e) => Ok(ForkResult { pid: None, errno: Some(errno_of(&e)), stdin: None, stdout: None, stderr: None }),
+  }
+}
+
+/// Queues a complete frame for the worker, with a duplicate of `fd` when
+/// given. Returns the bytes queued for that worker, or -1 if its channel is
+/// closed. With `token`, a `sent` event reports when the frame is written.
+#[napi]
+pub fn send(id: u32, frame: Buffer, fd: Option<i32>, token: Option<u32>) -> Result<i64> {
+  let dup = match fd {
+    Some(fd) => Some(sockets::dup_fd(fd).map_err(|errno| {
+      Error::from_reason(format!("cannot duplicate handle fd {fd}: errno {}", -errno))
+    })?),
+    None => None,
+  };
+  match core()?.send(id, frame.to_vec(), dup, token) {
+    Ok(n) => Ok(n as i64),
+    Err(_) => Ok(-1),
+  }
+}
+
+/// `worker.disconnect()` in the primary.
+#[napi]
+pub fn disconnect(id: u32) -> Result<()> {
+  core()?.disconnect(id);
+  Ok(())
+}
+
+/// `worker.process.disconnect()`: close the channel after queued messages.
+#[napi]
+pub fn close_channel(id: u32) -> Result<()> {
+  core()?.close_channel(id);
+  Ok(())
+}
+
+/// Signals a worker; returns 0 or a negative errno (ESRCH once it has exited).
+#[napi]
+pub fn kill(id: u32, signal: i32) -> Result<i32> {
+  Ok(match core()?.kill(id, signal) {
+    Ok(()) => 0,
+    Err(e) => errno_of(&e),
+  })
+}
+
+/// Sets the scheduling policy for server handles created from now on.
+#[napi]
+pub fn set_scheduling_policy(policy: u32) -> Result<()> {
+  let p = Policy::from_u32(policy).ok_or_else(|| Error::new(Status::InvalidArg, "unknown scheduling policy"))?;
+  core()?.set_policy(p);
+  Ok(())
+}
+
+/// Closes an fd that JS received but will not use.
+#[napi]
+pub fn close_fd(fd: i32) {
+  if fd >= 0 {
+    drop(unsafe { OwnedFd::from_raw_fd(fd) });
+  }
+}
+
+/// What an fd is (tcp, tcp-server, pipe, pipe-server, udp4, udp6, unknown).
+#[napi]
+pub fn describe_fd(fd: i32) -> String {
+  sockets::describe(fd).to_string()
+}

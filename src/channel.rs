@@ -1,0 +1,436 @@
+//! One worker's IPC channel: Node's two framings, and byte/fd transfer over the
+//! `AF_UNIX` stream socket with `SCM_RIGHTS`.
+//!
+//! The reader and writer run as tasks on the core runtime. They know nothing of
+//! cluster semantics: the reader turns bytes into frames (and pairs received fds
+//! with them through `protocol::classify`), the writer sends frames in order and
+//! holds back everything behind a handle until the peer acknowledges it, as
+//! Node's `child_process` does.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::protocol::{self, Inbound};
+
+/// A worker that sends a frame larger than this is broken or hostile: it gets
+/// an error and is disconnected rather than growing the primary's memory.
+pub const MAX_FRAME_BYTES: usize = 64 << 20;
+
+/// How many times a handle the peer NACKs is sent again (Node uses 3 too).
+const MAX_HANDLE_RETRANSMISSIONS: u32 = 3;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Serialization {
+  /// `JSON.stringify(message) + "\n"`.
+  Json,
+  /// V8 ValueSerializer payload behind a 4-byte big-endian length.
+  Advanced,
+}
+
+impl Serialization {
+  pub fn parse(s: &str) -> Option<Self> {
+    match s {
+      "json" => Some(Self::Json),
+      "advanced" => Some(Self::Advanced),
+      _ => None,
+    }
+  }
+  pub fn as_str(self) -> &'static str {
+    match self {
+      Self::Json => "json",
+      Self::Advanced => "advanced",
+    }
+  }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum FrameError {
+  TooLarge(usize),
+}
+
+impl std::fmt::Display for FrameError {
+  fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    match self {
+      FrameError::TooLarge(n) => write!(
+        f,
+        "IPC message of at least {n} bytes exceeds the {MAX_FRAME_BYTES}-byte limit"
+      ),
+    }
+  }
+}
+
+/// Registers an owned socket with the runtime's reactor.
+pub fn register<T: AsRawFd>(inner: T, interest: tokio::io::Interest) -> io::Result<AsyncFd<T>> {
+  // SAFETY: every `T` we pass (OwnedFd, socket2::Socket) owns its fd, which
+  // therefore stays open and unchanged for the life of the AsyncFd.
+  unsafe { AsyncFd::register_with_interest(inner, interest) }.map_err(io::Error::from)
+}
+
+/// Splits a byte stream into frames (the payload without its delimiter or
+/// length prefix).
+pub struct Decoder {
+  mode: Serialization,
+  buf: Vec<u8>,
+  /// Where the next frame starts in `buf`.
+  start: usize,
+  /// JSON only: how far past `start` we already know there is no newline, so a
+  /// long line arriving in many reads is scanned once, not once per read.
+  scanned: usize,
+  max: usize,
+}
+
+impl Decoder {
+  pub fn new(mode: Serialization) -> Self {
+    Self::with_limit(mode, MAX_FRAME_BYTES)
+  }
+
+  pub fn with_limit(mode: Serialization, max: usize) -> Self {
+    Decoder { mode, buf: Vec::new(), start: 0, scanned: 0, max }
+  }
+
+  pub fn push(&mut self, data: &[u8]) {
+    if self.start > 0 && self.start == self.buf.len() {
+      self.buf.clear();
+      self.start = 0;
+    } else if self.start > 64 * 1024 && self.start * 2 > self.buf.len() {
+      self.buf.drain(..self.start);
+      self.start = 0;
+    }
+    self.buf.extend_from_slice(data);
+  }
+
+  pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+    let pending = &self.buf[self.start..];
+    match self.mode {
+      Serialization::Json => {
+        match pending[self.scanned..].iter().position(|&b| b == b'\n') {
+          Some(i) => {
+            let end = self.scanned + i;
+            let frame = pending[..end].to_vec();
+            self.start += end + 1;
+            self.scanned = 0;
+            Ok(Some(frame))
+          }
+          None => {
+            self.scanned = pending.len();
+            if pending.len() > self.max {
+              return Err(FrameError::TooLarge(pending.len()));
+            }
+            Ok(None)
+          }
+        }
+      }
+      Serialization::Advanced => {
+        if pending.len() < 4 {
+          return Ok(None);
+        }
+        let len = u32::from_be_bytes([pending[0], pending[1], pending[2], pending[3]]) as usize;
+        if len > self.max {
+          return Err(FrameError::TooLarge(len));
+        }
+        if pending.len() < 4 + len {
+          return Ok(None);
+        }
+        let frame = pending[4..4 + len].to_vec();
+        self.start += 4 + len;
+        Ok(Some(frame))
+      }
+    }
+  }
+}
+
+/// Frames a payload for the wire.
+pub fn frame(mode: Serialization, payload: &[u8]) -> Vec<u8> {
+  let mut out = Vec::with_capacity(payload.len() + 4);
+  match mode {
+    Serialization::Json => {
+      out.extend_from_slice(payload);
+      out.push(b'\n');
+    }
+    Serialization::Advanced => {
+      out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+      out.extend_from_slice(payload);
+    }
+  }
+  out
+}
+
+/// Reads into `buf`; fds that arrive with the bytes are appended to `fds`
+/// (close-on-exec, so a concurrent spawn cannot leak them).
+pub fn recv_with_fds(sock: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
+  let mut iov = [IoSliceMut::new(buf)];
+  let mut space = nix::cmsg_space!([RawFd; 8]);
+  let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+    .map_err(io::Error::from)?;
+  for cmsg in msg.cmsgs().map_err(io::Error::from)? {
+    if let ControlMessageOwned::ScmRights(received) = cmsg {
+      // SAFETY: the kernel just installed these fds in our table; we own them.
+      fds.extend(received.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+    }
+  }
+  Ok(msg.bytes)
+}
+
+/// Writes `data`, passing `fd` with the first byte when given.
+pub fn send_with_fd(sock: RawFd, data: &[u8], fd: Option<RawFd>) -> io::Result<usize> {
+  let iov = [IoSlice::new(data)];
+  let fds;
+  let cmsgs: &[ControlMessage] = match fd {
+    Some(fd) => {
+      fds = [fd];
+      &[ControlMessage::ScmRights(&fds)]
+    }
+    None => &[],
+  };
+  sendmsg::<()>(sock, &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None).map_err(io::Error::from)
+}
+
+/// A frame on its way to the worker.
+pub struct OutFrame {
+  pub bytes: Vec<u8>,
+  /// Passed with the frame; shared so the sender (e.g. the round-robin
+  /// dispatcher, which keeps a connection until the worker accepts it) and the
+  /// writer can both hold it.
+  pub fd: Option<Arc<OwnedFd>>,
+  /// Reported back through `WriterEvent::Written` once the frame is on the wire.
+  pub token: Option<u32>,
+}
+
+pub enum WriterCmd {
+  Frame(OutFrame),
+  HandleAck,
+  HandleNack,
+  /// Flush what is queued, then shut the socket down (Node's `disconnect()`).
+  Close,
+  /// The peer is gone: fail whatever is queued.
+  Abort,
+}
+
+pub enum WriterEvent {
+  Written { token: u32, error: Option<String> },
+}
+
+/// Sends frames in order; after a frame carrying an fd it waits for the peer's
+/// `NODE_HANDLE_ACK` (one handle in flight per channel, as Node requires).
+pub async fn write_loop(
+  sock: Arc<AsyncFd<OwnedFd>>,
+  mut rx: UnboundedReceiver<WriterCmd>,
+  queued: Arc<AtomicUsize>,
+  events: impl Fn(WriterEvent),
+) {
+  let mut queue: VecDeque<OutFrame> = VecDeque::new();
+  let mut in_flight: Option<(OutFrame, u32)> = None;
+  let mut closing = false;
+  let mut failed: Option<String> = None;
+  let mut retries_of_head = 0;
+  loop {
+    let idle = in_flight.is_some() || queue.is_empty();
+    if idle && closing && in_flight.is_none() {
+      break;
+    }
+    let cmd = if idle {
+      match rx.recv().await {
+        Some(c) => Some(c),
+        None => break,
+      }
+    } else {
+      rx.try_recv().ok()
+    };
+    match cmd {
+      Some(WriterCmd::Frame(f)) => queue.push_back(f),
+      Some(WriterCmd::HandleAck) => in_flight = None,
+      Some(WriterCmd::HandleNack) => {
+        // The fd did not arrive: send the same frame again, a few times.
+        if let Some((f, tries)) = in_flight.take() {
+          if tries < MAX_HANDLE_RETRANSMISSIONS {
+            queued.fetch_add(f.bytes.len(), Ordering::Relaxed);
+            queue.push_front(OutFrame { bytes: f.bytes, fd: f.fd, token: None });
+            retries_of_head = tries + 1;
+          }
+        }
+      }
+      Some(WriterCmd::Close) => closing = true,
+      Some(WriterCmd::Abort) => {
+        failed = Some("channel closed".to_string());
+        break;
+      }
+      None => {}
+    }
+    while in_flight.is_none() && !queue.is_empty() {
+      let has_fd = queue[0].fd.is_some();
+      match send_one(&sock, &mut queue, &queued, &events).await {
+        Ok(Some(f)) if has_fd => in_flight = Some((f, std::mem::take(&mut retries_of_head))),
+        Ok(_) => retries_of_head = 0,
+        Err(e) => {
+          failed = Some(e.to_string());
+          break;
+        }
+      }
+    }
+    if failed.is_some() {
+      break;
+    }
+  }
+  // Whatever could not be written is reported, so callers' callbacks run.
+  let error = failed.unwrap_or_else(|| "channel closed".to_string());
+  rx.close();
+  while let Ok(cmd) = rx.try_recv() {
+    if let WriterCmd::Frame(f) = cmd {
+      queue.push_back(f);
+    }
+  }
+  for f in queue.drain(..) {
+    queued.fetch_sub(f.bytes.len(), Ordering::Relaxed);
+    if let Some(token) = f.token {
+      events(WriterEvent::Written { token, error: Some(error.clone()) });
+    }
+  }
+  let _ = nix::sys::socket::shutdown(sock.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+}
+
+/// Writes the head of `queue` completely. Returns the frame when it carried an
+/// fd (the caller keeps it until the ACK, for a retransmission).
+async fn send_one(
+  sock: &AsyncFd<OwnedFd>,
+  queue: &mut VecDeque<OutFrame>,
+  queued: &AtomicUsize,
+  events: &impl Fn(WriterEvent),
+) -> io::Result<Option<OutFrame>> {
+  let frame = queue.pop_front().expect("send_one on an empty queue");
+  let mut off = 0;
+  while off < frame.bytes.len() {
+    let pass = if off == 0 { frame.fd.as_ref().map(|f| f.as_raw_fd()) } else { None };
+    let mut guard = sock.writable().await?;
+    match guard.try_io(|s| send_with_fd(s.as_raw_fd(), &frame.bytes[off..], pass)) {
+      Ok(Ok(n)) => off += n,
+      Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+      Ok(Err(e)) => {
+        queued.fetch_sub(frame.bytes.len(), Ordering::Relaxed);
+        if let Some(token) = frame.token {
+          events(WriterEvent::Written { token, error: Some(e.to_string()) });
+        }
+        return Err(e);
+      }
+      Err(_would_block) => {}
+    }
+  }
+  queued.fetch_sub(frame.bytes.len(), Ordering::Relaxed);
+  if let Some(token) = frame.token {
+    events(WriterEvent::Written { token, error: None });
+  }
+  Ok(if frame.fd.is_some() { Some(frame) } else { None })
+}
+
+pub enum ReaderEvent {
+  Message(Inbound),
+  /// The channel ended: EOF, a read error, or a frame we refuse (`error`).
+  End { error: Option<String> },
+}
+
+/// Reads frames until EOF or an error; each becomes one `ReaderEvent`.
+pub async fn read_loop(sock: Arc<AsyncFd<OwnedFd>>, mode: Serialization, events: impl Fn(ReaderEvent)) {
+  let mut decoder = Decoder::new(mode);
+  let mut buf = vec![0u8; 64 * 1024];
+  let mut received = Vec::new();
+  let mut unclaimed: VecDeque<OwnedFd> = VecDeque::new();
+  loop {
+    let mut guard = match sock.readable().await {
+      Ok(g) => g,
+      Err(e) => return events(ReaderEvent::End { error: Some(e.to_string()) }),
+    };
+    let n = match guard.try_io(|s| recv_with_fds(s.as_raw_fd(), &mut buf, &mut received)) {
+      Ok(Ok(0)) => return events(ReaderEvent::End { error: None }),
+      Ok(Ok(n)) => n,
+      Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+      Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset => {
+        return events(ReaderEvent::End { error: None })
+      }
+      Ok(Err(e)) => return events(ReaderEvent::End { error: Some(e.to_string()) }),
+      Err(_would_block) => continue,
+    };
+    unclaimed.extend(received.drain(..));
+    // A peer that sends fds without NODE_HANDLE messages must not make us
+    // hoard descriptors.
+    while unclaimed.len() > 16 {
+      unclaimed.pop_front();
+    }
+    decoder.push(&buf[..n]);
+    loop {
+      match decoder.next_frame() {
+        Ok(Some(frame)) => {
+          let msg = protocol::classify(mode, frame, &mut unclaimed);
+          if let Inbound::Garbage(reason) = msg {
+            return events(ReaderEvent::End { error: Some(reason) });
+          }
+          events(ReaderEvent::Message(msg));
+        }
+        Ok(None) => break,
+        Err(e) => return events(ReaderEvent::End { error: Some(e.to_string()) }),
+      }
+    }
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  #[test]
+  fn json_lines_split_across_pushes() {
+    let mut d = Decoder::new(Serialization::Json);
+    d.push(b"{\"a\":1}\n{\"b\"");
+    assert_eq!(d.next_frame().unwrap().unwrap(), b"{\"a\":1}");
+    assert_eq!(d.next_frame().unwrap(), None);
+    d.push(b":2}\n\n");
+    assert_eq!(d.next_frame().unwrap().unwrap(), b"{\"b\":2}");
+    assert_eq!(d.next_frame().unwrap().unwrap(), b"");
+    assert_eq!(d.next_frame().unwrap(), None);
+  }
+
+  #[test]
+  fn advanced_length_prefix() {
+    let mut d = Decoder::new(Serialization::Advanced);
+    let f = frame(Serialization::Advanced, b"hello");
+    d.push(&f[..3]);
+    assert_eq!(d.next_frame().unwrap(), None);
+    d.push(&f[3..]);
+    d.push(&frame(Serialization::Advanced, b""));
+    assert_eq!(d.next_frame().unwrap().unwrap(), b"hello");
+    assert_eq!(d.next_frame().unwrap().unwrap(), b"");
+    assert_eq!(d.next_frame().unwrap(), None);
+  }
+
+  #[test]
+  fn endless_line_is_refused() {
+    let mut d = Decoder::with_limit(Serialization::Json, 16);
+    d.push(&[b'x'; 10]);
+    assert_eq!(d.next_frame().unwrap(), None);
+    d.push(&[b'x'; 10]);
+    assert_eq!(d.next_frame(), Err(FrameError::TooLarge(20)));
+    let mut a = Decoder::with_limit(Serialization::Advanced, 16);
+    a.push(&1000u32.to_be_bytes());
+    assert_eq!(a.next_frame(), Err(FrameError::TooLarge(1000)));
+  }
+
+  #[test]
+  fn fd_travels_with_bytes() {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    let (a, b) =
+      socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC).unwrap();
+    let file = std::fs::File::open("/dev/null").unwrap();
+    send_with_fd(a.as_raw_fd(), b"x\n", Some(file.as_raw_fd())).unwrap();
+    let mut buf = [0u8; 16];
+    let mut fds = Vec::new();
+    let n = recv_with_fds(b.as_raw_fd(), &mut buf, &mut fds).unwrap();
+    assert_eq!(&buf[..n], b"x\n");
+    assert_eq!(fds.len(), 1);
+    assert_ne!(fds[0].as_raw_fd(), file.as_raw_fd());
+  }
+}

@@ -1,0 +1,21 @@
+//! rcluster: a drop-in `node:cluster` whose primary runs in Rust.
+//!
+//! - `spawn`    — starting workers, watching them exit (pidfd)
+//! - `channel`  — IPC framing and fd passing
+//! - `protocol` — Node's cluster messages
+//! - `sockets`  — binding listen sockets
+//! - `handles`  — server handles per scheduling policy
+//! - `dispatch` — round-robin connection hand-off
+//! - `primary`  — the core thread and its state machine
+//! - `binding`  — the N-API surface (the only module that knows napi)
+
+pub mod channel;
+pub mod dispatch;
+pub mod handles;
+pub mod primary;
+pub mod protocol;
+pub mod sockets;
+pub mod spawn;
+pub mod v8;
+
+mod binding;

@@ -1,0 +1,734 @@
+//! The primary: one long-lived thread running a tokio runtime that owns every
+//! worker's channel, the server handles and the hand-off state. All state
+//! lives in one `State` driven by one message loop, so nothing is locked on the
+//! hot path and the protocol reads top to bottom.
+//!
+//! The binding talks to it through `Core`; events for JS leave through each
+//! worker's `EventSink`, which is dropped once the worker has both exited and
+//! disconnected (that is what lets an idle Node primary exit).
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+use crate::channel::{self, OutFrame, ReaderEvent, Serialization, WriterCmd, WriterEvent};
+use crate::dispatch::{HandOff, RoundRobin};
+use crate::handles::{Grant, Policy, Query, ServerHandle, Shape};
+use crate::protocol::{self, Fields, Inbound};
+use crate::sockets;
+use crate::spawn::{self, ExitStatus, SpawnSpec};
+
+/// How long an exited worker's `'exit'` waits for its channel to reach EOF,
+/// so `'disconnect'` comes first as users expect. A grandchild holding the
+/// channel open must not delay `'exit'` for ever.
+const EXIT_WAITS_FOR_EOF: Duration = Duration::from_millis(200);
+
+/// Events for JS, per worker.
+#[derive(Debug)]
+pub enum Event {
+  Online,
+  /// `{addressType, address, port, fd}` from the worker's `listening` act.
+  Listening(Value),
+  /// A user message: one frame's payload (for a message that came with a
+  /// handle, the whole `NODE_HANDLE` envelope).
+  Message { frame: Vec<u8>, handle: Option<Received> },
+  ExitedAfterDisconnect,
+  Disconnect,
+  Exit { code: Option<i32>, signal: Option<String> },
+  Error { message: String, code: String },
+  Sent { token: u32, error: Option<String> },
+  /// An rcluster message from the worker (`cmd: 'NODE_RCLUSTER'`).
+  Rcluster(Value),
+}
+
+#[derive(Debug)]
+pub struct Received {
+  pub fd: OwnedFd,
+  /// The sender's `type` (`net.Socket`, `net.Server`, `net.Native`, …).
+  pub handle_type: String,
+  /// What the fd is (`tcp`, `tcp-server`, `pipe`, `pipe-server`, `udp4`, …).
+  pub socket: &'static str,
+}
+
+pub type EventSink = Box<dyn Fn(Event) + Send>;
+
+pub struct ForkInfo {
+  pub pid: i32,
+  pub stdin: Option<OwnedFd>,
+  pub stdout: Option<OwnedFd>,
+  pub stderr: Option<OwnedFd>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum SendError {
+  /// The worker is gone or its channel is closed.
+  ChannelClosed,
+}
+
+/// What the binding needs synchronously, without a round trip to the core.
+struct WorkerShared {
+  queued: Arc<AtomicUsize>,
+  pidfd: Option<Arc<OwnedFd>>,
+  open: bool,
+}
+
+type Registry = Arc<Mutex<HashMap<u32, WorkerShared>>>;
+
+enum Msg {
+  Fork { id: u32, spec: SpawnSpec, sink: EventSink, reply: std::sync::mpsc::SyncSender<io::Result<ForkInfo>> },
+  Send { id: u32, frame: OutFrame },
+  Disconnect { id: u32 },
+  CloseChannel { id: u32 },
+  SetPolicy(Policy),
+  Read { id: u32, event: ReaderEvent },
+  Written { id: u32, token: u32, error: Option<String> },
+  WriterDone { id: u32 },
+  Exited { id: u32, status: ExitStatus },
+  ExitDeadline { id: u32 },
+  Accepted { generation: u64, conns: Vec<OwnedFd> },
+}
+
+/// The binding's handle on the core thread.
+pub struct Core {
+  tx: UnboundedSender<Msg>,
+  registry: Registry,
+}
+
+impl Core {
+  pub fn start() -> io::Result<Core> {
+    let (tx, rx) = unbounded_channel();
+    let registry: Registry = Arc::default();
+    let state = State {
+      tx: tx.clone(),
+      registry: registry.clone(),
+      policy: default_policy(),
+      workers: HashMap::new(),
+      handles: HashMap::new(),
+      generations: HashMap::new(),
+      next_generation: 0,
+      seq: 0,
+      handoffs: HashMap::new(),
+    };
+    // This thread lives as long as the process: workers are spawned from it,
+    // and PR_SET_PDEATHSIG follows the spawning thread.
+    std::thread::Builder::new().name("rcluster-core".into()).spawn(move || {
+      let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rcluster: cannot start the core runtime");
+      rt.block_on(state.run(rx));
+    })?;
+    Ok(Core { tx, registry })
+  }
+
+  pub fn fork(&self, id: u32, spec: SpawnSpec, sink: EventSink) -> io::Result<ForkInfo> {
+    let (reply, result) = std::sync::mpsc::sync_channel(1);
+    self
+      .tx
+      .send(Msg::Fork { id, spec, sink, reply })
+      .map_err(|_| io::Error::other("rcluster core is not running"))?;
+    result.recv().map_err(|_| io::Error::other("rcluster core is not running"))?
+  }
+
+  /// Queues a complete frame; returns the bytes now queued for that worker.
+  pub fn send(&self, id: u32, bytes: Vec<u8>, fd: Option<OwnedFd>, token: Option<u32>) -> Result<usize, SendError> {
+    let queued = {
+      let reg = self.registry.lock().unwrap();
+      match reg.get(&id) {
+        Some(w) if w.open => w.queued.clone(),
+        _ => return Err(SendError::ChannelClosed),
+      }
+    };
+    let total = queued.fetch_add(bytes.len(), Ordering::Relaxed) + bytes.len();
+    let frame = OutFrame { bytes, fd: fd.map(Arc::new), token };
+    self.tx.send(Msg::Send { id, frame }).map_err(|_| SendError::ChannelClosed)?;
+    Ok(total)
+  }
+
+  /// `worker.disconnect()`: ask the worker to close its servers and
+  /// disconnect; forget its server handles now, as Node does.
+  pub fn disconnect(&self, id: u32) {
+    let _ = self.tx.send(Msg::Disconnect { id });
+  }
+
+  /// `worker.process.disconnect()`: close the channel once queued messages
+  /// are out.
+  pub fn close_channel(&self, id: u32) {
+    if let Some(w) = self.registry.lock().unwrap().get_mut(&id) {
+      w.open = false;
+    }
+    let _ = self.tx.send(Msg::CloseChannel { id });
+  }
+
+  /// Signals the worker through its pidfd: never a recycled pid.
+  pub fn kill(&self, id: u32, signal: i32) -> io::Result<()> {
+    let pidfd = {
+      let reg = self.registry.lock().unwrap();
+      reg.get(&id).and_then(|w| w.pidfd.clone())
+    };
+    match pidfd {
+      Some(fd) => spawn::pidfd_send_signal(fd.as_raw_fd(), signal),
+      None => Err(io::Error::from_raw_os_error(libc::ESRCH)),
+    }
+  }
+
+  pub fn set_policy(&self, policy: Policy) {
+    let _ = self.tx.send(Msg::SetPolicy(policy));
+  }
+}
+
+pub fn default_policy() -> Policy {
+  if cfg!(target_os = "linux") {
+    Policy::ReusePort
+  } else {
+    Policy::RoundRobin
+  }
+}
+
+struct Worker {
+  mode: Serialization,
+  sink: EventSink,
+  writer: UnboundedSender<WriterCmd>,
+  channel: Arc<AsyncFd<OwnedFd>>,
+  connected: bool,
+  writer_done: bool,
+  exit: Option<ExitStatus>,
+  exit_emitted: bool,
+  /// Set by `worker.disconnect()` or the worker's `exitedAfterDisconnect`:
+  /// no new servers, no new connections.
+  leaving: bool,
+  keys: HashSet<String>,
+  unanswered: usize,
+}
+
+struct State {
+  tx: UnboundedSender<Msg>,
+  registry: Registry,
+  policy: Policy,
+  workers: HashMap<u32, Worker>,
+  handles: HashMap<String, ServerHandle>,
+  /// Round-robin listeners report accepted connections by generation, so a
+  /// late batch from a closed listener never lands in a new one.
+  generations: HashMap<u64, String>,
+  next_generation: u64,
+  seq: u64,
+  handoffs: HashMap<u64, HandOff>,
+}
+
+impl State {
+  async fn run(mut self, mut rx: UnboundedReceiver<Msg>) {
+    while let Some(msg) = rx.recv().await {
+      self.handle(msg);
+    }
+  }
+
+  fn handle(&mut self, msg: Msg) {
+    match msg {
+      Msg::Fork { id, spec, sink, reply } => {
+        let _ = reply.send(self.fork(id, spec, sink));
+      }
+      Msg::Send { id, frame } => self.write(id, WriterCmd::Frame(frame)),
+      Msg::Disconnect { id } => self.disconnect(id),
+      Msg::CloseChannel { id } => self.write(id, WriterCmd::Close),
+      Msg::SetPolicy(p) => self.policy = p,
+      Msg::Read { id, event: ReaderEvent::Message(m) } => self.on_message(id, m),
+      Msg::Read { id, event: ReaderEvent::End { error } } => self.on_channel_end(id, error),
+      Msg::Written { id, token, error } => self.emit(id, Event::Sent { token, error }),
+      Msg::WriterDone { id } => {
+        if let Some(w) = self.workers.get_mut(&id) {
+          w.writer_done = true;
+        }
+        self.maybe_forget(id);
+      }
+      Msg::Exited { id, status } => self.on_exit(id, status),
+      Msg::ExitDeadline { id } => self.emit_exit(id),
+      Msg::Accepted { generation, conns } => {
+        if let Some(key) = self.generations.get(&generation).cloned() {
+          if let Some(ServerHandle { shape: Shape::RoundRobin(rr), .. }) = self.handles.get_mut(&key) {
+            rr.backlog.extend(conns);
+            self.distribute(&key);
+          }
+        }
+      }
+    }
+  }
+
+  fn fork(&mut self, id: u32, spec: SpawnSpec, sink: EventSink) -> io::Result<ForkInfo> {
+    let mode = spec.serialization;
+    let s = spawn::spawn(&spec)?;
+    let channel = Arc::new(channel::register(s.channel, tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE)?);
+    let queued = Arc::new(AtomicUsize::new(0));
+    let (writer_tx, writer_rx) = unbounded_channel();
+
+    let tx = self.tx.clone();
+    tokio::spawn(channel::read_loop(channel.clone(), mode, move |event| {
+      let _ = tx.send(Msg::Read { id, event });
+    }));
+    let tx = self.tx.clone();
+    let done = self.tx.clone();
+    let writer_queued = queued.clone();
+    let writer_channel = channel.clone();
+    tokio::spawn(async move {
+      channel::write_loop(writer_channel, writer_rx, writer_queued, move |WriterEvent::Written { token, error }| {
+        let _ = tx.send(Msg::Written { id, token, error });
+      })
+      .await;
+      let _ = done.send(Msg::WriterDone { id });
+    });
+    let pidfd = s.pidfd.map(Arc::new);
+    let watch_fd = pidfd.as_ref().and_then(|fd| sockets::dup_fd(fd.as_raw_fd()).ok());
+    let tx = self.tx.clone();
+    let pid = s.pid;
+    tokio::spawn(async move {
+      let status = spawn::wait_exit(pid, watch_fd).await;
+      let _ = tx.send(Msg::Exited { id, status });
+    });
+
+    self.registry.lock().unwrap().insert(id, WorkerShared { queued, pidfd, open: true });
+    self.workers.insert(
+      id,
+      Worker {
+        mode,
+        sink,
+        writer: writer_tx,
+        channel,
+        connected: true,
+        writer_done: false,
+        exit: None,
+        exit_emitted: false,
+        leaving: false,
+        keys: HashSet::new(),
+        unanswered: 0,
+      },
+    );
+    Ok(ForkInfo { pid: s.pid, stdin: s.stdin, stdout: s.stdout, stderr: s.stderr })
+  }
+
+  fn emit(&self, id: u32, event: Event) {
+    if let Some(w) = self.workers.get(&id) {
+      (w.sink)(event);
+    }
+  }
+
+  fn write(&self, id: u32, cmd: WriterCmd) {
+    if let Some(w) = self.workers.get(&id) {
+      let _ = w.writer.send(cmd);
+    }
+  }
+
+  /// Sends an internal message, optionally with an fd.
+  fn send_internal(&self, id: u32, msg: Value, fd: Option<Arc<OwnedFd>>) {
+    if let Some(w) = self.workers.get(&id) {
+      if !w.connected {
+        return;
+      }
+      let bytes = protocol::encode(w.mode, &msg);
+      let _ = w.writer.send(WriterCmd::Frame(OutFrame { bytes, fd, token: None }));
+    }
+  }
+
+  fn next_seq(&mut self) -> u64 {
+    let s = self.seq;
+    self.seq += 1;
+    s
+  }
+
+  fn send_cluster(&mut self, id: u32, fields: Value, fd: Option<(Arc<OwnedFd>, &str)>) -> u64 {
+    let seq = self.next_seq();
+    let msg = protocol::cluster_message(seq, fields);
+    match fd {
+      Some((fd, ty)) => self.send_internal(id, protocol::handle_envelope(ty, msg), Some(fd)),
+      None => self.send_internal(id, msg, None),
+    }
+    seq
+  }
+
+  fn on_message(&mut self, id: u32, msg: Inbound) {
+    match msg {
+      Inbound::Cluster(f) => self.on_cluster(id, f),
+      Inbound::HandleAck => self.write(id, WriterCmd::HandleAck),
+      Inbound::HandleNack => self.write(id, WriterCmd::HandleNack),
+      Inbound::Handle { envelope, handle_type, fd } => match fd {
+        Some(fd) => {
+          self.send_internal(id, protocol::handle_ack(true), None);
+          let socket = sockets::describe(fd.as_raw_fd());
+          self.emit(id, Event::Message { frame: envelope, handle: Some(Received { fd, handle_type, socket }) });
+        }
+        None => self.send_internal(id, protocol::handle_ack(false), None),
+      },
+      Inbound::Rcluster(f) => self.emit(id, Event::Rcluster(Value::Object(f))),
+      Inbound::OtherInternal => {}
+      Inbound::User(frame) => self.emit(id, Event::Message { frame, handle: None }),
+      Inbound::Garbage(reason) => self.on_channel_end(id, Some(reason)),
+    }
+  }
+
+  fn on_cluster(&mut self, id: u32, f: Fields) {
+    let seq = protocol::seq(&f);
+    match protocol::act(&f) {
+      Some("online") => self.emit(id, Event::Online),
+      Some("queryServer") => self.query_server(id, &f),
+      Some("listening") => self.emit(id, Event::Listening(protocol::listening_info(&f))),
+      Some("close") => {
+        if let Some(key) = f.get("key").and_then(Value::as_str) {
+          let key = key.to_owned();
+          self.release(id, &key);
+        }
+      }
+      Some("exitedAfterDisconnect") => {
+        if let Some(w) = self.workers.get_mut(&id) {
+          w.leaving = true;
+        }
+        self.emit(id, Event::ExitedAfterDisconnect);
+        if let Some(seq) = seq {
+          self.send_cluster(id, json!({ "ack": seq }), None);
+        }
+      }
+      None => {
+        // A reply: the only requests we make that expect one are `newconn`.
+        if let Some(ack) = f.get("ack").and_then(Value::as_u64) {
+          let accepted = f.get("accepted").and_then(Value::as_bool).unwrap_or(false);
+          self.on_newconn_reply(ack, accepted);
+        }
+      }
+      Some(_) => {}
+    }
+  }
+
+  fn query_server(&mut self, id: u32, f: &Fields) {
+    match self.workers.get(&id) {
+      Some(w) if !w.leaving => {}
+      _ => return,
+    }
+    let key = protocol::server_key(f);
+    let ack = protocol::seq(f).unwrap_or(0);
+    if !self.handles.contains_key(&key) {
+      let created = Query::from_fields(f).and_then(|q| {
+        let generation = self.next_generation;
+        let tx = self.tx.clone();
+        let policy = self.policy;
+        ServerHandle::create(q, policy, |sock, unlink| {
+          RoundRobin::start(sock, unlink, move |conns| {
+            let _ = tx.send(Msg::Accepted { generation, conns });
+          })
+        })
+        .map(|h| (h, generation))
+      });
+      match created {
+        Ok((h, generation)) => {
+          if matches!(h.shape, Shape::RoundRobin(_)) {
+            self.generations.insert(generation, key.clone());
+            self.next_generation += 1;
+          }
+          self.handles.insert(key.clone(), h);
+        }
+        Err(errno) => {
+          // Nothing is kept: the next worker asking tries again, as in Node.
+          self.send_cluster(id, json!({ "errno": errno, "key": key, "ack": ack, "data": null }), None);
+          return;
+        }
+      }
+    }
+    let handle = self.handles.get_mut(&key).expect("just inserted");
+    if handle.data.is_null() {
+      if let Some(d) = f.get("data") {
+        handle.data = d.clone();
+      }
+    }
+    let data = handle.data.clone();
+    let ty = handle.handle_type();
+    match handle.add(id) {
+      Ok(Grant::Handle(fd)) => {
+        self.remember_key(id, &key);
+        self.send_cluster(id, json!({ "errno": 0, "key": key, "ack": ack, "data": data }), Some((fd, ty)));
+      }
+      Ok(Grant::RoundRobin { sockname }) => {
+        self.remember_key(id, &key);
+        let mut reply = json!({ "errno": 0, "key": key, "ack": ack, "data": data });
+        if let Some(s) = sockname {
+          reply["sockname"] = s;
+        }
+        self.send_cluster(id, reply, None);
+        self.distribute(&key);
+      }
+      Err(errno) => {
+        let empty = handle.workers.is_empty();
+        if empty {
+          self.drop_handle(&key);
+        }
+        self.send_cluster(id, json!({ "errno": errno, "key": key, "ack": ack, "data": null }), None);
+      }
+    }
+  }
+
+  fn remember_key(&mut self, id: u32, key: &str) {
+    if let Some(w) = self.workers.get_mut(&id) {
+      w.keys.insert(key.to_owned());
+    }
+  }
+
+  /// The worker no longer uses `key`.
+  fn release(&mut self, id: u32, key: &str) {
+    if let Some(w) = self.workers.get_mut(&id) {
+      w.keys.remove(key);
+    }
+    let unused = match self.handles.get_mut(key) {
+      Some(h) => h.remove(id),
+      None => false,
+    };
+    if unused {
+      self.drop_handle(key);
+    } else {
+      self.distribute(key);
+    }
+  }
+
+  fn drop_handle(&mut self, key: &str) {
+    if self.handles.remove(key).is_some() {
+      self.generations.retain(|_, k| k != key);
+    }
+  }
+
+  fn release_all(&mut self, id: u32) {
+    let keys: Vec<String> = match self.workers.get_mut(&id) {
+      Some(w) => w.keys.drain().collect(),
+      None => return,
+    };
+    for key in keys {
+      self.release(id, &key);
+    }
+    // Connections handed to this worker but not accepted go to the others.
+    let mine: Vec<u64> = self.handoffs.iter().filter(|(_, h)| h.worker == id).map(|(s, _)| *s).collect();
+    let mut touched = HashSet::new();
+    for seq in mine {
+      let h = self.handoffs.remove(&seq).expect("listed above");
+      if let Some(ServerHandle { shape: Shape::RoundRobin(rr), .. }) = self.handles.get_mut(&h.key) {
+        if let Ok(fd) = Arc::try_unwrap(h.conn) {
+          rr.backlog.push_front(fd);
+        }
+        touched.insert(h.key);
+      }
+    }
+    if let Some(w) = self.workers.get_mut(&id) {
+      w.unanswered = 0;
+    }
+    for key in touched {
+      self.distribute(&key);
+    }
+  }
+
+  /// Hands queued connections of `key` to available workers.
+  fn distribute(&mut self, key: &str) {
+    loop {
+      let workers = &self.workers;
+      let Some(ServerHandle { shape: Shape::RoundRobin(rr), .. }) = self.handles.get_mut(key) else {
+        return;
+      };
+      if rr.backlog.is_empty() {
+        return;
+      }
+      let pick = rr.pick(|w| {
+        workers.get(&w).filter(|w| w.connected && !w.leaving && w.exit.is_none()).map(|w| w.unanswered)
+      });
+      let Some(worker) = pick else { return };
+      let conn = Arc::new(rr.backlog.pop_front().expect("checked non-empty"));
+      let seq = self.send_cluster(
+        worker,
+        json!({ "act": "newconn", "key": key }),
+        Some((conn.clone(), "net.Native")),
+      );
+      self.handoffs.insert(seq, HandOff { key: key.to_owned(), worker, conn });
+      if let Some(w) = self.workers.get_mut(&worker) {
+        w.unanswered += 1;
+      }
+    }
+  }
+
+  fn on_newconn_reply(&mut self, ack: u64, accepted: bool) {
+    let Some(h) = self.handoffs.remove(&ack) else { return };
+    if let Some(w) = self.workers.get_mut(&h.worker) {
+      w.unanswered = w.unanswered.saturating_sub(1);
+    }
+    if !accepted {
+      // The worker closed that server or is at maxConnections: try another.
+      if let Some(ServerHandle { shape: Shape::RoundRobin(rr), .. }) = self.handles.get_mut(&h.key) {
+        if let Ok(fd) = Arc::try_unwrap(h.conn) {
+          rr.backlog.push_back(fd);
+        }
+      }
+    }
+    // Dropping an accepted `conn` closes the primary's copy.
+    self.distribute(&h.key);
+  }
+
+  fn disconnect(&mut self, id: u32) {
+    let Some(w) = self.workers.get_mut(&id) else { return };
+    w.leaving = true;
+    self.send_cluster(id, json!({ "act": "disconnect" }), None);
+    self.release_all(id);
+  }
+
+  fn on_channel_end(&mut self, id: u32, error: Option<String>) {
+    let Some(w) = self.workers.get_mut(&id) else { return };
+    if !w.connected {
+      return;
+    }
+    w.connected = false;
+    let _ = w.writer.send(WriterCmd::Abort);
+    // Refuse the rest of a broken stream at once.
+    let _ = nix::sys::socket::shutdown(w.channel.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+    if let Some(w) = self.registry.lock().unwrap().get_mut(&id) {
+      w.open = false;
+    }
+    if let Some(message) = error {
+      self.emit(id, Event::Error { message, code: "ERR_RCLUSTER_BAD_MESSAGE".into() });
+    }
+    self.release_all(id);
+    self.emit(id, Event::Disconnect);
+    if self.workers.get(&id).is_some_and(|w| w.exit.is_some()) {
+      self.emit_exit(id);
+    }
+    self.maybe_forget(id);
+  }
+
+  fn on_exit(&mut self, id: u32, status: ExitStatus) {
+    if let Some(w) = self.registry.lock().unwrap().get_mut(&id) {
+      // Reaped: the pidfd must not be used to signal any more.
+      w.pidfd = None;
+    }
+    let Some(w) = self.workers.get_mut(&id) else { return };
+    w.exit = Some(status);
+    if w.connected {
+      let tx = self.tx.clone();
+      tokio::spawn(async move {
+        tokio::time::sleep(EXIT_WAITS_FOR_EOF).await;
+        let _ = tx.send(Msg::ExitDeadline { id });
+      });
+    } else {
+      self.emit_exit(id);
+    }
+  }
+
+  fn emit_exit(&mut self, id: u32) {
+    let Some(w) = self.workers.get_mut(&id) else { return };
+    if w.exit_emitted {
+      return;
+    }
+    let Some(status) = w.exit.clone() else { return };
+    w.exit_emitted = true;
+    let signal = status.signal.map(spawn::signal_name);
+    self.emit(id, Event::Exit { code: status.code, signal });
+    self.maybe_forget(id);
+  }
+
+  /// Drops everything of a worker that has exited and disconnected; its
+  /// event sink goes with it.
+  fn maybe_forget(&mut self, id: u32) {
+    let done = self.workers.get(&id).is_some_and(|w| w.exit_emitted && !w.connected && w.writer_done);
+    if done {
+      self.release_all(id);
+      self.workers.remove(&id);
+      self.registry.lock().unwrap().remove(&id);
+    }
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use crate::spawn::StdioSpec;
+  use std::sync::mpsc;
+
+  /// Node only becomes a cluster worker when it runs a script file.
+  fn node_worker(script: &str) -> SpawnSpec {
+    let path = std::env::temp_dir().join(format!("rcluster-test-{}-{}.js", std::process::id(), script.len()));
+    std::fs::write(&path, script).unwrap();
+    SpawnSpec {
+      file: "node".into(),
+      args: vec![path.to_string_lossy().into_owned()],
+      env: std::env::vars().chain([("NODE_UNIQUE_ID".to_string(), "1".to_string())]).collect(),
+      cwd: None,
+      stdio: [StdioSpec::Ignore, StdioSpec::Inherit, StdioSpec::Inherit],
+      uid: None,
+      gid: None,
+      serialization: Serialization::Json,
+    }
+  }
+
+  fn collect(core: &Core, id: u32, spec: SpawnSpec) -> mpsc::Receiver<Event> {
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    core
+      .fork(id, spec, Box::new(move |e| {
+        let _ = tx.lock().unwrap().send(e);
+      }))
+      .unwrap();
+    rx
+  }
+
+  fn next(rx: &mpsc::Receiver<Event>) -> Event {
+    let e = rx.recv_timeout(Duration::from_secs(20)).expect("no event in time");
+    e
+  }
+
+  /// A real Node worker goes online, listens through the primary, answers a
+  /// TCP client on the reuseport socket it was given, and exits cleanly on
+  /// `disconnect`.
+  #[test]
+  fn node_worker_lifecycle() {
+    let core = Core::start().unwrap();
+    let rx = collect(
+      &core,
+      1,
+      node_worker(
+        "require('net').createServer(s => s.end('hi')).listen(0, '127.0.0.1')",
+      ),
+    );
+    let first = next(&rx);
+    assert!(matches!(first, Event::Online), "{first:?}");
+    let port = match next(&rx) {
+      Event::Listening(info) => info["port"].as_u64().unwrap() as u16,
+      e => panic!("unexpected {e:?}"),
+    };
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut s, &mut out).unwrap();
+    assert_eq!(out, "hi");
+    drop(s); // server.close() in the worker waits for open connections
+    core.disconnect(1);
+    assert!(matches!(next(&rx), Event::Disconnect));
+    match next(&rx) {
+      Event::Exit { code, signal } => assert_eq!((code, signal), (Some(0), None)),
+      e => panic!("unexpected {e:?}"),
+    }
+  }
+
+  #[test]
+  fn garbage_disconnects_the_worker_only() {
+    let core = Core::start().unwrap();
+    let rx = collect(
+      &core,
+      7,
+      node_worker("require('fs').writeSync(process.channel.fd, '{not json\\n'); setTimeout(() => {}, 5000)"),
+    );
+    let mut saw_error = false;
+    loop {
+      match next(&rx) {
+        Event::Error { code, .. } => {
+          assert_eq!(code, "ERR_RCLUSTER_BAD_MESSAGE");
+          saw_error = true;
+        }
+        Event::Exit { .. } => break,
+        _ => {}
+      }
+    }
+    assert!(saw_error);
+  }
+}

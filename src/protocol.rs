@@ -1,0 +1,264 @@
+//! Node's cluster protocol, as the primary sees it.
+//!
+//! Every message on a worker channel is either a user message (delivered to
+//! `'message'` listeners) or internal (`cmd` starting with `NODE_`). Internal
+//! ones we act on:
+//! - `NODE_CLUSTER` — the cluster acts (`online`, `queryServer`, `listening`,
+//!   `close`, `exitedAfterDisconnect`, and `{ack, accepted}` replies to
+//!   `newconn`), each with a `seq`; replies carry `ack: <seq>`.
+//! - `NODE_HANDLE` — `{cmd, type, msg}` sent with an fd in `SCM_RIGHTS`; the
+//!   receiver answers `NODE_HANDLE_ACK` (or `_NACK` when the fd got lost).
+//! - `NODE_RCLUSTER` — rcluster's own worker-to-primary messages (heartbeats).
+//!
+//! This module classifies frames and builds replies; what to do about them is
+//! `primary`'s job.
+
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+
+use serde_json::{json, Map, Value};
+
+use crate::channel::{self, Serialization};
+use crate::v8;
+
+pub type Fields = Map<String, Value>;
+
+/// A decoded frame from a worker.
+pub enum Inbound {
+  Cluster(Fields),
+  HandleAck,
+  HandleNack,
+  /// A user message that came with an fd (or should have: `fd` is `None` when
+  /// the fd was lost, and the sender gets a NACK). `envelope` is the whole
+  /// frame; JS unwraps `.msg` with the full deserializer.
+  Handle { envelope: Vec<u8>, handle_type: String, fd: Option<OwnedFd> },
+  Rcluster(Fields),
+  /// Internal messages we do not act on (e.g. Node's socket-list messages).
+  OtherInternal,
+  User(Vec<u8>),
+  /// Not a valid message in this serialization.
+  Garbage(String),
+}
+
+fn internal_cmd(v: &Value) -> Option<&str> {
+  v.get("cmd")?.as_str().filter(|c| c.starts_with("NODE_"))
+}
+
+fn classify_fields(cmd: &str, mut fields: Fields, frame: Vec<u8>, fds: &mut VecDeque<OwnedFd>) -> Inbound {
+  match cmd {
+    "NODE_CLUSTER" => Inbound::Cluster(fields),
+    "NODE_HANDLE_ACK" => Inbound::HandleAck,
+    "NODE_HANDLE_NACK" => Inbound::HandleNack,
+    "NODE_HANDLE" => {
+      let handle_type = match fields.remove("type") {
+        Some(Value::String(s)) => s,
+        _ => String::new(),
+      };
+      Inbound::Handle { envelope: frame, handle_type, fd: fds.pop_front() }
+    }
+    "NODE_RCLUSTER" => Inbound::Rcluster(fields),
+    _ => Inbound::OtherInternal,
+  }
+}
+
+/// Decodes one frame. `fds` holds descriptors received on the channel and not
+/// yet claimed: each `NODE_HANDLE` takes the oldest (both are FIFO).
+pub fn classify(mode: Serialization, frame: Vec<u8>, fds: &mut VecDeque<OwnedFd>) -> Inbound {
+  match mode {
+    Serialization::Json => {
+      // Internal messages always contain the literal `NODE_` (JSON.stringify
+      // never escapes letters), so most user messages skip the full parse;
+      // they are still validated so garbage is caught here, not in JS.
+      if memchr_node(&frame) {
+        match serde_json::from_slice::<Value>(&frame) {
+          Ok(v) => match (internal_cmd(&v).map(str::to_owned), v) {
+            (Some(cmd), Value::Object(m)) => classify_fields(&cmd, m, frame, fds),
+            _ => Inbound::User(frame),
+          },
+          Err(e) => Inbound::Garbage(format!("invalid JSON on the IPC channel: {e}")),
+        }
+      } else {
+        match serde_json::from_slice::<serde::de::IgnoredAny>(&frame) {
+          Ok(_) => Inbound::User(frame),
+          Err(e) => Inbound::Garbage(format!("invalid JSON on the IPC channel: {e}")),
+        }
+      }
+    }
+    Serialization::Advanced => match v8::decode(&frame) {
+      Ok(v) => match (internal_cmd(&v).map(str::to_owned), v) {
+        (Some(cmd), Value::Object(m)) => classify_fields(&cmd, m, frame, fds),
+        _ => Inbound::User(frame),
+      },
+      Err(_) => {
+        // User values (Buffers, Maps, …) are beyond our decoder; the envelope's
+        // leading `cmd` and `type` are not.
+        let props = v8::decode_leading_props(&frame);
+        let cmd = props.iter().find(|(k, _)| k == "cmd").and_then(|(_, v)| v.as_str());
+        match cmd {
+          Some(c) if c.starts_with("NODE_") => {
+            let mut fields = Fields::new();
+            for (k, v) in props.iter().cloned() {
+              fields.insert(k, v);
+            }
+            let c = c.to_owned();
+            classify_fields(&c, fields, frame, fds)
+          }
+          // Not decodable as far as `cmd`: let JS's real deserializer judge.
+          _ => Inbound::User(frame),
+        }
+      }
+    },
+  }
+}
+
+fn memchr_node(frame: &[u8]) -> bool {
+  frame.windows(5).any(|w| w == b"NODE_")
+}
+
+/// Encodes an internal message as a complete frame.
+pub fn encode(mode: Serialization, msg: &Value) -> Vec<u8> {
+  match mode {
+    Serialization::Json => channel::frame(mode, msg.to_string().as_bytes()),
+    Serialization::Advanced => channel::frame(mode, &v8::encode(msg)),
+  }
+}
+
+/// `{cmd:'NODE_CLUSTER', ...fields, seq}`.
+pub fn cluster_message(seq: u64, fields: Value) -> Value {
+  let mut m = match fields {
+    Value::Object(m) => m,
+    _ => Fields::new(),
+  };
+  m.insert("cmd".into(), json!("NODE_CLUSTER"));
+  m.insert("seq".into(), json!(seq));
+  Value::Object(m)
+}
+
+/// Wraps a message that travels with an fd.
+pub fn handle_envelope(handle_type: &str, msg: Value) -> Value {
+  json!({ "cmd": "NODE_HANDLE", "type": handle_type, "msg": msg })
+}
+
+pub fn handle_ack(ok: bool) -> Value {
+  json!({ "cmd": if ok { "NODE_HANDLE_ACK" } else { "NODE_HANDLE_NACK" } })
+}
+
+/// The `act` of a cluster message, if any.
+pub fn act(fields: &Fields) -> Option<&str> {
+  fields.get("act")?.as_str()
+}
+
+pub fn seq(fields: &Fields) -> Option<u64> {
+  fields.get("seq")?.as_u64()
+}
+
+/// Node keys a server handle by where it listens plus the worker-local index
+/// of that server, so two servers on one port in a worker stay distinct.
+pub fn server_key(fields: &Fields) -> String {
+  let part = |k: &str| match fields.get(k) {
+    None => "undefined".to_string(),
+    Some(Value::Null) => "null".to_string(),
+    Some(Value::String(s)) => s.clone(),
+    Some(v) => v.to_string(),
+  };
+  format!(
+    "{}:{}:{}:{}:{}",
+    part("address"),
+    part("port"),
+    part("addressType"),
+    part("fd"),
+    part("index")
+  )
+}
+
+/// The part of a `listening` act the primary's `'listening'` event reports.
+pub fn listening_info(fields: &Fields) -> Value {
+  let mut info = Fields::new();
+  for k in ["addressType", "address", "port", "fd"] {
+    if let Some(v) = fields.get(k) {
+      info.insert(k.into(), v.clone());
+    }
+  }
+  Value::Object(info)
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  fn fds() -> VecDeque<OwnedFd> {
+    VecDeque::new()
+  }
+
+  #[test]
+  fn json_classification() {
+    let m = classify(
+      Serialization::Json,
+      br#"{"cmd":"NODE_CLUSTER","act":"online","seq":0}"#.to_vec(),
+      &mut fds(),
+    );
+    assert!(matches!(m, Inbound::Cluster(ref f) if act(f) == Some("online") && seq(f) == Some(0)));
+    assert!(matches!(
+      classify(Serialization::Json, br#"{"cmd":"NODE_HANDLE_ACK"}"#.to_vec(), &mut fds()),
+      Inbound::HandleAck
+    ));
+    assert!(matches!(
+      classify(Serialization::Json, br#"{"hello":"NODE_ish"}"#.to_vec(), &mut fds()),
+      Inbound::User(_)
+    ));
+    assert!(matches!(classify(Serialization::Json, b"[1,2]".to_vec(), &mut fds()), Inbound::User(_)));
+    assert!(matches!(classify(Serialization::Json, b"{oops".to_vec(), &mut fds()), Inbound::Garbage(_)));
+    assert!(matches!(
+      classify(Serialization::Json, b"{\"cmd\":\"NODE_X\"".to_vec(), &mut fds()),
+      Inbound::Garbage(_)
+    ));
+  }
+
+  #[test]
+  fn handle_claims_the_oldest_fd() {
+    let mut q = VecDeque::new();
+    q.push_back(OwnedFd::from(std::fs::File::open("/dev/null").unwrap()));
+    let m = classify(
+      Serialization::Json,
+      br#"{"cmd":"NODE_HANDLE","type":"net.Socket","msg":{"x":1}}"#.to_vec(),
+      &mut q,
+    );
+    match m {
+      Inbound::Handle { handle_type, fd, .. } => {
+        assert_eq!(handle_type, "net.Socket");
+        assert!(fd.is_some());
+      }
+      _ => panic!("not a handle"),
+    }
+    assert!(q.is_empty());
+    let m = classify(
+      Serialization::Json,
+      br#"{"cmd":"NODE_HANDLE","type":"net.Socket","msg":{}}"#.to_vec(),
+      &mut q,
+    );
+    assert!(matches!(m, Inbound::Handle { fd: None, .. }));
+  }
+
+  #[test]
+  fn advanced_round_trip_of_internal_messages() {
+    let msg = cluster_message(7, json!({"act": "newconn", "key": "null:0:4:undefined:0"}));
+    let frame = encode(Serialization::Advanced, &msg);
+    let payload = frame[4..].to_vec();
+    match classify(Serialization::Advanced, payload, &mut fds()) {
+      Inbound::Cluster(f) => {
+        assert_eq!(act(&f), Some("newconn"));
+        assert_eq!(seq(&f), Some(7));
+      }
+      _ => panic!("not a cluster message"),
+    }
+  }
+
+  #[test]
+  fn keys_match_nodes_spelling() {
+    let f: Fields = serde_json::from_str(
+      r#"{"address":null,"port":8000,"addressType":4,"index":0}"#,
+    )
+    .unwrap();
+    assert_eq!(server_key(&f), "null:8000:4:undefined:0");
+  }
+}

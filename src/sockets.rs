@@ -1,0 +1,290 @@
+//! Binding the sockets the primary holds for its workers, as Node's
+//! `net._createServerHandle` and `dgram._createSocketHandle` would, plus the
+//! `SO_REUSEPORT` variant that gives each worker its own socket.
+//!
+//! Errors are returned as negative errno values, the form Node's worker-side
+//! code turns into `'error'` events with `code`, `errno` and `syscall: 'bind'`.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use socket2::{Domain, SockAddr, Socket, Type};
+
+/// libuv's `UV_TCP_IPV6ONLY` / `UV_UDP_IPV6ONLY`.
+pub const FLAG_IPV6ONLY: u32 = 1;
+/// libuv's `UV_UDP_REUSEADDR`.
+pub const FLAG_UDP_REUSEADDR: u32 = 4;
+
+/// What a worker asked to listen on (`addressType` in `queryServer`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+  Tcp4,
+  Tcp6,
+  Pipe,
+  Udp4,
+  Udp6,
+}
+
+impl Kind {
+  pub fn from_address_type(v: &serde_json::Value) -> Option<Kind> {
+    match v {
+      serde_json::Value::String(s) if s == "udp4" => Some(Kind::Udp4),
+      serde_json::Value::String(s) if s == "udp6" => Some(Kind::Udp6),
+      serde_json::Value::Number(n) => match n.as_i64()? {
+        4 => Some(Kind::Tcp4),
+        6 => Some(Kind::Tcp6),
+        -1 => Some(Kind::Pipe),
+        _ => None,
+      },
+      _ => None,
+    }
+  }
+  pub fn is_udp(self) -> bool {
+    matches!(self, Kind::Udp4 | Kind::Udp6)
+  }
+  /// The handle type named in the `NODE_HANDLE` envelope.
+  pub fn handle_type(self) -> &'static str {
+    if self.is_udp() {
+      "dgram.Native"
+    } else {
+      "net.Native"
+    }
+  }
+}
+
+pub fn neg_errno(e: &io::Error) -> i32 {
+  -e.raw_os_error().unwrap_or(libc::EINVAL)
+}
+
+fn parse_ip(address: &str) -> Option<IpAddr> {
+  // Node accepts IPv6 with a zone (`fe80::1%lo`); std does not parse zones,
+  // so strip it (scope ids are looked up below).
+  let bare = address.split('%').next().unwrap_or(address);
+  bare.parse().ok()
+}
+
+fn sock_addr(kind: Kind, address: Option<&str>, port: u16) -> Result<SocketAddr, i32> {
+  let ip = match address {
+    Some(a) => parse_ip(a).ok_or(-libc::EINVAL)?,
+    None => match kind {
+      Kind::Tcp6 | Kind::Udp6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+      _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    },
+  };
+  let mut sa = SocketAddr::new(ip, port);
+  if let (SocketAddr::V6(v6), Some(a)) = (&mut sa, address) {
+    if let Some(zone) = a.split('%').nth(1) {
+      let scope = zone.parse::<u32>().ok().or_else(|| {
+        nix::net::if_::if_nametoindex(zone).ok()
+      });
+      v6.set_scope_id(scope.unwrap_or(0));
+    }
+  }
+  Ok(sa)
+}
+
+/// Binds a TCP socket but does not listen: Node's workers call `listen()`
+/// themselves on the handle they receive (with their own backlog).
+///
+/// `address: None` means "any": like Node, try the dual-stack `::` first and
+/// fall back to `0.0.0.0` where IPv6 is unavailable.
+pub fn bind_tcp(
+  kind: Kind,
+  address: Option<&str>,
+  port: u16,
+  flags: u32,
+  reuseport: bool,
+) -> Result<Socket, i32> {
+  if address.is_none() {
+    if let Ok(s) = bind_tcp_at(sock_addr(Kind::Tcp6, None, port)?, flags, reuseport) {
+      return Ok(s);
+    }
+    return bind_tcp_at(sock_addr(Kind::Tcp4, None, port)?, 0, reuseport);
+  }
+  bind_tcp_at(sock_addr(kind, address, port)?, flags, reuseport)
+}
+
+fn bind_tcp_at(addr: SocketAddr, flags: u32, reuseport: bool) -> Result<Socket, i32> {
+  let make = || -> io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), None)?;
+    // libuv always sets SO_REUSEADDR on TCP binds.
+    s.set_reuse_address(true)?;
+    if reuseport {
+      s.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+      s.set_only_v6(flags & FLAG_IPV6ONLY != 0)?;
+    }
+    s.bind(&SockAddr::from(addr))?;
+    Ok(s)
+  };
+  make().map_err(|e| neg_errno(&e))
+}
+
+pub fn bind_udp(
+  kind: Kind,
+  address: Option<&str>,
+  port: u16,
+  flags: u32,
+  reuseport: bool,
+) -> Result<Socket, i32> {
+  let addr = sock_addr(kind, address, port)?;
+  let make = || -> io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM.cloexec(), None)?;
+    if flags & FLAG_UDP_REUSEADDR != 0 {
+      s.set_reuse_address(true)?;
+    }
+    if reuseport {
+      s.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+      s.set_only_v6(flags & FLAG_IPV6ONLY != 0)?;
+    }
+    s.bind(&SockAddr::from(addr))?;
+    Ok(s)
+  };
+  make().map_err(|e| neg_errno(&e))
+}
+
+/// Binds a Unix stream socket at `path` (not listening yet, as for TCP).
+pub fn bind_pipe(path: &Path) -> Result<Socket, i32> {
+  let make = || -> io::Result<Socket> {
+    let s = Socket::new(Domain::UNIX, Type::STREAM.cloexec(), None)?;
+    s.bind(&SockAddr::unix(path)?)?;
+    Ok(s)
+  };
+  make().map_err(|e| neg_errno(&e))
+}
+
+/// The shortest usable spelling of a socket path (Unix paths are limited to
+/// ~107 bytes), as Node's primary does.
+pub fn shortest_path(path: &str) -> PathBuf {
+  let p = PathBuf::from(path);
+  if let Ok(cwd) = std::env::current_dir() {
+    if let Ok(rel) = p.strip_prefix(&cwd) {
+      if rel.as_os_str().len() < path.len() && !rel.as_os_str().is_empty() {
+        return rel.to_path_buf();
+      }
+    }
+  }
+  p
+}
+
+pub fn listen(sock: &Socket, backlog: i32) -> Result<(), i32> {
+  sock.listen(backlog).map_err(|e| neg_errno(&e))
+}
+
+/// A duplicate of an fd the primary already has (`listen({ fd })`).
+pub fn dup_fd(fd: RawFd) -> Result<OwnedFd, i32> {
+  let r = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+  if r < 0 {
+    return Err(neg_errno(&io::Error::last_os_error()));
+  }
+  Ok(unsafe { OwnedFd::from_raw_fd(r) })
+}
+
+/// `{ address, family, port }` as libuv's `getsockname` reports it to JS.
+pub fn sockname_json(sock: &Socket) -> Option<serde_json::Value> {
+  let addr = sock.local_addr().ok()?.as_socket()?;
+  let family = if addr.is_ipv6() { "IPv6" } else { "IPv4" };
+  Some(serde_json::json!({
+    "address": addr.ip().to_string(),
+    "family": family,
+    "port": addr.port(),
+  }))
+}
+
+pub fn local_port(sock: &Socket) -> Option<u16> {
+  sock.local_addr().ok()?.as_socket().map(|a| a.port())
+}
+
+/// What kind of socket an fd received from a worker is, so JS can wrap it.
+pub fn describe(fd: RawFd) -> &'static str {
+  let sock = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(fd) });
+  let ty = sock.r#type().ok();
+  let domain = sock.local_addr().ok().map(|a| a.family() as i32);
+  let listening = socket2::SockRef::from(&*sock).is_listener().unwrap_or(false);
+  match (ty, domain) {
+    (Some(t), Some(d)) if t == Type::DGRAM => {
+      if d == libc::AF_INET6 {
+        "udp6"
+      } else {
+        "udp4"
+      }
+    }
+    (Some(_), Some(d)) if d == libc::AF_UNIX => {
+      if listening {
+        "pipe-server"
+      } else {
+        "pipe"
+      }
+    }
+    (Some(_), Some(_)) => {
+      if listening {
+        "tcp-server"
+      } else {
+        "tcp"
+      }
+    }
+    _ => "unknown",
+  }
+}
+
+pub fn as_raw(sock: &Socket) -> RawFd {
+  sock.as_raw_fd()
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  #[test]
+  fn reuseport_group_shares_an_ephemeral_port() {
+    let a = bind_tcp(Kind::Tcp4, Some("127.0.0.1"), 0, 0, true).unwrap();
+    let port = local_port(&a).unwrap();
+    assert_ne!(port, 0);
+    let b = bind_tcp(Kind::Tcp4, Some("127.0.0.1"), port, 0, true).unwrap();
+    assert_eq!(local_port(&b), Some(port));
+    // A plain socket cannot join the group.
+    listen(&a, 16).unwrap();
+    assert_eq!(
+      bind_tcp(Kind::Tcp4, Some("127.0.0.1"), port, 0, false).err(),
+      Some(-libc::EADDRINUSE)
+    );
+  }
+
+  #[test]
+  fn errors_are_negative_errno() {
+    let a = bind_tcp(Kind::Tcp4, Some("127.0.0.1"), 0, 0, false).unwrap();
+    listen(&a, 1).unwrap();
+    let port = local_port(&a).unwrap();
+    assert_eq!(bind_tcp(Kind::Tcp4, Some("127.0.0.1"), port, 0, false).err(), Some(-libc::EADDRINUSE));
+    assert_eq!(bind_tcp(Kind::Tcp4, Some("not an ip"), 0, 0, false).err(), Some(-libc::EINVAL));
+    assert_eq!(
+      bind_tcp(Kind::Tcp4, Some("192.0.2.1"), 0, 0, false).err(),
+      Some(-libc::EADDRNOTAVAIL)
+    );
+  }
+
+  #[test]
+  fn sockname_and_describe() {
+    let a = bind_tcp(Kind::Tcp6, Some("::1"), 0, FLAG_IPV6ONLY, false);
+    if let Ok(a) = a {
+      let j = sockname_json(&a).unwrap();
+      assert_eq!(j["family"], "IPv6");
+      assert_eq!(j["address"], "::1");
+      listen(&a, 1).unwrap();
+      assert_eq!(describe(a.as_raw_fd()), "tcp-server");
+    }
+    let u = bind_udp(Kind::Udp4, Some("127.0.0.1"), 0, 0, false).unwrap();
+    assert_eq!(describe(u.as_raw_fd()), "udp4");
+    let dir = std::env::temp_dir().join(format!("rcluster-sock-{}", std::process::id()));
+    let _ = std::fs::remove_file(&dir);
+    let p = bind_pipe(&dir).unwrap();
+    assert_eq!(describe(p.as_raw_fd()), "pipe");
+    assert_eq!(bind_pipe(&dir).err(), Some(-libc::EADDRINUSE));
+    std::fs::remove_file(&dir).unwrap();
+  }
+}
