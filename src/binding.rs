@@ -1,11 +1,13 @@
 //! The N-API surface: a thin layer that converts JS values to core requests
 //! and core events to JS objects. Everything with behaviour lives in the core.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::sync::OnceLock;
 
 use napi::bindgen_prelude::*;
-use napi::threadsafe_function::ThreadsafeFunctionCallMode;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode, ThreadsafeFunctionHandle};
 use napi_derive::napi;
 
 use crate::channel::Serialization;
@@ -15,6 +17,16 @@ use crate::sockets;
 use crate::spawn::{SpawnSpec, StdioSpec};
 
 static CORE: OnceLock<Core> = OnceLock::new();
+
+type EventFn = ThreadsafeFunction<Event, (), WorkerEvent, Status, false>;
+
+thread_local! {
+  // A second reference to each live worker's event function, on the JS
+  // thread only, for ref()/unref(). JS drops it with releaseWorker() once the
+  // worker has exited and disconnected; the core drops its own at the same
+  // point, and then nothing of the worker keeps Node alive.
+  static EVENT_FNS: RefCell<HashMap<u32, std::sync::Arc<ThreadsafeFunctionHandle>>> = RefCell::new(HashMap::new());
+}
 
 fn core() -> Result<&'static Core> {
   if let Some(c) = CORE.get() {
@@ -148,21 +160,25 @@ pub fn fork(options: ForkOptions, on_event: Function<'_, WorkerEvent, ()>) -> Re
     gid: options.gid,
     serialization,
   };
-  let tsfn = on_event
+  let tsfn: EventFn = on_event
     .build_threadsafe_function::<Event>()
     .callee_handled::<false>()
     .build_callback(|ctx| Ok(WorkerEvent::from(ctx.value)))?;
+  let handle = tsfn.handle.clone();
   let sink = Box::new(move |event: Event| {
     tsfn.call(event, ThreadsafeFunctionCallMode::NonBlocking);
   });
-  match core()?.fork(options.id, spec, sink) {
-    Ok(info) => Ok(ForkResult {
+  let id = options.id;
+  match core()?.fork(id, spec, sink) {
+    Ok(info) => Ok({
+      EVENT_FNS.with(|m| m.borrow_mut().insert(id, handle));
+      ForkResult {
       pid: Some(info.pid),
       errno: None,
       stdin: info.stdin.map(IntoRawFd::into_raw_fd),
       stdout: info.stdout.map(IntoRawFd::into_raw_fd),
       stderr: info.stderr.map(IntoRawFd::into_raw_fd),
-    }),
+    }}),
     Err(e) => Ok(ForkResult { pid: None, errno: Some(errno_of(&e)), stdin: None, stdout: None, stderr: None }),
   }
 }
@@ -227,4 +243,31 @@ pub fn close_fd(fd: i32) {
 #[napi]
 pub fn describe_fd(fd: i32) -> String {
   sockets::describe(fd).to_string()
+}
+
+/// `worker.process.ref()` / `unref()`: whether this worker keeps Node alive.
+#[napi]
+pub fn ref_worker(env: Env, id: u32, keep_alive: bool) -> Result<()> {
+  EVENT_FNS.with(|m| {
+    if let Some(f) = m.borrow().get(&id) {
+      // SAFETY: called on the JS thread with a live threadsafe function.
+      let status = unsafe {
+        if keep_alive {
+          napi::sys::napi_ref_threadsafe_function(env.raw(), f.get_raw())
+        } else {
+          napi::sys::napi_unref_threadsafe_function(env.raw(), f.get_raw())
+        }
+      };
+      if status != napi::sys::Status::napi_ok {
+        return Err(Error::from_reason("cannot change the worker's ref state"));
+      }
+    }
+    Ok(())
+  })
+}
+
+/// Drops the JS side's reference to a finished worker's event function.
+#[napi]
+pub fn release_worker(id: u32) {
+  EVENT_FNS.with(|m| m.borrow_mut().remove(&id));
 }

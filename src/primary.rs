@@ -196,6 +196,8 @@ struct Worker {
   mode: Serialization,
   sink: EventSink,
   writer: UnboundedSender<WriterCmd>,
+  /// Bytes queued for the writer (it subtracts as frames leave).
+  queued: Arc<AtomicUsize>,
   channel: Arc<AsyncFd<OwnedFd>>,
   connected: bool,
   writer_done: bool,
@@ -291,13 +293,14 @@ impl State {
       let _ = tx.send(Msg::Exited { id, status });
     });
 
-    self.registry.lock().unwrap().insert(id, WorkerShared { queued, pidfd, open: true });
+    self.registry.lock().unwrap().insert(id, WorkerShared { queued: queued.clone(), pidfd, open: true });
     self.workers.insert(
       id,
       Worker {
         mode,
         sink,
         writer: writer_tx,
+        queued,
         channel,
         connected: true,
         writer_done: false,
@@ -330,6 +333,7 @@ impl State {
         return;
       }
       let bytes = protocol::encode(w.mode, &msg);
+      w.queued.fetch_add(bytes.len(), Ordering::Relaxed);
       let _ = w.writer.send(WriterCmd::Frame(OutFrame { bytes, fd, token: None }));
     }
   }

@@ -1,0 +1,287 @@
+'use strict';
+// The `cluster` object in the primary: Node's API and events, backed by the
+// Rust core (spawning, channels, sockets and hand-off all happen there).
+
+const EventEmitter = require('node:events');
+const path = require('node:path');
+const { fileURLToPath } = require('node:url');
+
+const binding = require('./binding');
+const { Worker, WorkerProcess } = require('./worker');
+const { codes, errnoException } = require('./errors');
+const {
+  validateString, validateStringArray, validateObject, validateInt32, validatePort, validateOneOf,
+  validateNoNullBytes,
+} = require('./validate');
+
+const SCHED_NONE = 1;
+const SCHED_RR = 2;
+const SCHED_REUSEPORT = 3;
+
+const cluster = new EventEmitter();
+// Signals "every worker is gone" to cluster.disconnect() callbacks.
+const intercom = new EventEmitter();
+
+cluster.isWorker = false;
+cluster.isMaster = true; // deprecated alias
+cluster.isPrimary = true;
+cluster.Worker = Worker;
+cluster.worker = undefined;
+cluster.workers = {};
+cluster.settings = {};
+cluster.SCHED_NONE = SCHED_NONE;
+cluster.SCHED_RR = SCHED_RR;
+cluster.SCHED_REUSEPORT = SCHED_REUSEPORT;
+
+function defaultPolicy(env = process.env, platform = process.platform) {
+  switch (env.NODE_CLUSTER_SCHED_POLICY) {
+    case 'rr': return SCHED_RR;
+    case 'none': return SCHED_NONE;
+    case 'reuseport': return SCHED_REUSEPORT;
+    default:
+      // Only Linux's SO_REUSEPORT balances connections across sockets.
+      return platform === 'linux' ? SCHED_REUSEPORT : SCHED_RR;
+  }
+}
+cluster.schedulingPolicy = defaultPolicy();
+
+let ids = 0;
+let initialized = false;
+let debugPortOffset = 1;
+
+cluster.setupPrimary = function setupPrimary(options) {
+  if (options !== undefined && options !== null) validateObject(options, 'options');
+  const settings = {
+    args: process.argv.slice(2),
+    exec: process.argv[1],
+    execArgv: process.execArgv,
+    silent: false,
+    ...cluster.settings,
+    ...options,
+  };
+  // V8 profiles of several processes in one file are useless.
+  if (Array.isArray(settings.execArgv) &&
+      settings.execArgv.some((s) => typeof s === 'string' && s.startsWith('--prof')) &&
+      !settings.execArgv.some((s) => typeof s === 'string' && s.startsWith('--logfile='))) {
+    settings.execArgv = [...settings.execArgv, '--logfile=v8-%p.log'];
+  }
+  cluster.settings = settings;
+  if (!initialized) {
+    initialized = true;
+    const policy = cluster.schedulingPolicy;
+    if (policy !== SCHED_NONE && policy !== SCHED_RR && policy !== SCHED_REUSEPORT) {
+      throw codes.ERR_INVALID_ARG_VALUE('cluster.schedulingPolicy', policy,
+        'must be SCHED_NONE, SCHED_RR or SCHED_REUSEPORT');
+    }
+    binding.setSchedulingPolicy(policy);
+  }
+  process.nextTick(() => cluster.emit('setup', settings));
+};
+cluster.setupMaster = cluster.setupPrimary;
+
+function isUsingInspector(execArgv) {
+  const re = /--inspect(?:-brk|-port|-wait)?|--debug-port/;
+  return execArgv.some((a) => re.test(a)) || re.test(process.env.NODE_OPTIONS || '');
+}
+
+function inspectPortFor(setting) {
+  let port = setting;
+  if (typeof port === 'function') {
+    port = port();
+  } else if (port === undefined) {
+    port = process.debugPort + debugPortOffset++;
+    if (port > 65535) port = port - 65535 + 1024 - 1;
+  }
+  validatePort(port);
+  return port;
+}
+
+function resolveStdio(settings) {
+  let stdio = settings.stdio;
+  if (stdio === undefined) {
+    const mode = settings.silent ? 'pipe' : 'inherit';
+    return [mode, mode, mode];
+  }
+  if (typeof stdio === 'string') stdio = [stdio, stdio, stdio, 'ipc'];
+  if (!Array.isArray(stdio)) throw codes.ERR_INVALID_ARG_VALUE('stdio', stdio);
+  if (!stdio.includes('ipc')) throw codes.ERR_CHILD_PROCESS_IPC_REQUIRED('options.stdio');
+  const out = [];
+  for (let i = 0; i < 3; i++) {
+    const s = stdio[i];
+    if (s == null || s === 'pipe' || s === 'overlapped') out.push('pipe');
+    else if (s === 'inherit') out.push('inherit');
+    else if (s === 'ignore') out.push('ignore');
+    else if (typeof s === 'number' && Number.isInteger(s) && s >= 0) out.push(String(s));
+    else if (s && typeof s === 'object' && typeof s.fd === 'number') out.push(String(s.fd));
+    else if (s && typeof s === 'object' && s._handle && typeof s._handle.fd === 'number') out.push(String(s._handle.fd));
+    else if (s === 'ipc') out.push('ignore');
+    else throw codes.ERR_INVALID_ARG_VALUE('stdio', s);
+  }
+  return out;
+}
+
+function toPath(value, name) {
+  if (value instanceof URL) return fileURLToPath(value);
+  if (Buffer.isBuffer(value)) return value.toString();
+  validateString(value, name);
+  validateNoNullBytes(value, name);
+  return value;
+}
+
+// Everything Node's child_process.fork would check, checked before spawning.
+function workerSpec(id, env) {
+  const s = cluster.settings;
+  const exec = s.exec instanceof URL ? fileURLToPath(s.exec) : s.exec;
+  validateString(exec, 'modulePath');
+  validateNoNullBytes(exec, 'modulePath');
+  const args = s.args == null ? [] : s.args;
+  validateStringArray(args, 'args');
+  const execArgv = [...(s.execArgv || process.execArgv)];
+  validateStringArray(execArgv, 'options.execArgv');
+  if (s.inspectPort === null) throw codes.ERR_SOCKET_BAD_PORT('Port', null);
+  if (isUsingInspector(execArgv)) execArgv.push(`--inspect-port=${inspectPortFor(s.inspectPort)}`);
+  const cwd = s.cwd == null ? undefined : path.resolve(toPath(s.cwd, 'options.cwd'));
+  if (s.uid !== undefined) validateInt32(s.uid, 'options.uid');
+  if (s.gid !== undefined) validateInt32(s.gid, 'options.gid');
+  const serialization = s.serialization === undefined ? 'json' : s.serialization;
+  validateOneOf(serialization, 'options.serialization', ['json', 'advanced']);
+  const stdio = resolveStdio(s);
+  if (env !== undefined && env !== null) validateObject(env, 'env');
+  const fullEnv = { ...process.env, ...env, NODE_UNIQUE_ID: `${id}` };
+  const envPairs = [];
+  for (const key of Object.keys(fullEnv)) {
+    const value = fullEnv[key];
+    if (value === undefined) continue;
+    validateNoNullBytes(key, `options.env['${key}']`);
+    validateNoNullBytes(String(value), `options.env['${key}']`);
+    envPairs.push(`${key}=${value}`);
+  }
+  const file = process.execPath;
+  return {
+    id,
+    file,
+    args: [...execArgv, exec, ...args],
+    env: envPairs,
+    cwd,
+    stdio,
+    uid: s.uid,
+    gid: s.gid,
+    serialization,
+  };
+}
+
+function removeWorker(worker) {
+  delete cluster.workers[worker.id];
+  if (Object.keys(cluster.workers).length === 0) intercom.emit('disconnect');
+}
+
+function onInternalEvent(worker, ev) {
+  switch (ev.kind) {
+    case 'online':
+      worker.state = 'online';
+      worker.emit('online');
+      cluster.emit('online', worker);
+      break;
+    case 'listening': {
+      const m = JSON.parse(ev.json);
+      const info = { addressType: m.addressType, address: m.address, port: m.port, fd: m.fd };
+      worker.state = 'listening';
+      worker.emit('listening', info);
+      cluster.emit('listening', worker, info);
+      break;
+    }
+    case 'exitedAfterDisconnect':
+      worker.exitedAfterDisconnect = true;
+      break;
+    default:
+      break;
+  }
+}
+
+cluster.fork = function fork(env) {
+  cluster.setupPrimary();
+  const id = ++ids;
+  const spec = workerSpec(id, env);
+  const proc = new WorkerProcess(id, spec.file, [spec.file, ...spec.args], spec.serialization);
+  const worker = new Worker({ id, process: proc });
+
+  worker.on('message', function onMessage(message, handle) {
+    cluster.emit('message', this, message, handle);
+  });
+
+  let exited = false;
+  let disconnected = false;
+  const settle = () => {
+    if (exited && disconnected) binding.releaseWorker(id);
+  };
+
+  proc.once('exit', (exitCode, signalCode) => {
+    exited = true;
+    if (!worker.isConnected()) removeWorker(worker);
+    worker.exitedAfterDisconnect = !!worker.exitedAfterDisconnect;
+    worker.state = 'dead';
+    worker.emit('exit', exitCode, signalCode);
+    cluster.emit('exit', worker, exitCode, signalCode);
+    settle();
+  });
+
+  proc.once('disconnect', () => {
+    disconnected = true;
+    if (worker.isDead()) removeWorker(worker);
+    worker.exitedAfterDisconnect = !!worker.exitedAfterDisconnect;
+    worker.state = 'disconnected';
+    worker.emit('disconnect');
+    cluster.emit('disconnect', worker);
+    settle();
+  });
+
+  proc.on('internalEvent', (ev) => onInternalEvent(worker, ev));
+
+  const result = binding.fork(spec, (ev) => proc._onEvent(ev));
+  if (result.pid === undefined || result.pid === null) {
+    // Node reports spawn failures (ENOENT, EACCES, EAGAIN…) as an 'error'
+    // on the process, which the worker re-emits.
+    proc.exitCode = result.errno;
+    process.nextTick(() => {
+      const err = errnoException(result.errno, `spawn ${spec.file}`);
+      err.path = spec.file;
+      err.spawnargs = spec.args;
+      proc.emit('error', err);
+    });
+  } else {
+    proc.pid = result.pid;
+    proc.connected = true;
+    proc._attachStdio(result);
+  }
+
+  process.nextTick(() => cluster.emit('fork', worker));
+  cluster.workers[worker.id] = worker;
+  return worker;
+};
+
+cluster.disconnect = function disconnect(cb) {
+  const workers = Object.values(cluster.workers);
+  if (workers.length === 0) {
+    process.nextTick(() => intercom.emit('disconnect'));
+  } else {
+    for (const worker of workers) {
+      if (worker.isConnected()) worker.disconnect();
+    }
+  }
+  if (typeof cb === 'function') intercom.once('disconnect', cb);
+};
+
+Worker.prototype.disconnect = function disconnect() {
+  this.exitedAfterDisconnect = true;
+  binding.disconnect(this.id);
+  removeWorker(this);
+  return this;
+};
+
+Worker.prototype.destroy = function destroy(signo) {
+  this.process.kill(signo || 'SIGTERM');
+};
+
+cluster._defaultPolicy = defaultPolicy;
+
+module.exports = cluster;

@@ -1,0 +1,62 @@
+'use strict';
+// User messages on a worker channel, in Node's two formats. The Rust core
+// frames and routes them; encoding and decoding values is JS's job because
+// only V8 knows every value a message may hold.
+
+const v8 = require('node:v8');
+
+// Host objects travel as Node's child_process serializer writes them: a tag,
+// then either the typed-array payload or a plain copy of the object. Workers
+// decode with Node's own deserializer, so this layout must match it.
+const ARRAY_BUFFER_VIEW = 0;
+const NOT_ARRAY_BUFFER_VIEW = 1;
+
+class Serializer extends v8.DefaultSerializer {
+  _writeHostObject(object) {
+    if (ArrayBuffer.isView(object)) {
+      this.writeUint32(ARRAY_BUFFER_VIEW);
+      return super._writeHostObject(object);
+    }
+    this.writeUint32(NOT_ARRAY_BUFFER_VIEW);
+    this.writeValue({ ...object });
+  }
+}
+
+class Deserializer extends v8.DefaultDeserializer {
+  _readHostObject() {
+    const tag = this.readUint32();
+    if (tag === ARRAY_BUFFER_VIEW) return super._readHostObject();
+    if (tag !== NOT_ARRAY_BUFFER_VIEW) throw new Error(`unknown host object tag ${tag}`);
+    return this.readValue();
+  }
+}
+
+const json = {
+  /** A complete frame. */
+  encode(message) {
+    return Buffer.from(`${JSON.stringify(message)}\n`, 'utf8');
+  },
+  /** A frame's payload (the line without its newline). */
+  decode(payload) {
+    return JSON.parse(payload.toString('utf8'));
+  },
+};
+
+const advanced = {
+  encode(message) {
+    const ser = new Serializer();
+    ser.writeRawBytes(Buffer.alloc(4));
+    ser.writeHeader();
+    ser.writeValue(message);
+    const frame = ser.releaseBuffer();
+    frame.writeUInt32BE(frame.length - 4, 0);
+    return frame;
+  },
+  decode(payload) {
+    const des = new Deserializer(payload);
+    des.readHeader();
+    return des.readValue();
+  },
+};
+
+module.exports = { json, advanced };

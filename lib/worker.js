@@ -1,0 +1,295 @@
+'use strict';
+// `Worker` and `worker.process` for the primary. The process object behaves
+// like the ChildProcess Node's cluster gives you; underneath, the Rust core
+// owns the real process and its channel.
+
+const EventEmitter = require('node:events');
+const net = require('node:net');
+const dgram = require('node:dgram');
+const { constants: { signals } } = require('node:os');
+
+const binding = require('./binding');
+const serialization = require('./serialization');
+const { codes, errnoException } = require('./errors');
+const { validateObject } = require('./validate');
+
+// Node's send() reports back-pressure past this many queued bytes.
+const QUEUE_HIGH_WATER = 65536 * 2;
+
+function toSignal(signal) {
+  if (signal === undefined) return signals.SIGTERM;
+  if (typeof signal === 'number') {
+    if (signal === 0 || Object.values(signals).includes(signal)) return signal;
+    throw codes.ERR_UNKNOWN_SIGNAL(signal);
+  }
+  if (typeof signal === 'string' && Object.prototype.hasOwnProperty.call(signals, signal.toUpperCase())) {
+    return signals[signal.toUpperCase()];
+  }
+  throw codes.ERR_UNKNOWN_SIGNAL(signal);
+}
+
+// What a handle is on the wire, and the fd to pass.
+function describeHandle(handle) {
+  if (handle instanceof net.Socket) {
+    return { type: 'net.Socket', fd: handle._handle ? handle._handle.fd : -1 };
+  }
+  if (handle instanceof net.Server) {
+    return { type: 'net.Server', fd: handle._handle ? handle._handle.fd : -1 };
+  }
+  if (handle instanceof dgram.Socket) {
+    const state = Object.getOwnPropertySymbols(handle).find((s) => s.description === 'state symbol');
+    const native = state && handle[state] && handle[state].handle;
+    return { type: 'dgram.Socket', fd: native ? native.fd : -1, dgramType: handle.type };
+  }
+  const name = handle && handle.constructor && handle.constructor.name;
+  if (name === 'TCP' || name === 'Pipe') return { type: 'net.Native', fd: handle.fd };
+  if (name === 'UDP') return { type: 'dgram.Native', fd: handle.fd };
+  return null;
+}
+
+// Turns an fd received with a message into the object Node would deliver.
+function adoptHandle(envelope, fd, socket, deliver) {
+  const type = envelope.type;
+  if (socket === 'udp4' || socket === 'udp6') {
+    const s = dgram.createSocket(envelope.dgramType || socket);
+    s.bind({ fd }, () => deliver(s));
+  } else if (socket === 'tcp-server' || socket === 'pipe-server' || type === 'net.Server') {
+    const server = new net.Server();
+    server.listen({ fd }, () => deliver(server));
+  } else if (socket === 'tcp' || socket === 'pipe') {
+    deliver(new net.Socket({ fd, readable: true, writable: true }));
+  } else {
+    binding.closeFd(fd);
+    deliver(undefined);
+  }
+}
+
+class WorkerProcess extends EventEmitter {
+  constructor(id, spawnfile, spawnargs, serializationMode) {
+    super();
+    this._id = id;
+    this._serialization = serialization[serializationMode];
+    this._callbacks = new Map();
+    this._nextToken = 1;
+    this._closeWaits = 1; // the exit; plus each stdio stream
+    this.pid = undefined;
+    this.spawnfile = spawnfile;
+    this.spawnargs = spawnargs;
+    this.exitCode = null;
+    this.signalCode = null;
+    this.killed = false;
+    this.connected = false;
+    this.stdin = null;
+    this.stdout = null;
+    this.stderr = null;
+    this.stdio = [null, null, null];
+    this.channel = undefined;
+  }
+
+  _attachStdio(result) {
+    const names = ['stdin', 'stdout', 'stderr'];
+    for (let i = 0; i < 3; i++) {
+      const fd = result[names[i]];
+      if (fd == null) continue;
+      const stream = new net.Socket({ fd, readable: i !== 0, writable: i === 0 });
+      if (i !== 0) {
+        this._closeWaits++;
+        stream.once('close', () => this._maybeClose());
+      }
+      this[names[i]] = stream;
+      this.stdio[i] = stream;
+    }
+  }
+
+  _maybeClose() {
+    if (--this._closeWaits === 0) this.emit('close', this.exitCode, this.signalCode);
+  }
+
+  kill(sig) {
+    const signal = toSignal(sig);
+    if (this.exitCode !== null || this.signalCode !== null || this.pid === undefined) return false;
+    const errno = binding.kill(this._id, signal);
+    if (errno === 0) {
+      this.killed = true;
+      return true;
+    }
+    const { getSystemErrorName } = require('node:util');
+    if (getSystemErrorName(errno) === 'ESRCH') return false;
+    this.emit('error', errnoException(errno, 'kill'));
+    return false;
+  }
+
+  send(message, handle, options, callback) {
+    if (typeof handle === 'function') {
+      callback = handle;
+      handle = undefined;
+      options = undefined;
+    } else if (typeof options === 'function') {
+      callback = options;
+      options = undefined;
+    } else if (options !== undefined) {
+      validateObject(options, 'options');
+    }
+    options = { swallowErrors: false, ...options };
+    if (message === undefined) throw codes.ERR_MISSING_ARGS('message');
+    if (typeof message !== 'string' && typeof message !== 'object' &&
+        typeof message !== 'number' && typeof message !== 'boolean') {
+      throw codes.ERR_INVALID_ARG_TYPE('message', ['string', 'object', 'number', 'boolean'], message);
+    }
+    let described = null;
+    if (handle !== undefined && handle !== null) {
+      described = describeHandle(handle);
+      if (described === null) throw codes.ERR_INVALID_HANDLE_TYPE();
+    }
+    if (!this.connected) {
+      const ex = codes.ERR_IPC_CHANNEL_CLOSED();
+      if (typeof callback === 'function') process.nextTick(callback, ex);
+      else process.nextTick(() => this.emit('error', ex));
+      return false;
+    }
+    let wire = message;
+    let fd;
+    if (described) {
+      if (described.fd < 0) {
+        // A closed socket: Node sends the message without a handle.
+        described = null;
+      } else {
+        wire = { cmd: 'NODE_HANDLE', type: described.type, msg: message };
+        if (described.dgramType) wire.dgramType = described.dgramType;
+        fd = described.fd;
+      }
+    }
+    const frame = this._serialization.encode(wire);
+    const closeAfter = described && described.type === 'net.Socket' && !options.keepOpen ? handle : null;
+    let token;
+    if (typeof callback === 'function' || closeAfter) {
+      token = this._nextToken++;
+      this._callbacks.set(token, (err) => {
+        if (closeAfter && !err) closeAfter.destroy();
+        if (typeof callback === 'function') callback(err);
+        else if (err && !options.swallowErrors) this.emit('error', err);
+      });
+    }
+    const queued = binding.send(this._id, frame, fd, token);
+    if (queued < 0) {
+      if (token !== undefined) this._callbacks.delete(token);
+      const ex = codes.ERR_IPC_CHANNEL_CLOSED();
+      if (typeof callback === 'function') process.nextTick(callback, ex);
+      else process.nextTick(() => this.emit('error', ex));
+      return false;
+    }
+    return queued < QUEUE_HIGH_WATER;
+  }
+
+  disconnect() {
+    if (!this.connected) {
+      this.emit('error', codes.ERR_IPC_DISCONNECTED());
+      return;
+    }
+    this.connected = false;
+    binding.closeChannel(this._id);
+    // The core confirms with a `disconnect` event once the channel is closed.
+  }
+
+  ref() {
+    binding.refWorker(this._id, true);
+  }
+
+  unref() {
+    binding.refWorker(this._id, false);
+  }
+
+  // Core events for this process; `worker` is the cluster Worker.
+  _onEvent(ev) {
+    switch (ev.kind) {
+      case 'message':
+        return this._onMessage(ev);
+      case 'sent': {
+        const cb = this._callbacks.get(ev.token);
+        this._callbacks.delete(ev.token);
+        if (cb) cb(ev.message ? Object.assign(codes.ERR_IPC_CHANNEL_CLOSED(), { cause: ev.message }) : null);
+        return;
+      }
+      case 'error': {
+        const err = codes.ERR_RCLUSTER_BAD_MESSAGE(ev.message);
+        // A broken worker must not take the primary down with an unhandled
+        // 'error': report it where someone listens, else as a warning.
+        if (this._worker && this._worker.listenerCount('error') > 0) this.emit('error', err);
+        else process.emitWarning(err);
+        return;
+      }
+      case 'disconnect':
+        if (this._disconnected) return;
+        this._disconnected = true;
+        this.connected = false;
+        this.emit('disconnect');
+        return;
+      case 'exit':
+        if (ev.signal) this.signalCode = ev.signal;
+        else this.exitCode = ev.code;
+        // Pending send callbacks whose frames never left get their errors
+        // through `sent`; anything else left now is moot.
+        this.emit('exit', this.exitCode, this.signalCode);
+        process.nextTick(() => this._maybeClose());
+        return;
+      default:
+        // online, listening, exitedAfterDisconnect, rcluster: cluster-level.
+        this.emit('internalEvent', ev);
+    }
+  }
+
+  _onMessage(ev) {
+    let value;
+    try {
+      value = this._serialization.decode(ev.data);
+    } catch (e) {
+      if (ev.fd != null) binding.closeFd(ev.fd);
+      this._onEvent({ kind: 'error', message: `undecodable message: ${e.message}` });
+      binding.closeChannel(this._id);
+      return;
+    }
+    if (ev.fd == null) {
+      this.emit('message', value);
+      return;
+    }
+    const inner = value && value.msg;
+    if (inner && typeof inner.cmd === 'string' && inner.cmd.startsWith('NODE_')) {
+      binding.closeFd(ev.fd);
+      return;
+    }
+    adoptHandle(value, ev.fd, ev.socket, (handle) => this.emit('message', inner, handle));
+  }
+}
+
+class Worker extends EventEmitter {
+  constructor(options = {}) {
+    super();
+    this.exitedAfterDisconnect = undefined;
+    this.state = options.state || 'none';
+    this.id = options.id | 0;
+    if (options.process) {
+      this.process = options.process;
+      this.process._worker = this;
+      this.process.on('error', (code, signal) => this.emit('error', code, signal));
+      this.process.on('message', (message, handle) => this.emit('message', message, handle));
+    }
+  }
+
+  kill(signal) {
+    return this.destroy(signal);
+  }
+
+  send(...args) {
+    return this.process.send(...args);
+  }
+
+  isDead() {
+    return this.process.exitCode != null || this.process.signalCode != null;
+  }
+
+  isConnected() {
+    return this.process.connected;
+  }
+}
+
+module.exports = { Worker, WorkerProcess };
