@@ -10,7 +10,7 @@ const binding = require('./binding');
 const { Worker, WorkerProcess } = require('./worker');
 const { codes, errnoException } = require('./errors');
 const {
-  validateString, validateStringArray, validateObject, validateInt32, validatePort, validateOneOf,
+  validateString, validateStringArray, validateObject, validatePort, validateOneOf,
   validateNoNullBytes,
 } = require('./validate');
 
@@ -141,8 +141,12 @@ function workerSpec(id, env) {
   if (s.inspectPort === null) throw codes.ERR_SOCKET_BAD_PORT('Port', null);
   if (isUsingInspector(execArgv)) execArgv.push(`--inspect-port=${inspectPortFor(s.inspectPort)}`);
   const cwd = s.cwd == null ? undefined : path.resolve(toPath(s.cwd, 'options.cwd'));
-  if (s.uid !== undefined) validateInt32(s.uid, 'options.uid');
-  if (s.gid !== undefined) validateInt32(s.gid, 'options.gid');
+  for (const id of ['uid', 'gid']) {
+    // child_process checks these as int32 and reports any miss as a type error.
+    if (s[id] != null && (typeof s[id] !== 'number' || (s[id] | 0) !== s[id])) {
+      throw codes.ERR_INVALID_ARG_TYPE(`options.${id}`, 'int32', s[id]);
+    }
+  }
   const serialization = s.serialization === undefined ? 'json' : s.serialization;
   validateOneOf(serialization, 'options.serialization', ['json', 'advanced']);
   const stdio = resolveStdio(s);
@@ -164,8 +168,8 @@ function workerSpec(id, env) {
     env: envPairs,
     cwd,
     stdio,
-    uid: s.uid,
-    gid: s.gid,
+    uid: s.uid == null ? undefined : s.uid,
+    gid: s.gid == null ? undefined : s.gid,
     serialization,
   };
 }
