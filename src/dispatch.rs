@@ -24,40 +24,21 @@ pub const MAX_UNANSWERED: usize = 8;
 /// of the core's work.
 const ACCEPT_BATCH: usize = 64;
 
-pub struct RoundRobin {
-  /// The workers using this key, in the order they joined.
+/// Picks workers for connections the primary accepted: the round-robin
+/// listener's, and those drained from a departed worker's reuseport socket.
+#[derive(Default)]
+pub struct Dispatcher {
+  /// The workers that may take connections for this key, in join order.
   pub workers: Vec<u32>,
   /// Accepted connections no worker could take yet.
-  pub backlog: VecDeque<OwnedFd>,
-  pub sockname: Option<Value>,
-  pub unlink: Option<PathBuf>,
+  /// (Shared: a connection handed to a worker that died may still be
+  /// referenced by its writer for a moment.)
+  pub backlog: VecDeque<Arc<OwnedFd>>,
   /// Rotates ties so equally loaded workers take turns.
   cursor: usize,
-  acceptor: JoinHandle<()>,
 }
 
-impl Drop for RoundRobin {
-  fn drop(&mut self) {
-    // Stops accepting and closes the listening socket (owned by the task).
-    self.acceptor.abort();
-  }
-}
-
-impl RoundRobin {
-  /// Starts accepting on `listener` (already listening). Each batch of
-  /// accepted connections goes to `deliver`.
-  pub fn start(
-    listener: Socket,
-    unlink: Option<PathBuf>,
-    deliver: impl Fn(Vec<OwnedFd>) + Send + 'static,
-  ) -> Result<RoundRobin, i32> {
-    let sockname = sockets::sockname_json(&listener).filter(|_| unlink.is_none());
-    listener.set_nonblocking(true).map_err(|e| sockets::neg_errno(&e))?;
-    let afd = crate::channel::register(listener, tokio::io::Interest::READABLE).map_err(|e| sockets::neg_errno(&e))?;
-    let acceptor = tokio::spawn(accept_loop(afd, deliver));
-    Ok(RoundRobin { workers: Vec::new(), backlog: VecDeque::new(), sockname, unlink, cursor: 0, acceptor })
-  }
-
+impl Dispatcher {
   pub fn add_worker(&mut self, id: u32) {
     if !self.workers.contains(&id) {
       self.workers.push(id);
@@ -89,6 +70,46 @@ impl RoundRobin {
   }
 }
 
+/// A task accepting on a listening socket; stops (and closes its copy of the
+/// socket) when dropped.
+pub struct Acceptor(JoinHandle<()>);
+
+impl Drop for Acceptor {
+  fn drop(&mut self) {
+    self.0.abort();
+  }
+}
+
+impl Acceptor {
+  /// Accepts on `listener` (already listening) until dropped; each batch of
+  /// connections goes to `deliver`.
+  pub fn start(listener: Socket, deliver: impl Fn(Vec<OwnedFd>) + Send + 'static) -> Result<Acceptor, i32> {
+    listener.set_nonblocking(true).map_err(|e| sockets::neg_errno(&e))?;
+    let afd = crate::channel::register(listener, tokio::io::Interest::READABLE).map_err(|e| sockets::neg_errno(&e))?;
+    Ok(Acceptor(tokio::spawn(accept_loop(afd, deliver))))
+  }
+}
+
+/// `SCHED_RR`: the primary's own listening socket and the workers it feeds.
+pub struct RoundRobin {
+  pub dispatcher: Dispatcher,
+  pub sockname: Option<Value>,
+  pub unlink: Option<PathBuf>,
+  _acceptor: Acceptor,
+}
+
+impl RoundRobin {
+  pub fn start(
+    listener: Socket,
+    unlink: Option<PathBuf>,
+    deliver: impl Fn(Vec<OwnedFd>) + Send + 'static,
+  ) -> Result<RoundRobin, i32> {
+    let sockname = sockets::sockname_json(&listener).filter(|_| unlink.is_none());
+    let acceptor = Acceptor::start(listener, deliver)?;
+    Ok(RoundRobin { dispatcher: Dispatcher::default(), sockname, unlink, _acceptor: acceptor })
+  }
+}
+
 async fn accept_loop(listener: AsyncFd<Socket>, deliver: impl Fn(Vec<OwnedFd>)) {
   loop {
     let mut guard = match listener.readable().await {
@@ -98,7 +119,7 @@ async fn accept_loop(listener: AsyncFd<Socket>, deliver: impl Fn(Vec<OwnedFd>)) 
     let mut batch = Vec::new();
     let mut pause = false;
     while batch.len() < ACCEPT_BATCH {
-      match accept(listener.get_ref()) {
+      match sockets::accept(listener.get_ref().as_raw_fd()) {
         Ok(fd) => batch.push(fd),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
           guard.clear_ready();
@@ -125,17 +146,6 @@ async fn accept_loop(listener: AsyncFd<Socket>, deliver: impl Fn(Vec<OwnedFd>)) 
   }
 }
 
-fn accept(listener: &Socket) -> io::Result<OwnedFd> {
-  // accept4 with CLOEXEC: a concurrent spawn must not inherit connections.
-  let fd = unsafe {
-    libc::accept4(listener.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC)
-  };
-  if fd < 0 {
-    return Err(io::Error::last_os_error());
-  }
-  Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
-}
-
 /// A connection waiting for a worker's `{accepted}` answer.
 pub struct HandOff {
   pub key: String,
@@ -147,17 +157,12 @@ pub struct HandOff {
 mod tests {
   use super::*;
 
-  fn rr_with(workers: &[u32]) -> RoundRobin {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let _g = rt.enter();
-    let s = sockets::bind_tcp(sockets::Kind::Tcp4, Some("127.0.0.1"), 0, 0, false).unwrap();
-    sockets::listen(&s, 8).unwrap();
-    let mut rr = RoundRobin::start(s, None, |_| {}).unwrap();
+  fn rr_with(workers: &[u32]) -> Dispatcher {
+    let mut d = Dispatcher::default();
     for w in workers {
-      rr.add_worker(*w);
+      d.add_worker(*w);
     }
-    std::mem::forget(rt);
-    rr
+    d
   }
 
   #[test]
@@ -185,7 +190,7 @@ mod tests {
       sockets::listen(&s, 64).unwrap();
       let port = sockets::local_port(&s).unwrap();
       let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-      let _rr = RoundRobin::start(s, None, move |b| {
+      let _acceptor = Acceptor::start(s, move |b| {
         let _ = tx.send(b.len());
       })
       .unwrap();

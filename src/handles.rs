@@ -3,7 +3,10 @@
 //!
 //! - `SCHED_REUSEPORT` (3, the default on Linux): every worker gets its own
 //!   `SO_REUSEPORT` socket on the same address; the kernel spreads connections
-//!   and the primary does nothing per connection.
+//!   and the primary does nothing per connection. When a worker goes away its
+//!   socket stays open in the primary: new connections are steered away from
+//!   it (a classic-BPF program on the group) and what is already queued there
+//!   is accepted by the primary and handed to the others, so nothing is lost.
 //! - `SCHED_NONE` (1): one bound socket, handed to every worker.
 //! - `SCHED_RR` (2): the primary listens and accepts, and hands connections to
 //!   workers (see `dispatch`).
@@ -11,17 +14,26 @@
 //! UDP is never round-robin (no connections): one socket, or a reuseport group.
 //! Unix-socket paths always use one socket.
 
-use std::collections::{HashMap, HashSet};
-use std::os::fd::OwnedFd;
+use std::collections::HashSet;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use socket2::Socket;
 
-use crate::dispatch::RoundRobin;
+use crate::dispatch::{Acceptor, Dispatcher, RoundRobin};
 use crate::protocol::Fields;
 use crate::sockets::{self, Kind};
+
+/// The backlog the primary listens with before a worker sets its own (Node's
+/// default for servers).
+const DEFAULT_BACKLOG: i32 = 511;
+
+/// How long a departed worker's socket is kept (steered away from, drained)
+/// for a replacement to take over before it is closed.
+pub const VACANT_LINGER: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Policy {
@@ -70,14 +82,46 @@ impl Query {
       data: f.get("data").cloned().unwrap_or(Value::Null),
     })
   }
+
+  fn bind(&self, port: u16, reuseport: bool) -> Result<Socket, i32> {
+    if self.kind.is_udp() {
+      sockets::bind_udp(self.kind, self.address.as_deref(), port, self.flags, reuseport)
+    } else {
+      sockets::bind_tcp(self.kind, self.address.as_deref(), port, self.flags, reuseport)
+    }
+  }
+}
+
+/// Where accepted connections go: the core's queue for this handle.
+pub type Deliver = Arc<dyn Fn(Vec<OwnedFd>) + Send + Sync>;
+
+/// One member of a reuseport group.
+pub struct Slot {
+  pub sock: Arc<OwnedFd>,
+  pub owner: Option<u32>,
+  /// Accepting what is queued on a vacant TCP slot.
+  drain: Option<Acceptor>,
+  vacated: Option<Instant>,
+}
+
+/// A reuseport group. `slots` mirrors the kernel's order of the group (TCP
+/// sockets join when they listen, which the primary does, in this order; a
+/// closed member is replaced by the last one), so a slot's position is the
+/// index the steering program answers with.
+pub struct ReusePortGroup {
+  pub port: u16,
+  pub slots: Vec<Slot>,
+  /// Connections drained from vacant slots, waiting for a worker.
+  pub dispatcher: Dispatcher,
+  /// False once attaching the steering program failed (old kernel, or a
+  /// seccomp filter): then vacant slots get some connections and drain them.
+  steering: bool,
 }
 
 pub enum Shape {
   /// One socket for every worker.
   Shared { sock: Arc<OwnedFd>, unlink: Option<PathBuf> },
-  /// A socket per worker, all in one `SO_REUSEPORT` group. `port` is the
-  /// group's port (fixed by the first bind when the worker asked for 0).
-  ReusePort { socks: HashMap<u32, Arc<OwnedFd>>, port: u16, spare: Option<Socket> },
+  ReusePort(ReusePortGroup),
   RoundRobin(RoundRobin),
 }
 
@@ -87,6 +131,7 @@ pub struct ServerHandle {
   pub workers: HashSet<u32>,
   /// Custom server data (TLS ticket keys): the first worker's wins.
   pub data: Value,
+  deliver: Deliver,
 }
 
 /// What the worker gets back for `queryServer`.
@@ -98,12 +143,9 @@ pub enum Grant {
 }
 
 impl ServerHandle {
-  /// Creates the handle for the first worker asking for `key`.
-  pub fn create(
-    q: Query,
-    policy: Policy,
-    spawn_rr: impl FnOnce(Socket, Option<PathBuf>) -> Result<RoundRobin, i32>,
-  ) -> Result<ServerHandle, i32> {
+  /// Creates the handle for the first worker asking for a key. Binding errors
+  /// come back as negative errno values.
+  pub fn create(q: Query, policy: Policy, deliver: Deliver) -> Result<ServerHandle, i32> {
     let shape = if let Some(fd) = q.fd {
       Shape::Shared { sock: Arc::new(sockets::dup_fd(fd)?), unlink: None }
     } else {
@@ -112,66 +154,49 @@ impl ServerHandle {
           let path = sockets::shortest_path(q.address.as_deref().unwrap_or(""));
           let sock = sockets::bind_pipe(&path)?;
           if p == Policy::RoundRobin {
-            sockets::listen(&sock, 511)?;
-            Shape::RoundRobin(spawn_rr(sock, Some(path))?)
+            sockets::listen(&sock, DEFAULT_BACKLOG)?;
+            let d = deliver.clone();
+            Shape::RoundRobin(RoundRobin::start(sock, Some(path), move |c| d(c))?)
           } else {
             Shape::Shared { sock: Arc::new(sock.into()), unlink: Some(path) }
           }
         }
         (k, Policy::ReusePort) => {
-          // Bind the first socket now: errors (EADDRINUSE, EACCES, a bad
+          // Bind the first member now: errors (EADDRINUSE, EACCES, a bad
           // address) surface before any worker is handed a socket, and
           // `listen(0)` fixes the group's port here.
-          let first = if k.is_udp() {
-            sockets::bind_udp(k, q.address.as_deref(), q.port, q.flags, true)?
-          } else {
-            sockets::bind_tcp(k, q.address.as_deref(), q.port, q.flags, true)?
-          };
+          let first = q.bind(q.port, true)?;
+          if !k.is_udp() {
+            sockets::listen(&first, DEFAULT_BACKLOG)?;
+          }
           let port = sockets::local_port(&first).unwrap_or(q.port);
-          Shape::ReusePort { socks: HashMap::new(), port, spare: Some(first) }
+          Shape::ReusePort(ReusePortGroup {
+            port,
+            slots: vec![Slot { sock: Arc::new(first.into()), owner: None, drain: None, vacated: None }],
+            dispatcher: Dispatcher::default(),
+            steering: !k.is_udp(),
+          })
         }
-        (k, Policy::None) if k.is_udp() => {
-          let s = sockets::bind_udp(k, q.address.as_deref(), q.port, q.flags, false)?;
-          Shape::Shared { sock: Arc::new(s.into()), unlink: None }
+        (k, Policy::RoundRobin) if !k.is_udp() => {
+          let s = q.bind(q.port, false)?;
+          sockets::listen(&s, DEFAULT_BACKLOG)?;
+          let d = deliver.clone();
+          Shape::RoundRobin(RoundRobin::start(s, None, move |c| d(c))?)
         }
-        (k, Policy::RoundRobin) if k.is_udp() => {
-          let s = sockets::bind_udp(k, q.address.as_deref(), q.port, q.flags, false)?;
-          Shape::Shared { sock: Arc::new(s.into()), unlink: None }
-        }
-        (k, Policy::None) => {
-          let s = sockets::bind_tcp(k, q.address.as_deref(), q.port, q.flags, false)?;
-          Shape::Shared { sock: Arc::new(s.into()), unlink: None }
-        }
-        (k, Policy::RoundRobin) => {
-          let s = sockets::bind_tcp(k, q.address.as_deref(), q.port, q.flags, false)?;
-          // Node's round-robin server listens with the default backlog.
-          sockets::listen(&s, 511)?;
-          Shape::RoundRobin(spawn_rr(s, None)?)
-        }
+        // SCHED_NONE, and UDP under SCHED_RR.
+        _ => Shape::Shared { sock: Arc::new(q.bind(q.port, false)?.into()), unlink: None },
       }
     };
-    Ok(ServerHandle { data: q.data.clone(), query: q, shape, workers: HashSet::new() })
+    Ok(ServerHandle { data: q.data.clone(), query: q, shape, workers: HashSet::new(), deliver })
   }
 
   /// Adds a worker and says what it gets.
   pub fn add(&mut self, worker: u32) -> Result<Grant, i32> {
     let grant = match &mut self.shape {
       Shape::Shared { sock, .. } => Grant::Handle(sock.clone()),
-      Shape::ReusePort { socks, port, spare } => {
-        let q = &self.query;
-        let s = match spare.take() {
-          Some(s) => s,
-          None if q.kind.is_udp() => {
-            sockets::bind_udp(q.kind, q.address.as_deref(), *port, q.flags, true)?
-          }
-          None => sockets::bind_tcp(q.kind, q.address.as_deref(), *port, q.flags, true)?,
-        };
-        let fd = Arc::new(OwnedFd::from(s));
-        socks.insert(worker, fd.clone());
-        Grant::Handle(fd)
-      }
+      Shape::ReusePort(g) => Grant::Handle(g.add(worker, &self.query)?),
       Shape::RoundRobin(rr) => {
-        rr.add_worker(worker);
+        rr.dispatcher.add_worker(worker);
         Grant::RoundRobin { sockname: rr.sockname.clone() }
       }
     };
@@ -179,24 +204,124 @@ impl ServerHandle {
     Ok(grant)
   }
 
-  /// Removes a worker; true when nobody uses the handle any more (the caller
-  /// drops it, which closes the primary's sockets).
+  /// Removes a worker; true when nobody uses the handle any more.
   pub fn remove(&mut self, worker: u32) -> bool {
-    if !self.workers.remove(&worker) {
-      return self.workers.is_empty();
-    }
-    match &mut self.shape {
-      Shape::ReusePort { socks, .. } => {
-        socks.remove(&worker);
+    if self.workers.remove(&worker) {
+      match &mut self.shape {
+        Shape::ReusePort(g) => g.vacate(worker, &self.query, &self.deliver),
+        Shape::RoundRobin(rr) => rr.dispatcher.remove_worker(worker),
+        Shape::Shared { .. } => {}
       }
-      Shape::RoundRobin(rr) => rr.remove_worker(worker),
-      Shape::Shared { .. } => {}
     }
     self.workers.is_empty()
   }
 
+  /// Where this handle's primary-accepted connections wait for workers.
+  pub fn dispatcher(&mut self) -> Option<&mut Dispatcher> {
+    match &mut self.shape {
+      Shape::RoundRobin(rr) => Some(&mut rr.dispatcher),
+      Shape::ReusePort(g) => Some(&mut g.dispatcher),
+      Shape::Shared { .. } => None,
+    }
+  }
+
+  /// Closes vacant reuseport members nobody took over in time.
+  pub fn expire_vacancies(&mut self, now: Instant) {
+    if let Shape::ReusePort(g) = &mut self.shape {
+      g.expire(now);
+    }
+  }
+
+  pub fn has_vacancies(&self) -> bool {
+    matches!(&self.shape, Shape::ReusePort(g) if g.slots.iter().any(|s| s.owner.is_none()))
+  }
+
   pub fn handle_type(&self) -> &'static str {
     self.query.kind.handle_type()
+  }
+}
+
+impl ReusePortGroup {
+  fn add(&mut self, worker: u32, q: &Query) -> Result<Arc<OwnedFd>, i32> {
+    // Take over a vacant member first: its queue stays with it, so whatever
+    // the drain has not accepted yet is the replacement's to serve.
+    let idx = match self.slots.iter().position(|s| s.owner.is_none()) {
+      Some(i) => i,
+      None => {
+        let s = q.bind(self.port, true)?;
+        if !q.kind.is_udp() {
+          sockets::listen(&s, DEFAULT_BACKLOG)?;
+        }
+        self.slots.push(Slot { sock: Arc::new(s.into()), owner: None, drain: None, vacated: None });
+        self.slots.len() - 1
+      }
+    };
+    let slot = &mut self.slots[idx];
+    slot.owner = Some(worker);
+    slot.drain = None;
+    slot.vacated = None;
+    let sock = slot.sock.clone();
+    self.dispatcher.add_worker(worker);
+    self.steer();
+    Ok(sock)
+  }
+
+  fn vacate(&mut self, worker: u32, q: &Query, deliver: &Deliver) {
+    self.dispatcher.remove_worker(worker);
+    let Some(idx) = self.slots.iter().position(|s| s.owner == Some(worker)) else { return };
+    if q.kind.is_udp() {
+      // Datagrams cannot be handed on; the member simply leaves the group.
+      self.close_slot(idx);
+      return;
+    }
+    let slot = &mut self.slots[idx];
+    slot.owner = None;
+    slot.vacated = Some(Instant::now());
+    slot.drain = slot
+      .sock
+      .as_fd()
+      .try_clone_to_owned()
+      .ok()
+      .and_then(|dup| {
+        let d = deliver.clone();
+        Acceptor::start(Socket::from(dup), move |c| d(c)).ok()
+      });
+    self.steer();
+  }
+
+  fn expire(&mut self, now: Instant) {
+    for i in (0..self.slots.len()).rev() {
+      let s = &self.slots[i];
+      if s.owner.is_none() && s.vacated.is_some_and(|t| now.duration_since(t) >= VACANT_LINGER) {
+        self.close_slot(i);
+      }
+    }
+  }
+
+  /// Leaves the group: accept what is still queued, then shut the socket
+  /// down so the kernel detaches it now (not when the last copy of the fd
+  /// closes), and mirror the kernel's reordering.
+  fn close_slot(&mut self, idx: usize) {
+    let slot = self.slots.swap_remove(idx);
+    drop(slot.drain);
+    let fd = slot.sock.as_raw_fd();
+    if slot.owner.is_none() {
+      self.dispatcher.backlog.extend(sockets::accept_all(fd).into_iter().map(Arc::new));
+    }
+    // SAFETY: shutdown on an fd we hold; detaches a listener from its group.
+    unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+    self.steer();
+  }
+
+  fn steer(&mut self) {
+    if !self.steering || self.slots.is_empty() {
+      return;
+    }
+    let live: Vec<u32> =
+      self.slots.iter().enumerate().filter(|(_, s)| s.owner.is_some()).map(|(i, _)| i as u32).collect();
+    if sockets::steer_reuseport(self.slots[0].sock.as_raw_fd(), &live).is_err() {
+      self.steering = false;
+    }
   }
 }
 

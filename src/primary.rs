@@ -19,8 +19,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::channel::{self, OutFrame, ReaderEvent, Serialization, WriterCmd, WriterEvent};
-use crate::dispatch::{HandOff, RoundRobin};
-use crate::handles::{Grant, Policy, Query, ServerHandle, Shape};
+use crate::dispatch::HandOff;
+use crate::handles::{Deliver, Grant, Policy, Query, ServerHandle, VACANT_LINGER};
 use crate::protocol::{self, Fields, Inbound};
 use crate::sockets;
 use crate::spawn::{self, ExitStatus, SpawnSpec};
@@ -93,6 +93,8 @@ enum Msg {
   Exited { id: u32, status: ExitStatus },
   ExitDeadline { id: u32 },
   Accepted { generation: u64, conns: Vec<OwnedFd> },
+  /// Time to close vacant sockets of `key` nobody took over.
+  Linger { key: String },
 }
 
 /// The binding's handle on the core thread.
@@ -253,8 +255,18 @@ impl State {
       Msg::ExitDeadline { id } => self.emit_exit(id),
       Msg::Accepted { generation, conns } => {
         if let Some(key) = self.generations.get(&generation).cloned() {
-          if let Some(ServerHandle { shape: Shape::RoundRobin(rr), .. }) = self.handles.get_mut(&key) {
-            rr.backlog.extend(conns);
+          if let Some(d) = self.handles.get_mut(&key).and_then(ServerHandle::dispatcher) {
+            d.backlog.extend(conns.into_iter().map(Arc::new));
+            self.distribute(&key);
+          }
+        }
+      }
+      Msg::Linger { key } => {
+        if let Some(h) = self.handles.get_mut(&key) {
+          h.expire_vacancies(std::time::Instant::now());
+          if h.workers.is_empty() {
+            self.drop_handle(&key);
+          } else {
             self.distribute(&key);
           }
         }
@@ -383,7 +395,7 @@ impl State {
       Some("close") => {
         if let Some(key) = f.get("key").and_then(Value::as_str) {
           let key = key.to_owned();
-          self.release(id, &key);
+          self.release(id, &key, true);
         }
       }
       Some("exitedAfterDisconnect") => {
@@ -414,23 +426,16 @@ impl State {
     let key = protocol::server_key(f);
     let ack = protocol::seq(f).unwrap_or(0);
     if !self.handles.contains_key(&key) {
-      let created = Query::from_fields(f).and_then(|q| {
-        let generation = self.next_generation;
-        let tx = self.tx.clone();
-        let policy = self.policy;
-        ServerHandle::create(q, policy, |sock, unlink| {
-          RoundRobin::start(sock, unlink, move |conns| {
-            let _ = tx.send(Msg::Accepted { generation, conns });
-          })
-        })
-        .map(|h| (h, generation))
+      let generation = self.next_generation;
+      let tx = self.tx.clone();
+      let deliver: Deliver = Arc::new(move |conns| {
+        let _ = tx.send(Msg::Accepted { generation, conns });
       });
+      let created = Query::from_fields(f).and_then(|q| ServerHandle::create(q, self.policy, deliver));
       match created {
-        Ok((h, generation)) => {
-          if matches!(h.shape, Shape::RoundRobin(_)) {
-            self.generations.insert(generation, key.clone());
-            self.next_generation += 1;
-          }
+        Ok(h) => {
+          self.generations.insert(generation, key.clone());
+          self.next_generation += 1;
           self.handles.insert(key.clone(), h);
         }
         Err(errno) => {
@@ -478,20 +483,28 @@ impl State {
     }
   }
 
-  /// The worker no longer uses `key`.
-  fn release(&mut self, id: u32, key: &str) {
+  /// The worker no longer uses `key`. After a deliberate close the last
+  /// worker's leaving frees the address at once, as in Node; after a crash
+  /// the sockets linger briefly so a replacement inherits their queues.
+  fn release(&mut self, id: u32, key: &str, graceful: bool) {
     if let Some(w) = self.workers.get_mut(&id) {
       w.keys.remove(key);
     }
-    let unused = match self.handles.get_mut(key) {
-      Some(h) => h.remove(id),
-      None => false,
-    };
-    if unused {
+    let Some(h) = self.handles.get_mut(key) else { return };
+    let unused = h.remove(id);
+    if unused && graceful {
       self.drop_handle(key);
-    } else {
-      self.distribute(key);
+      return;
     }
+    if unused || h.has_vacancies() {
+      let tx = self.tx.clone();
+      let key = key.to_owned();
+      tokio::spawn(async move {
+        tokio::time::sleep(VACANT_LINGER).await;
+        let _ = tx.send(Msg::Linger { key });
+      });
+    }
+    self.distribute(key);
   }
 
   fn drop_handle(&mut self, key: &str) {
@@ -501,22 +514,20 @@ impl State {
   }
 
   fn release_all(&mut self, id: u32) {
-    let keys: Vec<String> = match self.workers.get_mut(&id) {
-      Some(w) => w.keys.drain().collect(),
+    let (keys, graceful): (Vec<String>, bool) = match self.workers.get_mut(&id) {
+      Some(w) => (w.keys.drain().collect(), w.leaving),
       None => return,
     };
     for key in keys {
-      self.release(id, &key);
+      self.release(id, &key, graceful);
     }
     // Connections handed to this worker but not accepted go to the others.
     let mine: Vec<u64> = self.handoffs.iter().filter(|(_, h)| h.worker == id).map(|(s, _)| *s).collect();
     let mut touched = HashSet::new();
     for seq in mine {
       let h = self.handoffs.remove(&seq).expect("listed above");
-      if let Some(ServerHandle { shape: Shape::RoundRobin(rr), .. }) = self.handles.get_mut(&h.key) {
-        if let Ok(fd) = Arc::try_unwrap(h.conn) {
-          rr.backlog.push_front(fd);
-        }
+      if let Some(d) = self.handles.get_mut(&h.key).and_then(ServerHandle::dispatcher) {
+        d.backlog.push_front(h.conn);
         touched.insert(h.key);
       }
     }
@@ -532,17 +543,17 @@ impl State {
   fn distribute(&mut self, key: &str) {
     loop {
       let workers = &self.workers;
-      let Some(ServerHandle { shape: Shape::RoundRobin(rr), .. }) = self.handles.get_mut(key) else {
+      let Some(d) = self.handles.get_mut(key).and_then(ServerHandle::dispatcher) else {
         return;
       };
-      if rr.backlog.is_empty() {
+      if d.backlog.is_empty() {
         return;
       }
-      let pick = rr.pick(|w| {
+      let pick = d.pick(|w| {
         workers.get(&w).filter(|w| w.connected && !w.leaving && w.exit.is_none()).map(|w| w.unanswered)
       });
       let Some(worker) = pick else { return };
-      let conn = Arc::new(rr.backlog.pop_front().expect("checked non-empty"));
+      let conn = d.backlog.pop_front().expect("checked non-empty");
       let seq = self.send_cluster(
         worker,
         json!({ "act": "newconn", "key": key }),
@@ -562,10 +573,8 @@ impl State {
     }
     if !accepted {
       // The worker closed that server or is at maxConnections: try another.
-      if let Some(ServerHandle { shape: Shape::RoundRobin(rr), .. }) = self.handles.get_mut(&h.key) {
-        if let Ok(fd) = Arc::try_unwrap(h.conn) {
-          rr.backlog.push_back(fd);
-        }
+      if let Some(d) = self.handles.get_mut(&h.key).and_then(ServerHandle::dispatcher) {
+        d.backlog.push_back(h.conn);
       }
     }
     // Dropping an accepted `conn` closes the primary's copy.

@@ -7,7 +7,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use socket2::{Domain, SockAddr, Socket, Type};
@@ -232,13 +232,87 @@ pub fn describe(fd: RawFd) -> &'static str {
   }
 }
 
-pub fn as_raw(sock: &Socket) -> RawFd {
-  sock.as_raw_fd()
+/// Accepts one connection (close-on-exec, so a concurrent spawn cannot
+/// inherit it).
+pub fn accept(listener: RawFd) -> io::Result<OwnedFd> {
+  // SAFETY: accept4 on an fd we hold; a non-negative result is ours.
+  let fd = unsafe { libc::accept4(listener, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
+  if fd < 0 {
+    return Err(io::Error::last_os_error());
+  }
+  Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Accepts everything queued on `listener` now, without blocking.
+pub fn accept_all(listener: RawFd) -> Vec<OwnedFd> {
+  let _ = crate::spawn::set_nonblocking(listener, true);
+  let mut out = Vec::new();
+  loop {
+    match accept(listener) {
+      Ok(c) => out.push(c),
+      Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+      Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
+      Err(_) => return out,
+    }
+  }
+}
+
+/// Builds the classic-BPF program that picks a socket of a reuseport group:
+/// the connection's hash (or a random number when the hash is 0) modulo the
+/// number of live sockets, mapped to those sockets' indices in the group.
+/// With no live socket it answers an out-of-range index, which makes the
+/// kernel fall back to its own hash.
+pub fn reuseport_program(live: &[u32]) -> Vec<libc::sock_filter> {
+  const LD_ABS_W: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+  const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+  const MOD_K: u16 = 0x94; // BPF_ALU | BPF_MOD | BPF_K
+  const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+  const SKF_AD_OFF: i32 = -0x1000;
+  const SKF_AD_RXHASH: i32 = 32;
+  const SKF_AD_RANDOM: i32 = 56;
+  let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+  if live.is_empty() {
+    return vec![op(RET_K, 0, 0, u32::MAX)];
+  }
+  let mut p = vec![
+    op(LD_ABS_W, 0, 0, (SKF_AD_OFF + SKF_AD_RXHASH) as u32),
+    op(JEQ_K, 0, 1, 0),
+    op(LD_ABS_W, 0, 0, (SKF_AD_OFF + SKF_AD_RANDOM) as u32),
+    op(MOD_K, 0, 0, live.len() as u32),
+  ];
+  for (i, idx) in live.iter().enumerate() {
+    p.push(op(JEQ_K, 0, 1, i as u32));
+    p.push(op(RET_K, 0, 0, *idx));
+  }
+  p.push(op(RET_K, 0, 0, live[0]));
+  p
+}
+
+/// Attaches `reuseport_program(live)` to the reuseport group `fd` belongs to
+/// (any member will do; the program is the group's).
+pub fn steer_reuseport(fd: RawFd, live: &[u32]) -> io::Result<()> {
+  let mut prog = reuseport_program(live);
+  let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_mut_ptr() };
+  // SAFETY: fprog points at `prog`, alive for the call; the kernel copies it.
+  let r = unsafe {
+    libc::setsockopt(
+      fd,
+      libc::SOL_SOCKET,
+      libc::SO_ATTACH_REUSEPORT_CBPF,
+      &fprog as *const _ as *const libc::c_void,
+      std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+    )
+  };
+  if r != 0 {
+    return Err(io::Error::last_os_error());
+  }
+  Ok(())
 }
 
 #[cfg(test)]
 mod tests {
   use super::*;
+  use std::os::fd::AsRawFd;
 
   #[test]
   fn reuseport_group_shares_an_ephemeral_port() {
@@ -253,6 +327,35 @@ mod tests {
       bind_tcp(Kind::Tcp4, Some("127.0.0.1"), port, 0, false).err(),
       Some(-libc::EADDRINUSE)
     );
+  }
+
+  /// With a program steering to one member, every connection lands there and
+  /// none in the other (still listening) member's queue.
+  #[test]
+  fn steering_avoids_vacant_members() {
+    let a = bind_tcp(Kind::Tcp4, Some("127.0.0.1"), 0, 0, true).unwrap();
+    listen(&a, 64).unwrap();
+    let port = local_port(&a).unwrap();
+    let b = bind_tcp(Kind::Tcp4, Some("127.0.0.1"), port, 0, true).unwrap();
+    listen(&b, 64).unwrap();
+    // Group order is listen order: a = 0, b = 1. Steer everything to b.
+    steer_reuseport(a.as_raw_fd(), &[1]).unwrap();
+    let clients: Vec<_> =
+      (0..20).map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+    a.set_nonblocking(true).unwrap();
+    b.set_nonblocking(true).unwrap();
+    let count = |s: &Socket| std::iter::from_fn(|| s.accept().ok()).count();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert_eq!(count(&a), 0);
+    assert_eq!(count(&b), clients.len());
+    // Both live: both get some.
+    steer_reuseport(a.as_raw_fd(), &[0, 1]).unwrap();
+    let clients: Vec<_> =
+      (0..40).map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let (ca, cb) = (count(&a), count(&b));
+    assert_eq!(ca + cb, clients.len());
+    assert!(ca > 0 && cb > 0, "{ca} / {cb}");
   }
 
   #[test]
