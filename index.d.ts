@@ -1,0 +1,162 @@
+// Type definitions for rcluster: node:cluster's API, plus rcluster's additions.
+
+/// <reference types="node" />
+
+import { EventEmitter } from 'node:events';
+import { ChildProcess, StdioOptions, Serializable, SendHandle, MessageOptions } from 'node:child_process';
+
+declare namespace rcluster {
+  /** Settings for {@link Cluster.setupPrimary}; the same as node:cluster's. */
+  interface ClusterSettings {
+    /** Node options for workers. Default: `process.execArgv`. */
+    execArgv?: string[] | undefined;
+    /** The worker script. Default: `process.argv[1]`. */
+    exec?: string | undefined;
+    /** Arguments for the worker script. Default: `process.argv.slice(2)`. */
+    args?: string[] | undefined;
+    /** Pipe the workers' stdio to the primary (`worker.process.stdout` …). */
+    silent?: boolean | undefined;
+    /** Workers' stdio; must contain `'ipc'`. Overrides `silent`. */
+    stdio?: StdioOptions | undefined;
+    uid?: number | undefined;
+    gid?: number | undefined;
+    cwd?: string | URL | undefined;
+    /** Inspector port for each worker (with `--inspect` in execArgv). */
+    inspectPort?: number | (() => number) | undefined;
+    serialization?: 'json' | 'advanced' | undefined;
+    windowsHide?: boolean | undefined;
+  }
+
+  /** `address` as reported by the `'listening'` events. */
+  interface Address {
+    address: string | null;
+    port: number;
+    /** 4, 6, -1 (Unix socket), 'udp4' or 'udp6'. */
+    addressType: 4 | 6 | -1 | 'udp4' | 'udp6';
+    fd?: number | undefined;
+  }
+
+  /** `worker.process`: behaves like a `ChildProcess` for the worker. */
+  interface WorkerProcess extends EventEmitter {
+    readonly pid: number | undefined;
+    readonly spawnfile: string;
+    readonly spawnargs: string[];
+    readonly exitCode: number | null;
+    readonly signalCode: NodeJS.Signals | null;
+    readonly killed: boolean;
+    readonly connected: boolean;
+    readonly stdin: ChildProcess['stdin'];
+    readonly stdout: ChildProcess['stdout'];
+    readonly stderr: ChildProcess['stderr'];
+    readonly stdio: ChildProcess['stdio'];
+    kill(signal?: NodeJS.Signals | number): boolean;
+    send(message: Serializable, callback?: (error: Error | null) => void): boolean;
+    send(message: Serializable, sendHandle?: SendHandle, callback?: (error: Error | null) => void): boolean;
+    send(
+      message: Serializable,
+      sendHandle?: SendHandle,
+      options?: MessageOptions,
+      callback?: (error: Error | null) => void,
+    ): boolean;
+    disconnect(): void;
+    ref(): void;
+    unref(): void;
+
+    on(event: 'exit', listener: (code: number | null, signal: NodeJS.Signals | null) => void): this;
+    on(event: 'close', listener: (code: number | null, signal: NodeJS.Signals | null) => void): this;
+    on(event: 'disconnect', listener: () => void): this;
+    on(event: 'error', listener: (error: Error) => void): this;
+    on(event: 'message', listener: (message: any, handle?: SendHandle) => void): this;
+    on(event: string | symbol, listener: (...args: any[]) => void): this;
+  }
+
+  class Worker extends EventEmitter {
+    /** Unique within the primary; starts at 1. */
+    id: number;
+    /** In the primary, the worker's process; in a worker, `process`. */
+    process: WorkerProcess;
+    /** `'none' | 'online' | 'listening' | 'disconnected' | 'dead'` */
+    state: string;
+    /** True after `disconnect()`/`kill()`-initiated exits; false for crashes. */
+    exitedAfterDisconnect: boolean;
+    send(message: Serializable, callback?: (error: Error | null) => void): boolean;
+    send(message: Serializable, sendHandle?: SendHandle, callback?: (error: Error | null) => void): boolean;
+    send(
+      message: Serializable,
+      sendHandle?: SendHandle,
+      options?: MessageOptions,
+      callback?: (error: Error | null) => void,
+    ): boolean;
+    /** Signals the worker's process (default `'SIGTERM'`). */
+    kill(signal?: NodeJS.Signals | number): void;
+    destroy(signal?: NodeJS.Signals | number): void;
+    /** Closes the worker's servers, then its channel; it then exits by itself. */
+    disconnect(): this;
+    isConnected(): boolean;
+    isDead(): boolean;
+
+    addListener(event: string, listener: (...args: any[]) => void): this;
+    on(event: 'disconnect', listener: () => void): this;
+    on(event: 'error', listener: (error: Error) => void): this;
+    on(event: 'exit', listener: (code: number | null, signal: NodeJS.Signals | null) => void): this;
+    on(event: 'listening', listener: (address: Address) => void): this;
+    on(event: 'message', listener: (message: any, handle?: SendHandle) => void): this;
+    on(event: 'online', listener: () => void): this;
+    on(event: string | symbol, listener: (...args: any[]) => void): this;
+    once(event: 'disconnect', listener: () => void): this;
+    once(event: 'error', listener: (error: Error) => void): this;
+    once(event: 'exit', listener: (code: number | null, signal: NodeJS.Signals | null) => void): this;
+    once(event: 'listening', listener: (address: Address) => void): this;
+    once(event: 'message', listener: (message: any, handle?: SendHandle) => void): this;
+    once(event: 'online', listener: () => void): this;
+    once(event: string | symbol, listener: (...args: any[]) => void): this;
+  }
+
+  interface Cluster extends EventEmitter {
+    readonly isPrimary: boolean;
+    /** @deprecated alias of isPrimary */
+    readonly isMaster: boolean;
+    readonly isWorker: boolean;
+    /** In a worker: this worker. In the primary: undefined. */
+    readonly worker?: Worker | undefined;
+    /** Live workers by id (primary only). */
+    readonly workers?: NodeJS.Dict<Worker> | undefined;
+    readonly settings: ClusterSettings;
+    /** One of the SCHED_* constants; set before the first fork()/setupPrimary(). */
+    schedulingPolicy: number;
+    /** The operating system decides: one socket shared by every worker. */
+    readonly SCHED_NONE: 1;
+    /** The primary accepts connections (in Rust) and hands them to workers. */
+    readonly SCHED_RR: 2;
+    /** A SO_REUSEPORT socket per worker; the kernel spreads connections. Default on Linux. */
+    readonly SCHED_REUSEPORT: 3;
+    Worker: typeof Worker;
+
+    setupPrimary(settings?: ClusterSettings): void;
+    /** @deprecated alias of setupPrimary */
+    setupMaster(settings?: ClusterSettings): void;
+    fork(env?: NodeJS.ProcessEnv | Record<string, string | number | boolean | undefined>): Worker;
+    disconnect(callback?: () => void): void;
+
+    addListener(event: string, listener: (...args: any[]) => void): this;
+    on(event: 'disconnect', listener: (worker: Worker) => void): this;
+    on(event: 'exit', listener: (worker: Worker, code: number | null, signal: NodeJS.Signals | null) => void): this;
+    on(event: 'fork', listener: (worker: Worker) => void): this;
+    on(event: 'listening', listener: (worker: Worker, address: Address) => void): this;
+    on(event: 'message', listener: (worker: Worker, message: any, handle?: SendHandle) => void): this;
+    on(event: 'online', listener: (worker: Worker) => void): this;
+    on(event: 'setup', listener: (settings: ClusterSettings) => void): this;
+    on(event: string | symbol, listener: (...args: any[]) => void): this;
+    once(event: 'disconnect', listener: (worker: Worker) => void): this;
+    once(event: 'exit', listener: (worker: Worker, code: number | null, signal: NodeJS.Signals | null) => void): this;
+    once(event: 'fork', listener: (worker: Worker) => void): this;
+    once(event: 'listening', listener: (worker: Worker, address: Address) => void): this;
+    once(event: 'message', listener: (worker: Worker, message: any, handle?: SendHandle) => void): this;
+    once(event: 'online', listener: (worker: Worker) => void): this;
+    once(event: 'setup', listener: (settings: ClusterSettings) => void): this;
+    once(event: string | symbol, listener: (...args: any[]) => void): this;
+  }
+}
+
+declare const rcluster: rcluster.Cluster;
+export = rcluster;
