@@ -24,13 +24,23 @@ cluster.on('fork', (worker) => forked.add(worker));
 const children = new Set();
 const strayPids = new Set();
 
-function killAll() {
+// Kills whatever this file started and waits (bounded) for it to be gone.
+async function killAll() {
+  const exits = [];
   for (const w of Object.values(cluster.workers)) w.process.kill('SIGKILL');
-  for (const w of forked) if (!w.isDead()) w.process.kill('SIGKILL');
+  for (const w of forked) {
+    if (w.isDead()) continue;
+    exits.push(new Promise((resolve) => {
+      const timer = setTimeout(resolve, 5000);
+      w.once('exit', () => { clearTimeout(timer); resolve(); });
+    }));
+    w.process.kill('SIGKILL');
+  }
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
   for (const pid of strayPids) {
     try { process.kill(pid, 'SIGKILL'); } catch { /* already gone */ }
   }
+  await Promise.all(exits);
 }
 afterEach(killAll);
 after(killAll);

@@ -52,6 +52,8 @@ for (const policy of ['reuseport', 'none', 'rr']) {
       .filter(([k]) => !k.startsWith('error'))
       .reduce((n, [, v]) => n + v, 0);
     assert.equal(answered, result.clients, JSON.stringify(result.byWorker));
+    // Handed on at once, not when the departed worker's socket expires (2 s).
+    assert.ok(result.afterKillMs < 1500, `answered ${result.afterKillMs} ms after the kill`);
   });
 }
 
