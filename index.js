@@ -8,7 +8,7 @@
 const nodeCluster = require('node:cluster');
 
 function load() {
-  if (nodeCluster.isWorker) return nodeCluster;
+  if (nodeCluster.isWorker) return require('./lib/child');
   if (process.platform === 'win32') {
     process.emitWarning('rcluster has no Windows core yet; using node:cluster', {
       code: 'RCLUSTER_FALLBACK',

@@ -45,7 +45,6 @@ function defaultPolicy(env = process.env, platform = process.platform) {
 }
 cluster.schedulingPolicy = defaultPolicy();
 
-let ids = 0;
 let initialized = false;
 let debugPortOffset = 1;
 
@@ -65,6 +64,7 @@ cluster.setupPrimary = function setupPrimary(options) {
       !settings.execArgv.some((s) => typeof s === 'string' && s.startsWith('--logfile='))) {
     settings.execArgv = [...settings.execArgv, '--logfile=v8-%p.log'];
   }
+  supervisor.configure(settings);
   cluster.settings = settings;
   if (!initialized) {
     initialized = true;
@@ -129,7 +129,8 @@ function toPath(value, name) {
 }
 
 // Everything Node's child_process.fork would check, checked before spawning.
-function workerSpec(id, env) {
+// (The core adds NODE_UNIQUE_ID, as it numbers the workers.)
+function workerSpec(env) {
   const s = cluster.settings;
   const exec = s.exec instanceof URL ? fileURLToPath(s.exec) : s.exec;
   validateString(exec, 'modulePath');
@@ -151,7 +152,8 @@ function workerSpec(id, env) {
   validateOneOf(serialization, 'options.serialization', ['json', 'advanced']);
   const stdio = resolveStdio(s);
   if (env !== undefined && env !== null) validateObject(env, 'env');
-  const fullEnv = { ...process.env, ...env, NODE_UNIQUE_ID: `${id}` };
+  const fullEnv = { ...process.env, ...env, ...supervisor.workerEnv() };
+  delete fullEnv.NODE_UNIQUE_ID;
   const envPairs = [];
   for (const key of Object.keys(fullEnv)) {
     const value = fullEnv[key];
@@ -162,7 +164,6 @@ function workerSpec(id, env) {
   }
   const file = process.execPath;
   return {
-    id,
     file,
     args: [...execArgv, exec, ...args],
     env: envPairs,
@@ -177,6 +178,18 @@ function workerSpec(id, env) {
 function removeWorker(worker) {
   delete cluster.workers[worker.id];
   if (Object.keys(cluster.workers).length === 0) intercom.emit('disconnect');
+}
+
+// Every live worker's process object, by id: core events are routed here.
+const procs = new Map();
+
+function onCoreEvent(ev) {
+  if (ev.kind === 'forked') {
+    supervisor.onRespawned(ev);
+    return;
+  }
+  const proc = procs.get(ev.id);
+  if (proc) proc._onEvent(ev);
 }
 
 function onInternalEvent(worker, ev) {
@@ -198,16 +211,17 @@ function onInternalEvent(worker, ev) {
       worker.exitedAfterDisconnect = true;
       break;
     default:
-      break;
+      supervisor.onEvent(worker, ev);
   }
 }
 
-cluster.fork = function fork(env) {
-  cluster.setupPrimary();
-  const id = ++ids;
-  const spec = workerSpec(id, env);
+// Wraps a started process (by fork() or by the core's restart) in a Worker
+// wired like Node's: events, bookkeeping, and the 'fork' event.
+function attachWorker(id, slot, spec, started) {
   const proc = new WorkerProcess(id, spec.file, [spec.file, ...spec.args], spec.serialization);
   const worker = new Worker({ id, process: proc });
+  worker.slot = slot;
+  worker.startedAt = Date.now();
 
   worker.on('message', function onMessage(message, handle) {
     cluster.emit('message', this, message, handle);
@@ -216,7 +230,10 @@ cluster.fork = function fork(env) {
   let exited = false;
   let disconnected = false;
   const settle = () => {
-    if (exited && disconnected) binding.releaseWorker(id);
+    if (exited && disconnected) {
+      procs.delete(id);
+      binding.releaseWorker(id);
+    }
   };
 
   proc.once('exit', (exitCode, signalCode) => {
@@ -240,27 +257,43 @@ cluster.fork = function fork(env) {
   });
 
   proc.on('internalEvent', (ev) => onInternalEvent(worker, ev));
+  procs.set(id, proc);
 
-  const result = binding.fork(spec, (ev) => proc._onEvent(ev));
-  if (result.pid === undefined || result.pid === null) {
+  if (started.pid === undefined || started.pid === null) {
     // Node reports spawn failures (ENOENT, EACCES, EAGAIN…) as an 'error'
     // on the process, which the worker re-emits.
-    proc.exitCode = result.errno;
+    proc.exitCode = started.errno;
+    procs.delete(id);
     process.nextTick(() => {
-      const err = errnoException(result.errno, `spawn ${spec.file}`);
+      const err = errnoException(started.errno, `spawn ${spec.file}`);
       err.path = spec.file;
       err.spawnargs = spec.args;
       proc.emit('error', err);
     });
   } else {
-    proc.pid = result.pid;
+    proc.pid = started.pid;
     proc.connected = true;
-    proc._attachStdio(result);
+    proc._attachStdio(started);
   }
 
   process.nextTick(() => cluster.emit('fork', worker));
   cluster.workers[worker.id] = worker;
   return worker;
+}
+
+// Starts a worker in `slot` (a free one when undefined). `standby` starts a
+// reload's successor beside the slot's current worker.
+function startWorker(env, slot, standby = false) {
+  cluster.setupPrimary();
+  const spec = workerSpec(env);
+  if (slot === undefined) slot = supervisor.freeSlot();
+  Object.assign(spec, supervisor.nativeOptions(slot), { standby });
+  const started = binding.fork(spec, onCoreEvent);
+  return attachWorker(started.id, slot, spec, started);
+}
+
+cluster.fork = function fork(env) {
+  return startWorker(env);
 };
 
 cluster.disconnect = function disconnect(cb) {
@@ -287,5 +320,7 @@ Worker.prototype.destroy = function destroy(signo) {
 };
 
 cluster._defaultPolicy = defaultPolicy;
+
+const supervisor = require('./supervisor')(cluster, { startWorker, attachWorker, workerSpec });
 
 module.exports = cluster;

@@ -12,13 +12,14 @@ use napi_derive::napi;
 
 use crate::channel::Serialization;
 use crate::handles::Policy;
-use crate::primary::{Core, Event};
+use crate::primary::{Core, Event, EventSink, Supervision};
+use crate::supervisor::RestartPolicy;
 use crate::sockets;
 use crate::spawn::{SpawnSpec, StdioSpec};
 
 static CORE: OnceLock<Core> = OnceLock::new();
 
-type EventFn = ThreadsafeFunction<Event, (), WorkerEvent, Status, false>;
+type EventFn = ThreadsafeFunction<WorkerEvent, (), WorkerEvent, Status, false>;
 
 thread_local! {
   // A second reference to each live worker's event function, on the JS
@@ -36,9 +37,36 @@ fn core() -> Result<&'static Core> {
   Ok(CORE.get_or_init(|| started))
 }
 
+/// Restart policy (milliseconds); omitted fields take the defaults.
+#[napi(object)]
+pub struct RestartOptions {
+  pub initial_delay: Option<f64>,
+  pub max_delay: Option<f64>,
+  pub factor: Option<f64>,
+  pub stable_after: Option<f64>,
+  pub max_restarts: Option<u32>,
+  pub window: Option<f64>,
+}
+
+impl From<RestartOptions> for RestartPolicy {
+  fn from(o: RestartOptions) -> Self {
+    let d = RestartPolicy::default();
+    let ms = |v: Option<f64>, dflt: std::time::Duration| {
+      v.map(|v| std::time::Duration::from_secs_f64(v.max(0.0) / 1000.0)).unwrap_or(dflt)
+    };
+    RestartPolicy {
+      initial: ms(o.initial_delay, d.initial),
+      max: ms(o.max_delay, d.max),
+      factor: o.factor.unwrap_or(d.factor),
+      stable_after: ms(o.stable_after, d.stable_after),
+      max_restarts: o.max_restarts.unwrap_or(d.max_restarts),
+      window: ms(o.window, d.window),
+    }
+  }
+}
+
 #[napi(object)]
 pub struct ForkOptions {
-  pub id: u32,
   /// The executable (`process.execPath`).
   pub file: String,
   /// argv after argv[0]: execArgv, the script, its args.
@@ -52,10 +80,19 @@ pub struct ForkOptions {
   pub gid: Option<u32>,
   /// `json` or `advanced`.
   pub serialization: String,
+  /// Supervision: the slot, and what to watch. Without `slot`, none.
+  pub slot: Option<u32>,
+  pub restart: Option<RestartOptions>,
+  pub hang_timeout: Option<f64>,
+  pub max_memory: Option<f64>,
+  pub max_age: Option<f64>,
+  /// Start beside the slot's current worker (reload); see `promote`.
+  pub standby: Option<bool>,
 }
 
 #[napi(object)]
 pub struct ForkResult {
+  pub id: u32,
   pub pid: Option<i32>,
   /// A negative errno when the process could not be started.
   pub errno: Option<i32>,
@@ -67,8 +104,11 @@ pub struct ForkResult {
 /// One event for a worker, as JS receives it. `kind` says which fields are set.
 #[napi(object)]
 pub struct WorkerEvent {
+  /// The worker the event is about.
+  pub id: u32,
   /// online | listening | message | exitedAfterDisconnect | disconnect | exit |
-  /// error | sent | rcluster
+  /// error | sent | rcluster | forked | restarting | crashloop | unresponsive |
+  /// recycle
   pub kind: String,
   /// `message`: the frame's payload.
   pub data: Option<Buffer>,
@@ -85,11 +125,24 @@ pub struct WorkerEvent {
   /// `error` and failed `sent`.
   pub message: Option<String>,
   pub error_code: Option<String>,
+  /// `forked`: the new worker's pid, slot and stdio fds (owned by JS).
+  pub pid: Option<i32>,
+  pub slot: Option<u32>,
+  pub stdin: Option<i32>,
+  pub stdout: Option<i32>,
+  pub stderr: Option<i32>,
+  /// `restarting`: the delay; `unresponsive`: how long it was silent (ms).
+  pub ms: Option<f64>,
+  /// `crashloop`: crashes within the window.
+  pub crashes: Option<u32>,
+  /// `recycle`: `memory` or `age`.
+  pub reason: Option<String>,
 }
 
 impl WorkerEvent {
   fn new(kind: &str) -> Self {
     WorkerEvent {
+      id: 0,
       kind: kind.into(),
       data: None,
       json: None,
@@ -101,6 +154,14 @@ impl WorkerEvent {
       token: None,
       message: None,
       error_code: None,
+      pid: None,
+      slot: None,
+      stdin: None,
+      stdout: None,
+      stderr: None,
+      ms: None,
+      crashes: None,
+      reason: None,
     }
   }
 }
@@ -127,8 +188,30 @@ impl From<Event> for WorkerEvent {
       }
       Event::Sent { token, error } => WorkerEvent { token: Some(token), message: error, ..WorkerEvent::new("sent") },
       Event::Rcluster(v) => WorkerEvent { json: Some(v.to_string()), ..WorkerEvent::new("rcluster") },
+      Event::Forked { slot, pid, stdin, stdout, stderr } => WorkerEvent {
+        slot: Some(slot),
+        pid: Some(pid),
+        stdin: stdin.map(IntoRawFd::into_raw_fd),
+        stdout: stdout.map(IntoRawFd::into_raw_fd),
+        stderr: stderr.map(IntoRawFd::into_raw_fd),
+        ..WorkerEvent::new("forked")
+      },
+      Event::Restarting { slot, delay } => {
+        WorkerEvent { slot: Some(slot), ms: Some(delay.as_secs_f64() * 1000.0), ..WorkerEvent::new("restarting") }
+      }
+      Event::CrashLoop { slot, crashes } => {
+        WorkerEvent { slot: Some(slot), crashes: Some(crashes), ..WorkerEvent::new("crashloop") }
+      }
+      Event::Unresponsive { silent } => {
+        WorkerEvent { ms: Some(silent.as_secs_f64() * 1000.0), ..WorkerEvent::new("unresponsive") }
+      }
+      Event::Recycle { reason } => WorkerEvent { reason: Some(reason.into()), ..WorkerEvent::new("recycle") },
     }
   }
+}
+
+fn millis(v: Option<f64>) -> Option<std::time::Duration> {
+  v.filter(|v| v.is_finite() && *v > 0.0).map(|v| std::time::Duration::from_secs_f64(v / 1000.0))
 }
 
 fn errno_of(e: &std::io::Error) -> i32 {
@@ -161,25 +244,36 @@ pub fn fork(options: ForkOptions, on_event: Function<'_, WorkerEvent, ()>) -> Re
     serialization,
   };
   let tsfn: EventFn = on_event
-    .build_threadsafe_function::<Event>()
+    .build_threadsafe_function::<WorkerEvent>()
     .callee_handled::<false>()
-    .build_callback(|ctx| Ok(WorkerEvent::from(ctx.value)))?;
+    .build_callback(|ctx| Ok(ctx.value))?;
   let handle = tsfn.handle.clone();
-  let sink = Box::new(move |event: Event| {
-    tsfn.call(event, ThreadsafeFunctionCallMode::NonBlocking);
+  let sink: EventSink = std::sync::Arc::new(move |id: u32, event: Event| {
+    let mut ev = WorkerEvent::from(event);
+    ev.id = id;
+    tsfn.call(ev, ThreadsafeFunctionCallMode::NonBlocking);
   });
-  let id = options.id;
-  match core()?.fork(id, spec, sink) {
+  let supervision = options.slot.map(|slot| Supervision {
+    slot,
+    restart: options.restart.map(RestartPolicy::from),
+    hang_timeout: millis(options.hang_timeout),
+    max_memory: options.max_memory.filter(|m| *m > 0.0).map(|m| m as u64),
+    max_age: millis(options.max_age),
+  });
+  let core = core()?;
+  let id = core.next_id();
+  match core.fork(id, spec, sink, supervision, options.standby.unwrap_or(false)) {
     Ok(info) => Ok({
       EVENT_FNS.with(|m| m.borrow_mut().insert(id, handle));
       ForkResult {
+      id,
       pid: Some(info.pid),
       errno: None,
       stdin: info.stdin.map(IntoRawFd::into_raw_fd),
       stdout: info.stdout.map(IntoRawFd::into_raw_fd),
       stderr: info.stderr.map(IntoRawFd::into_raw_fd),
     }}),
-    Err(e) => Ok(ForkResult { pid: None, errno: Some(errno_of(&e)), stdin: None, stdout: None, stderr: None }),
+    Err(e) => Ok(ForkResult { id, pid: None, errno: Some(errno_of(&e)), stdin: None, stdout: None, stderr: None }),
   }
 }
 
@@ -270,4 +364,53 @@ pub fn ref_worker(env: Env, id: u32, keep_alive: bool) -> Result<()> {
 #[napi]
 pub fn release_worker(id: u32) {
   EVENT_FNS.with(|m| m.borrow_mut().remove(&id));
+}
+
+/// Makes a standby worker (forked with `standby`) its slot's current worker.
+#[napi]
+pub fn promote(id: u32) -> Result<()> {
+  core()?.promote(id);
+  Ok(())
+}
+
+/// Stops restarting `slot` (its worker is being retired on purpose).
+#[napi]
+pub fn unsupervise(slot: u32) -> Result<()> {
+  core()?.unsupervise(slot);
+  Ok(())
+}
+
+#[napi(object)]
+pub struct NativeWorkerStats {
+  pub pid: i32,
+  /// Connections the primary handed to this worker (round-robin, drained).
+  pub handoffs: f64,
+  pub rss: Option<f64>,
+  /// CPU seconds, user and system.
+  pub cpu_user: Option<f64>,
+  pub cpu_system: Option<f64>,
+}
+
+/// Per-worker figures for `cluster.stats()`; null once the worker is gone.
+#[napi]
+pub fn worker_stats(id: u32) -> Result<Option<NativeWorkerStats>> {
+  Ok(core()?.stats(id).map(|s| NativeWorkerStats {
+    pid: s.pid,
+    handoffs: s.handoffs as f64,
+    rss: s.usage.as_ref().map(|u| u.rss_bytes as f64),
+    cpu_user: s.usage.as_ref().map(|u| u.cpu_user_s),
+    cpu_system: s.usage.as_ref().map(|u| u.cpu_system_s),
+  }))
+}
+
+/// Usage of any process (the primary's own, for `stats()` totals).
+#[napi]
+pub fn process_usage(pid: i32) -> Option<NativeWorkerStats> {
+  crate::supervisor::usage(pid).map(|u| NativeWorkerStats {
+    pid,
+    handoffs: 0.0,
+    rss: Some(u.rss_bytes as f64),
+    cpu_user: Some(u.cpu_user_s),
+    cpu_system: Some(u.cpu_system_s),
+  })
 }

@@ -147,7 +147,11 @@ impl ServerHandle {
   /// come back as negative errno values.
   pub fn create(q: Query, policy: Policy, deliver: Deliver) -> Result<ServerHandle, i32> {
     let shape = if let Some(fd) = q.fd {
-      Shape::Shared { sock: Arc::new(sockets::dup_fd(fd)?), unlink: None }
+      // `listen({ fd })`: the primary's own fd, made non-blocking as libuv
+      // would on opening it.
+      let dup = sockets::dup_fd(fd)?;
+      let _ = crate::spawn::set_nonblocking(dup.as_raw_fd(), true);
+      Shape::Shared { sock: Arc::new(dup), unlink: None }
     } else {
       match (q.kind, policy) {
         (Kind::Pipe, p) => {

@@ -16,6 +16,7 @@ pub mod primary;
 pub mod protocol;
 pub mod sockets;
 pub mod spawn;
+pub mod supervisor;
 pub mod v8;
 
 mod binding;

@@ -5,14 +5,17 @@
 //!
 //! The binding talks to it through `Core`; events for JS leave through each
 //! worker's `EventSink`, which is dropped once the worker has both exited and
-//! disconnected (that is what lets an idle Node primary exit).
+//! disconnected (that is what lets an idle Node primary exit). A supervised
+//! worker shares its slot's sink, which lives as long as the slot is
+//! supervised, so the core can restart the slot's worker by itself, without
+//! waiting for JavaScript.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tokio::io::unix::AsyncFd;
@@ -24,6 +27,10 @@ use crate::handles::{Deliver, Grant, Policy, Query, ServerHandle, VACANT_LINGER}
 use crate::protocol::{self, Fields, Inbound};
 use crate::sockets;
 use crate::spawn::{self, ExitStatus, SpawnSpec};
+use crate::supervisor::{self, Backoff, Decision, RestartPolicy, Usage};
+
+/// How often supervised workers are checked for silence, memory and age.
+const WATCHDOG_TICK: Duration = Duration::from_millis(250);
 
 /// How long an exited worker's `'exit'` waits for its channel to reach EOF,
 /// so `'disconnect'` comes first as users expect. A grandchild holding the
@@ -44,8 +51,20 @@ pub enum Event {
   Exit { code: Option<i32>, signal: Option<String> },
   Error { message: String, code: String },
   Sent { token: u32, error: Option<String> },
-  /// An rcluster message from the worker (`cmd: 'NODE_RCLUSTER'`).
+  /// An rcluster message from the worker (`cmd: 'NODE_RCLUSTER'`) other
+  /// than heartbeats, which the core consumes.
   Rcluster(Value),
+  /// The core started this worker by itself, to replace a crashed or hung
+  /// worker of `slot`.
+  Forked { slot: u32, pid: i32, stdin: Option<OwnedFd>, stdout: Option<OwnedFd>, stderr: Option<OwnedFd> },
+  /// This (crashed) worker's slot will be restarted after `delay`.
+  Restarting { slot: u32, delay: Duration },
+  /// This worker's slot crashed too often and will not be restarted.
+  CrashLoop { slot: u32, crashes: u32 },
+  /// No heartbeat for `silent`: the worker is killed and replaced.
+  Unresponsive { silent: Duration },
+  /// The worker passed `maxMemory` or `maxAge`; JS replaces it gracefully.
+  Recycle { reason: &'static str },
 }
 
 #[derive(Debug)]
@@ -57,7 +76,26 @@ pub struct Received {
   pub socket: &'static str,
 }
 
-pub type EventSink = Box<dyn Fn(Event) + Send>;
+/// Receives `(worker id, event)`; shared by all workers of a slot.
+pub type EventSink = Arc<dyn Fn(u32, Event) + Send + Sync>;
+
+/// How a worker is supervised (see `supervisor`).
+#[derive(Clone, Debug, Default)]
+pub struct Supervision {
+  pub slot: u32,
+  /// Restart after crashes; `None`: no restarts.
+  pub restart: Option<RestartPolicy>,
+  /// Kill and replace a worker that sent heartbeats and then fell silent.
+  pub hang_timeout: Option<Duration>,
+  pub max_memory: Option<u64>,
+  pub max_age: Option<Duration>,
+}
+
+impl Supervision {
+  fn watched(&self) -> bool {
+    self.hang_timeout.is_some() || self.max_memory.is_some() || self.max_age.is_some()
+  }
+}
 
 pub struct ForkInfo {
   pub pid: i32,
@@ -77,12 +115,35 @@ struct WorkerShared {
   queued: Arc<AtomicUsize>,
   pidfd: Option<Arc<OwnedFd>>,
   open: bool,
+  pid: i32,
+  handoffs: Arc<AtomicU64>,
+}
+
+/// `cluster.stats()` for one worker.
+#[derive(Clone, Debug, Default)]
+pub struct WorkerStats {
+  pub pid: i32,
+  pub handoffs: u64,
+  pub usage: Option<Usage>,
 }
 
 type Registry = Arc<Mutex<HashMap<u32, WorkerShared>>>;
 
 enum Msg {
-  Fork { id: u32, spec: SpawnSpec, sink: EventSink, reply: std::sync::mpsc::SyncSender<io::Result<ForkInfo>> },
+  Fork {
+    id: u32,
+    spec: SpawnSpec,
+    sink: EventSink,
+    supervision: Option<Supervision>,
+    /// Start it beside the slot's current worker; `promote` makes it current.
+    standby: bool,
+    reply: std::sync::mpsc::SyncSender<io::Result<ForkInfo>>,
+  },
+  Promote { id: u32 },
+  /// Stop supervising a slot (scale-down, shutdown): no more restarts.
+  Unsupervise { slot: u32 },
+  Respawn { slot: u32 },
+  Tick,
   Send { id: u32, frame: OutFrame },
   Disconnect { id: u32 },
   CloseChannel { id: u32 },
@@ -101,15 +162,20 @@ enum Msg {
 pub struct Core {
   tx: UnboundedSender<Msg>,
   registry: Registry,
+  next_id: Arc<AtomicU32>,
 }
 
 impl Core {
   pub fn start() -> io::Result<Core> {
     let (tx, rx) = unbounded_channel();
     let registry: Registry = Arc::default();
+    let next_id = Arc::new(AtomicU32::new(1));
     let state = State {
       tx: tx.clone(),
       registry: registry.clone(),
+      next_id: next_id.clone(),
+      slots: HashMap::new(),
+      watchdog: false,
       policy: default_policy(),
       workers: HashMap::new(),
       handles: HashMap::new(),
@@ -127,14 +193,28 @@ impl Core {
         .expect("rcluster: cannot start the core runtime");
       rt.block_on(state.run(rx));
     })?;
-    Ok(Core { tx, registry })
+    Ok(Core { tx, registry, next_id })
   }
 
-  pub fn fork(&self, id: u32, spec: SpawnSpec, sink: EventSink) -> io::Result<ForkInfo> {
+  /// Worker ids come from the core, which also numbers the workers it
+  /// restarts by itself.
+  pub fn next_id(&self) -> u32 {
+    self.next_id.fetch_add(1, Ordering::Relaxed)
+  }
+
+  /// Starts worker `id` (from `next_id`). `NODE_UNIQUE_ID` is set here.
+  pub fn fork(
+    &self,
+    id: u32,
+    spec: SpawnSpec,
+    sink: EventSink,
+    supervision: Option<Supervision>,
+    standby: bool,
+  ) -> io::Result<ForkInfo> {
     let (reply, result) = std::sync::mpsc::sync_channel(1);
     self
       .tx
-      .send(Msg::Fork { id, spec, sink, reply })
+      .send(Msg::Fork { id, spec, sink, supervision, standby, reply })
       .map_err(|_| io::Error::other("rcluster core is not running"))?;
     result.recv().map_err(|_| io::Error::other("rcluster core is not running"))?
   }
@@ -184,6 +264,24 @@ impl Core {
   pub fn set_policy(&self, policy: Policy) {
     let _ = self.tx.send(Msg::SetPolicy(policy));
   }
+
+  /// Makes a standby worker its slot's current one (a reload's successor).
+  pub fn promote(&self, id: u32) {
+    let _ = self.tx.send(Msg::Promote { id });
+  }
+
+  pub fn unsupervise(&self, slot: u32) {
+    let _ = self.tx.send(Msg::Unsupervise { slot });
+  }
+
+  pub fn stats(&self, id: u32) -> Option<WorkerStats> {
+    let (pid, handoffs) = {
+      let reg = self.registry.lock().unwrap();
+      let w = reg.get(&id)?;
+      (w.pid, w.handoffs.load(Ordering::Relaxed))
+    };
+    Some(WorkerStats { pid, handoffs, usage: supervisor::usage(pid) })
+  }
 }
 
 pub fn default_policy() -> Policy {
@@ -196,7 +294,18 @@ pub fn default_policy() -> Policy {
 
 struct Worker {
   mode: Serialization,
+  pid: i32,
+  /// How it was started, for a supervised successor.
+  spec: SpawnSpec,
   sink: EventSink,
+  supervision: Option<Supervision>,
+  started: Instant,
+  last_heartbeat: Option<Instant>,
+  /// Unresponsive or recycling was reported (once per worker).
+  flagged: bool,
+  /// Killed as unresponsive: restart at once, whatever the backoff says.
+  replace_now: bool,
+  handoffs: Arc<AtomicU64>,
   writer: UnboundedSender<WriterCmd>,
   /// Bytes queued for the writer (it subtracts as frames leave).
   queued: Arc<AtomicUsize>,
@@ -212,9 +321,24 @@ struct Worker {
   unanswered: usize,
 }
 
+/// A supervised position in the cluster.
+struct Slot {
+  spec: SpawnSpec,
+  sink: EventSink,
+  supervision: Supervision,
+  backoff: Option<Backoff>,
+  /// The worker now occupying the slot (during a reload, the newest).
+  current: u32,
+  /// A restart is scheduled.
+  pending: bool,
+}
+
 struct State {
   tx: UnboundedSender<Msg>,
   registry: Registry,
+  next_id: Arc<AtomicU32>,
+  slots: HashMap<u32, Slot>,
+  watchdog: bool,
   policy: Policy,
   workers: HashMap<u32, Worker>,
   handles: HashMap<String, ServerHandle>,
@@ -235,9 +359,26 @@ impl State {
 
   fn handle(&mut self, msg: Msg) {
     match msg {
-      Msg::Fork { id, spec, sink, reply } => {
-        let _ = reply.send(self.fork(id, spec, sink));
+      Msg::Fork { id, spec, sink, supervision, standby, reply } => {
+        let result = self.fork(id, spec.clone(), sink.clone(), supervision.clone());
+        if let (Ok(_), Some(sup), false) = (&result, supervision, standby) {
+          self.supervise(id, spec, sink, sup);
+        }
+        let _ = reply.send(result);
       }
+      Msg::Promote { id } => {
+        if let Some(w) = self.workers.get(&id) {
+          if let Some(sup) = w.supervision.clone() {
+            let (spec, sink) = (w.spec.clone(), w.sink.clone());
+            self.supervise(id, spec, sink, sup);
+          }
+        }
+      }
+      Msg::Unsupervise { slot } => {
+        self.slots.remove(&slot);
+      }
+      Msg::Respawn { slot } => self.respawn(slot),
+      Msg::Tick => self.watch(),
       Msg::Send { id, frame } => self.write(id, WriterCmd::Frame(frame)),
       Msg::Disconnect { id } => self.disconnect(id),
       Msg::CloseChannel { id } => self.write(id, WriterCmd::Close),
@@ -262,6 +403,15 @@ impl State {
         }
       }
       Msg::Linger { key } => {
+        if self.slots.values().any(|s| s.pending) {
+          // A restart is coming: hold the sockets (and their queues) for it.
+          let tx = self.tx.clone();
+          tokio::spawn(async move {
+            tokio::time::sleep(VACANT_LINGER).await;
+            let _ = tx.send(Msg::Linger { key });
+          });
+          return;
+        }
         if let Some(h) = self.handles.get_mut(&key) {
           h.expire_vacancies(std::time::Instant::now());
           if h.workers.is_empty() {
@@ -274,9 +424,12 @@ impl State {
     }
   }
 
-  fn fork(&mut self, id: u32, spec: SpawnSpec, sink: EventSink) -> io::Result<ForkInfo> {
+  fn fork(&mut self, id: u32, mut spec: SpawnSpec, sink: EventSink, supervision: Option<Supervision>) -> io::Result<ForkInfo> {
     let mode = spec.serialization;
+    spec.env.retain(|(k, _)| k != "NODE_UNIQUE_ID");
+    spec.env.push(("NODE_UNIQUE_ID".into(), id.to_string()));
     let s = spawn::spawn(&spec)?;
+    let kept_spec = spec.clone();
     let channel = Arc::new(channel::register(s.channel, tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE)?);
     let queued = Arc::new(AtomicUsize::new(0));
     let (writer_tx, writer_rx) = unbounded_channel();
@@ -305,12 +458,34 @@ impl State {
       let _ = tx.send(Msg::Exited { id, status });
     });
 
-    self.registry.lock().unwrap().insert(id, WorkerShared { queued: queued.clone(), pidfd, open: true });
+    let handoffs = Arc::new(AtomicU64::new(0));
+    self.registry.lock().unwrap().insert(
+      id,
+      WorkerShared { queued: queued.clone(), pidfd, open: true, pid, handoffs: handoffs.clone() },
+    );
+    if supervision.as_ref().is_some_and(Supervision::watched) && !self.watchdog {
+      self.watchdog = true;
+      let tx = self.tx.clone();
+      tokio::spawn(async move {
+        let mut tick = tokio::time::interval(WATCHDOG_TICK);
+        while tx.send(Msg::Tick).is_ok() {
+          tick.tick().await;
+        }
+      });
+    }
     self.workers.insert(
       id,
       Worker {
         mode,
+        pid,
+        spec: kept_spec,
         sink,
+        supervision,
+        started: Instant::now(),
+        last_heartbeat: None,
+        flagged: false,
+        replace_now: false,
+        handoffs,
         writer: writer_tx,
         queued,
         channel,
@@ -328,7 +503,7 @@ impl State {
 
   fn emit(&self, id: u32, event: Event) {
     if let Some(w) = self.workers.get(&id) {
-      (w.sink)(event);
+      (w.sink)(id, event);
     }
   }
 
@@ -379,7 +554,15 @@ impl State {
         }
         None => self.send_internal(id, protocol::handle_ack(false), None),
       },
-      Inbound::Rcluster(f) => self.emit(id, Event::Rcluster(Value::Object(f))),
+      Inbound::Rcluster(f) => {
+        if f.get("act").and_then(Value::as_str) == Some("heartbeat") {
+          if let Some(w) = self.workers.get_mut(&id) {
+            w.last_heartbeat = Some(Instant::now());
+          }
+        } else {
+          self.emit(id, Event::Rcluster(Value::Object(f)));
+        }
+      }
       Inbound::OtherInternal => {}
       Inbound::User(frame) => self.emit(id, Event::Message { frame, handle: None }),
       Inbound::Garbage(reason) => self.on_channel_end(id, Some(reason)),
@@ -562,6 +745,7 @@ impl State {
       self.handoffs.insert(seq, HandOff { key: key.to_owned(), worker, conn });
       if let Some(w) = self.workers.get_mut(&worker) {
         w.unanswered += 1;
+        w.handoffs.fetch_add(1, Ordering::Relaxed);
       }
     }
   }
@@ -638,7 +822,147 @@ impl State {
     w.exit_emitted = true;
     let signal = status.signal.map(spawn::signal_name);
     self.emit(id, Event::Exit { code: status.code, signal });
+    self.after_exit(id);
     self.maybe_forget(id);
+  }
+
+  fn supervise(&mut self, id: u32, spec: SpawnSpec, sink: EventSink, sup: Supervision) {
+    let slot = sup.slot;
+    match self.slots.get_mut(&slot) {
+      // A reload's successor, or a fork into a slot already supervised.
+      Some(s) => {
+        s.current = id;
+        s.spec = spec;
+        s.sink = sink;
+        s.pending = false;
+      }
+      None => {
+        let backoff = sup.restart.clone().map(Backoff::new);
+        self.slots.insert(slot, Slot { spec, sink, supervision: sup, backoff, current: id, pending: false });
+      }
+    }
+  }
+
+  /// Decides what a supervised slot does when its worker is gone.
+  fn after_exit(&mut self, id: u32) {
+    let Some(w) = self.workers.get(&id) else { return };
+    let Some(slot_id) = w.supervision.as_ref().map(|s| s.slot) else { return };
+    let (leaving, replace_now, uptime) = (w.leaving, w.replace_now, w.started.elapsed());
+    let Some(slot) = self.slots.get_mut(&slot_id) else { return };
+    if slot.current != id {
+      return; // replaced already (reload)
+    }
+    if leaving && !replace_now {
+      // Deliberate: disconnect(), scale-down, shutdown.
+      self.slots.remove(&slot_id);
+      return;
+    }
+    let decision = match (&mut slot.backoff, replace_now) {
+      (_, true) => Decision::Restart { after: Duration::ZERO },
+      (Some(b), false) => b.on_crash(Instant::now(), uptime),
+      (None, false) => {
+        self.slots.remove(&slot_id);
+        return;
+      }
+    };
+    match decision {
+      Decision::Restart { after } => {
+        slot.pending = true;
+        self.emit(id, Event::Restarting { slot: slot_id, delay: after });
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+          tokio::time::sleep(after).await;
+          let _ = tx.send(Msg::Respawn { slot: slot_id });
+        });
+      }
+      Decision::CrashLoop { crashes } => {
+        self.emit(id, Event::CrashLoop { slot: slot_id, crashes });
+        self.slots.remove(&slot_id);
+      }
+    }
+  }
+
+  /// Starts a replacement in `slot` with the slot's last spec.
+  fn respawn(&mut self, slot_id: u32) {
+    let Some(slot) = self.slots.get(&slot_id) else { return };
+    if !slot.pending {
+      return;
+    }
+    let (spec, sink, sup) = (slot.spec.clone(), slot.sink.clone(), slot.supervision.clone());
+    let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+    match self.fork(id, spec.clone(), sink.clone(), Some(sup.clone())) {
+      Ok(info) => {
+        self.supervise(id, spec, sink.clone(), sup);
+        sink(
+          id,
+          Event::Forked { slot: slot_id, pid: info.pid, stdin: info.stdin, stdout: info.stdout, stderr: info.stderr },
+        );
+      }
+      Err(e) => {
+        // Counts as a crash of the slot: try again after the backoff.
+        let decision = match self.slots.get_mut(&slot_id).and_then(|s| s.backoff.as_mut()) {
+          Some(b) => b.on_crash(Instant::now(), Duration::ZERO),
+          None => Decision::CrashLoop { crashes: 1 },
+        };
+        let current = self.slots.get(&slot_id).map(|s| s.current).unwrap_or(0);
+        sink(current, Event::Error { message: format!("cannot restart slot {slot_id}: {e}"), code: "ERR_RCLUSTER_RESTART".into() });
+        match decision {
+          Decision::Restart { after } => {
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+              tokio::time::sleep(after).await;
+              let _ = tx.send(Msg::Respawn { slot: slot_id });
+            });
+          }
+          Decision::CrashLoop { crashes } => {
+            sink(current, Event::CrashLoop { slot: slot_id, crashes });
+            self.slots.remove(&slot_id);
+          }
+        }
+      }
+    }
+  }
+
+  /// Hang detection and recycling checks for supervised workers.
+  fn watch(&mut self) {
+    let now = Instant::now();
+    let mut hung = Vec::new();
+    let mut recycle = Vec::new();
+    for (id, w) in &mut self.workers {
+      let Some(sup) = &w.supervision else { continue };
+      if w.flagged || w.exit.is_some() || w.leaving {
+        continue;
+      }
+      if let (Some(limit), Some(last)) = (sup.hang_timeout, w.last_heartbeat) {
+        if now.duration_since(last) > limit {
+          w.flagged = true;
+          w.replace_now = true;
+          hung.push((*id, now.duration_since(last)));
+          continue;
+        }
+      }
+      if sup.max_age.is_some_and(|age| now.duration_since(w.started) > age) {
+        w.flagged = true;
+        recycle.push((*id, "age"));
+        continue;
+      }
+      if let Some(max) = sup.max_memory {
+        if supervisor::usage(w.pid).is_some_and(|u| u.rss_bytes > max) {
+          w.flagged = true;
+          recycle.push((*id, "memory"));
+        }
+      }
+    }
+    for (id, silent) in hung {
+      self.emit(id, Event::Unresponsive { silent });
+      let pidfd = self.registry.lock().unwrap().get(&id).and_then(|w| w.pidfd.clone());
+      if let Some(fd) = pidfd {
+        let _ = spawn::pidfd_send_signal(fd.as_raw_fd(), libc::SIGKILL);
+      }
+    }
+    for (id, reason) in recycle {
+      self.emit(id, Event::Recycle { reason });
+    }
   }
 
   /// Drops everything of a worker that has exited and disconnected; its
@@ -679,9 +1003,15 @@ mod tests {
     let (tx, rx) = mpsc::channel();
     let tx = Mutex::new(tx);
     core
-      .fork(id, spec, Box::new(move |e| {
-        let _ = tx.lock().unwrap().send(e);
-      }))
+      .fork(
+        id,
+        spec,
+        Arc::new(move |_, e| {
+          let _ = tx.lock().unwrap().send(e);
+        }),
+        None,
+        false,
+      )
       .unwrap();
     rx
   }

@@ -85,6 +85,11 @@ fn sock_addr(kind: Kind, address: Option<&str>, port: u16) -> Result<SocketAddr,
   Ok(sa)
 }
 
+// Every socket made here is non-blocking, like libuv's: workers adopt the
+// open file description as it is, and libuv does not make received listening
+// sockets non-blocking itself. A blocking one shared by several workers would
+// park the worker that loses an accept race inside accept(2).
+
 /// Binds a TCP socket but does not listen: Node's workers call `listen()`
 /// themselves on the handle they receive (with their own backlog).
 ///
@@ -108,7 +113,7 @@ pub fn bind_tcp(
 
 fn bind_tcp_at(addr: SocketAddr, flags: u32, reuseport: bool) -> Result<Socket, i32> {
   let make = || -> io::Result<Socket> {
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), None)?;
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec().nonblocking(), None)?;
     // libuv always sets SO_REUSEADDR on TCP binds.
     s.set_reuse_address(true)?;
     if reuseport {
@@ -132,7 +137,7 @@ pub fn bind_udp(
 ) -> Result<Socket, i32> {
   let addr = sock_addr(kind, address, port)?;
   let make = || -> io::Result<Socket> {
-    let s = Socket::new(Domain::for_address(addr), Type::DGRAM.cloexec(), None)?;
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM.cloexec().nonblocking(), None)?;
     if flags & FLAG_UDP_REUSEADDR != 0 {
       s.set_reuse_address(true)?;
     }
@@ -151,7 +156,7 @@ pub fn bind_udp(
 /// Binds a Unix stream socket at `path` (not listening yet, as for TCP).
 pub fn bind_pipe(path: &Path) -> Result<Socket, i32> {
   let make = || -> io::Result<Socket> {
-    let s = Socket::new(Domain::UNIX, Type::STREAM.cloexec(), None)?;
+    let s = Socket::new(Domain::UNIX, Type::STREAM.cloexec().nonblocking(), None)?;
     s.bind(&SockAddr::unix(path)?)?;
     Ok(s)
   };
@@ -232,11 +237,12 @@ pub fn describe(fd: RawFd) -> &'static str {
   }
 }
 
-/// Accepts one connection (close-on-exec, so a concurrent spawn cannot
-/// inherit it).
+/// Accepts one connection: close-on-exec, so a concurrent spawn cannot
+/// inherit it, and non-blocking, as the worker's libuv expects.
 pub fn accept(listener: RawFd) -> io::Result<OwnedFd> {
   // SAFETY: accept4 on an fd we hold; a non-negative result is ours.
-  let fd = unsafe { libc::accept4(listener, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
+  let flags = libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
+  let fd = unsafe { libc::accept4(listener, std::ptr::null_mut(), std::ptr::null_mut(), flags) };
   if fd < 0 {
     return Err(io::Error::last_os_error());
   }
@@ -356,6 +362,21 @@ mod tests {
     let (ca, cb) = (count(&a), count(&b));
     assert_eq!(ca + cb, clients.len());
     assert!(ca > 0 && cb > 0, "{ca} / {cb}");
+  }
+
+  #[test]
+  fn sockets_for_workers_are_non_blocking() {
+    let flags = |fd: RawFd| unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    let t = bind_tcp(Kind::Tcp4, Some("127.0.0.1"), 0, 0, false).unwrap();
+    let u = bind_udp(Kind::Udp4, Some("127.0.0.1"), 0, 0, false).unwrap();
+    assert_ne!(flags(t.as_raw_fd()) & libc::O_NONBLOCK, 0);
+    assert_ne!(flags(u.as_raw_fd()) & libc::O_NONBLOCK, 0);
+    listen(&t, 4).unwrap();
+    let port = local_port(&t).unwrap();
+    let _c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let conn = accept(t.as_raw_fd()).unwrap();
+    assert_ne!(flags(conn.as_raw_fd()) & libc::O_NONBLOCK, 0);
   }
 
   #[test]

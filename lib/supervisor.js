@@ -1,0 +1,344 @@
+'use strict';
+// rcluster's additions to the cluster API: crash-restart, hang detection and
+// recycling (decided and timed in the Rust core), and the lifecycle
+// operations reload(), shutdown(), scale() and stats(), which orchestrate
+// workers from here.
+
+const binding = require('./binding');
+const { codes } = require('./errors');
+const { validateObject, validateBoolean } = require('./validate');
+
+const DEFAULT_READY_TIMEOUT = 30000;
+const DEFAULT_KILL_TIMEOUT = 10000;
+// Heartbeats come this many times per hangTimeout.
+const HEARTBEATS_PER_TIMEOUT = 4;
+
+const SIZE_UNITS = { '': 1, b: 1, k: 1024, kb: 1024, m: 1024 ** 2, mb: 1024 ** 2, g: 1024 ** 3, gb: 1024 ** 3 };
+
+function parseBytes(value, name) {
+  if (typeof value === 'number') {
+    if (!Number.isFinite(value) || value <= 0) throw codes.ERR_OUT_OF_RANGE(name, '> 0', value);
+    return value;
+  }
+  if (typeof value === 'string') {
+    const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(value);
+    const unit = m && SIZE_UNITS[m[2].toLowerCase()];
+    if (!unit) throw codes.ERR_INVALID_ARG_VALUE(name, value, "must be a number of bytes or a size like '512M'");
+    return Number(m[1]) * unit;
+  }
+  throw codes.ERR_INVALID_ARG_TYPE(name, ['number', 'string'], value);
+}
+
+function parseMs(value, name, { allowZero = false } = {}) {
+  if (typeof value !== 'number') throw codes.ERR_INVALID_ARG_TYPE(name, 'number', value);
+  if (!Number.isFinite(value) || value < 0 || (!allowZero && value === 0)) {
+    throw codes.ERR_OUT_OF_RANGE(name, allowZero ? '>= 0' : '> 0', value);
+  }
+  return value;
+}
+
+const RESTART_KEYS = ['initialDelay', 'maxDelay', 'factor', 'stableAfter', 'maxRestarts', 'window'];
+
+function parseRestart(value) {
+  if (value === undefined || value === false) return null;
+  if (value === true) return {};
+  validateObject(value, 'options.restart');
+  const out = {};
+  for (const key of Object.keys(value)) {
+    if (!RESTART_KEYS.includes(key)) {
+      throw codes.ERR_INVALID_ARG_VALUE(`options.restart.${key}`, value[key], `is not one of ${RESTART_KEYS.join(', ')}`);
+    }
+    if (value[key] === undefined) continue;
+    if (key === 'factor') {
+      if (typeof value.factor !== 'number') throw codes.ERR_INVALID_ARG_TYPE('options.restart.factor', 'number', value.factor);
+      if (!(value.factor >= 1)) throw codes.ERR_OUT_OF_RANGE('options.restart.factor', '>= 1', value.factor);
+    } else if (key === 'maxRestarts') {
+      if (typeof value.maxRestarts !== 'number') throw codes.ERR_INVALID_ARG_TYPE('options.restart.maxRestarts', 'number', value.maxRestarts);
+      if (!Number.isInteger(value.maxRestarts) || value.maxRestarts < 0) {
+        throw codes.ERR_OUT_OF_RANGE('options.restart.maxRestarts', 'an integer >= 0', value.maxRestarts);
+      }
+    } else {
+      parseMs(value[key], `options.restart.${key}`, { allowZero: key === 'initialDelay' || key === 'stableAfter' });
+    }
+    out[key] = value[key];
+  }
+  return out;
+}
+
+module.exports = function createSupervisor(cluster, { startWorker, attachWorker }) {
+  // What setupPrimary said, parsed.
+  let config = { restart: null, hangTimeout: 0, maxMemory: 0, maxAge: 0 };
+  // slot -> { spec, restarts } for slots that have had a worker.
+  const slots = new Map();
+  let queue = Promise.resolve(); // reloads and recycles, one at a time
+  let signalsInstalled = false;
+  let shuttingDown = null;
+
+  function supervised() {
+    return Boolean(config.restart || config.hangTimeout || config.maxMemory || config.maxAge);
+  }
+
+  // Called by setupPrimary with the merged settings.
+  function configure(settings) {
+    const next = {
+      restart: parseRestart(settings.restart),
+      hangTimeout: settings.hangTimeout === undefined ? 0 : parseMs(settings.hangTimeout, 'options.hangTimeout', { allowZero: true }),
+      maxMemory: settings.maxMemory === undefined ? 0 : parseBytes(settings.maxMemory, 'options.maxMemory'),
+      maxAge: settings.maxAge === undefined ? 0 : parseMs(settings.maxAge, 'options.maxAge'),
+    };
+    if (settings.signals !== undefined) validateBoolean(settings.signals, 'options.signals');
+    config = next;
+    if (settings.signals && !signalsInstalled) installSignals();
+  }
+
+  function installSignals() {
+    signalsInstalled = true;
+    const stop = () => {
+      cluster.shutdown().then(() => process.exit(0), () => process.exit(1));
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+    process.on('SIGHUP', () => {
+      cluster.reload().catch((err) => cluster.emit('error', err));
+    });
+  }
+
+  function workerEnv() {
+    return config.hangTimeout
+      ? { RCLUSTER_HEARTBEAT_MS: String(Math.max(20, Math.floor(config.hangTimeout / HEARTBEATS_PER_TIMEOUT))) }
+      : {};
+  }
+
+  function nativeOptions(slot) {
+    if (!supervised()) return {};
+    return {
+      slot,
+      restart: config.restart || undefined,
+      hangTimeout: config.hangTimeout || undefined,
+      maxMemory: config.maxMemory || undefined,
+      maxAge: config.maxAge || undefined,
+    };
+  }
+
+  function liveWorkers() {
+    return Object.values(cluster.workers).filter((w) => !w.isDead());
+  }
+
+  function freeSlot() {
+    const taken = new Set(liveWorkers().map((w) => w.slot));
+    let slot = 0;
+    while (taken.has(slot)) slot++;
+    return slot;
+  }
+
+  function remember(worker) {
+    const s = slots.get(worker.slot) || { restarts: 0 };
+    s.spec = worker.process.spawnargs;
+    slots.set(worker.slot, s);
+  }
+
+  cluster.on('fork', remember);
+
+  // The core restarted a slot by itself: give the new process a Worker.
+  function onRespawned(ev) {
+    const s = slots.get(ev.slot) || { restarts: 0 };
+    s.restarts++;
+    slots.set(ev.slot, s);
+    const [file, ...args] = s.spec || [process.execPath];
+    const spec = {
+      file,
+      args,
+      serialization: (cluster.settings.serialization || 'json'),
+    };
+    attachWorker(ev.id, ev.slot, spec, ev);
+  }
+
+  function onEvent(worker, ev) {
+    switch (ev.kind) {
+      case 'restarting':
+        cluster.emit('restarting', worker, ev.ms);
+        break;
+      case 'crashloop':
+        cluster.emit('crashloop', worker, { slot: ev.slot, crashes: ev.crashes });
+        break;
+      case 'unresponsive':
+        cluster.emit('unresponsive', worker, ev.ms);
+        break;
+      case 'recycle':
+        cluster.emit('recycle', worker, ev.reason);
+        enqueue(() => replace(worker, {}).catch((err) => cluster.emit('error', err)));
+        break;
+      case 'rcluster':
+        break;
+      default:
+        break;
+    }
+  }
+
+  function enqueue(task) {
+    const run = queue.then(task, task);
+    queue = run.catch(() => {});
+    return run;
+  }
+
+  function listenKeys(worker) {
+    return new Set((worker._listening || []).map((a) => `${a.addressType}:${a.address}:${a.port}`));
+  }
+
+  cluster.on('listening', (worker, address) => {
+    (worker._listening || (worker._listening = [])).push(address);
+  });
+
+  function waitExit(worker, killTimeout) {
+    if (worker.isDead()) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => worker.process.kill('SIGKILL'), killTimeout);
+      worker.once('exit', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  // Resolves once `fresh` listens on every address in `keys` (or is online,
+  // when there are none); rejects if it dies or takes longer than `timeout`.
+  function waitReady(fresh, keys, timeout) {
+    return new Promise((resolve, reject) => {
+      const pending = new Set(keys);
+      const done = (err) => {
+        clearTimeout(timer);
+        fresh.off('listening', onListening);
+        fresh.off('online', onOnline);
+        fresh.off('exit', onExit);
+        if (err) reject(err);
+        else resolve();
+      };
+      const onListening = (a) => {
+        pending.delete(`${a.addressType}:${a.address}:${a.port}`);
+        if (pending.size === 0) done();
+      };
+      const onOnline = () => {
+        if (keys.size === 0) done();
+      };
+      const onExit = (code, signal) => {
+        const err = new Error(`replacement worker ${fresh.id} exited (${signal || code}) before it was ready`);
+        err.code = 'ERR_RCLUSTER_NOT_READY';
+        done(err);
+      };
+      const timer = setTimeout(() => {
+        const err = new Error(`replacement worker ${fresh.id} was not ready within ${timeout} ms`);
+        err.code = 'ERR_RCLUSTER_NOT_READY';
+        done(err);
+      }, timeout);
+      fresh.on('listening', onListening);
+      fresh.on('online', onOnline);
+      fresh.once('exit', onExit);
+    });
+  }
+
+  // Starts a successor for `old` in its slot, waits until it serves what
+  // `old` served, then retires `old` gracefully.
+  async function replace(old, { readyTimeout = DEFAULT_READY_TIMEOUT, killTimeout = DEFAULT_KILL_TIMEOUT }) {
+    if (old.isDead() || !cluster.workers[old.id]) return;
+    const keys = listenKeys(old);
+    const fresh = startWorker(undefined, old.slot, true);
+    try {
+      await waitReady(fresh, keys, readyTimeout);
+    } catch (err) {
+      fresh.process.kill('SIGKILL');
+      throw err;
+    }
+    binding.promote(fresh.id);
+    if (old.isConnected()) old.disconnect();
+    await waitExit(old, killTimeout);
+  }
+
+  function checkOptions(options, name) {
+    if (options === undefined) return {};
+    validateObject(options, name);
+    const out = {};
+    for (const key of ['readyTimeout', 'killTimeout', 'timeout']) {
+      if (options[key] !== undefined) out[key] = parseMs(options[key], `${name}.${key}`);
+    }
+    return out;
+  }
+
+  cluster.reload = function reload(options) {
+    const opts = checkOptions(options, 'options');
+    return enqueue(async () => {
+      const workers = liveWorkers().sort((a, b) => a.slot - b.slot);
+      for (const w of workers) await replace(w, opts);
+    });
+  };
+
+  cluster.shutdown = function shutdown(options) {
+    const { timeout = DEFAULT_KILL_TIMEOUT } = checkOptions(options, 'options');
+    if (shuttingDown) return shuttingDown;
+    shuttingDown = (async () => {
+      for (const slot of slots.keys()) binding.unsupervise(slot);
+      const workers = Object.values(cluster.workers);
+      for (const w of workers) if (w.isConnected()) w.disconnect();
+      await Promise.all(workers.map((w) => waitExit(w, timeout)));
+    })().finally(() => { shuttingDown = null; });
+    return shuttingDown;
+  };
+
+  cluster.scale = function scale(n, options) {
+    if (typeof n !== 'number') throw codes.ERR_INVALID_ARG_TYPE('n', 'number', n);
+    if (!Number.isInteger(n) || n < 0) throw codes.ERR_OUT_OF_RANGE('n', 'an integer >= 0', n);
+    const { readyTimeout = DEFAULT_READY_TIMEOUT, killTimeout = DEFAULT_KILL_TIMEOUT } = checkOptions(options, 'options');
+    return enqueue(async () => {
+      const live = liveWorkers().sort((a, b) => a.slot - b.slot);
+      if (n > live.length) {
+        const keys = live.length ? listenKeys(live[0]) : new Set();
+        const fresh = [];
+        for (let i = live.length; i < n; i++) fresh.push(startWorker());
+        await Promise.all(fresh.map((w) => waitReady(w, keys, readyTimeout)));
+      } else {
+        const retiring = live.slice(n);
+        for (const w of retiring) {
+          binding.unsupervise(w.slot);
+          if (w.isConnected()) w.disconnect();
+        }
+        await Promise.all(retiring.map((w) => waitExit(w, killTimeout)));
+      }
+      return liveWorkers().length;
+    });
+  };
+
+  cluster.stats = function stats() {
+    const now = Date.now();
+    const workers = [];
+    const totals = { workers: 0, rss: 0, cpuUser: 0, cpuSystem: 0, handoffs: 0, restarts: 0 };
+    for (const w of Object.values(cluster.workers)) {
+      const native = binding.workerStats(w.id);
+      const entry = {
+        id: w.id,
+        pid: w.process.pid,
+        slot: w.slot,
+        state: w.state,
+        uptime: now - w.startedAt,
+        restarts: (slots.get(w.slot) || { restarts: 0 }).restarts,
+        rss: native && native.rss != null ? native.rss : null,
+        cpu: native && native.cpuUser != null ? { user: native.cpuUser, system: native.cpuSystem } : null,
+        handoffs: native ? native.handoffs : 0,
+      };
+      workers.push(entry);
+      totals.workers++;
+      totals.rss += entry.rss || 0;
+      totals.cpuUser += entry.cpu ? entry.cpu.user : 0;
+      totals.cpuSystem += entry.cpu ? entry.cpu.system : 0;
+      totals.handoffs += entry.handoffs;
+    }
+    for (const s of slots.values()) totals.restarts += s.restarts;
+    const own = binding.processUsage(process.pid);
+    const primary = {
+      pid: process.pid,
+      rss: own ? own.rss : null,
+      cpu: own ? { user: own.cpuUser, system: own.cpuSystem } : null,
+    };
+    return { workers, totals, primary };
+  };
+
+  return { configure, workerEnv, nativeOptions, freeSlot, onRespawned, onEvent };
+};
