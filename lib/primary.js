@@ -181,14 +181,26 @@ function removeWorker(worker) {
 }
 
 // Every live worker's process object, by id: core events are routed here.
+// Finished ones stay reachable for a while: the core reports what it does
+// about a dead worker (restarting, crash loop) after its exit.
 const procs = new Map();
+const retired = new Map();
+const RETIRED_KEPT = 256;
+
+function retire(id) {
+  const proc = procs.get(id);
+  procs.delete(id);
+  if (!proc) return;
+  retired.set(id, proc);
+  if (retired.size > RETIRED_KEPT) retired.delete(retired.keys().next().value);
+}
 
 function onCoreEvent(ev) {
   if (ev.kind === 'forked') {
     supervisor.onRespawned(ev);
     return;
   }
-  const proc = procs.get(ev.id);
+  const proc = procs.get(ev.id) || retired.get(ev.id);
   if (proc) proc._onEvent(ev);
 }
 
@@ -231,7 +243,7 @@ function attachWorker(id, slot, spec, started) {
   let disconnected = false;
   const settle = () => {
     if (exited && disconnected) {
-      procs.delete(id);
+      retire(id);
       binding.releaseWorker(id);
     }
   };
@@ -263,7 +275,7 @@ function attachWorker(id, slot, spec, started) {
     // Node reports spawn failures (ENOENT, EACCES, EAGAIN…) as an 'error'
     // on the process, which the worker re-emits.
     proc.exitCode = started.errno;
-    procs.delete(id);
+    retire(id);
     process.nextTick(() => {
       const err = errnoException(started.errno, `spawn ${spec.file}`);
       err.path = spec.file;
