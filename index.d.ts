@@ -25,6 +25,67 @@ declare namespace rcluster {
     inspectPort?: number | (() => number) | undefined;
     serialization?: 'json' | 'advanced' | undefined;
     windowsHide?: boolean | undefined;
+
+    // rcluster's supervision (off unless set).
+    /** Replace crashed workers in the same slot, after a backoff. */
+    restart?: boolean | RestartOptions | undefined;
+    /** Replace a worker whose heartbeat is silent this long (ms). */
+    hangTimeout?: number | undefined;
+    /** Replace (gracefully) a worker whose RSS exceeds this: bytes, or `'512M'`. */
+    maxMemory?: number | string | undefined;
+    /** Replace (gracefully) a worker older than this (ms). */
+    maxAge?: number | undefined;
+    /** SIGTERM/SIGINT → shutdown() then exit 0; SIGHUP → reload(). */
+    signals?: boolean | undefined;
+  }
+
+  interface RestartOptions {
+    /** Delay before the first restart (ms). Default 100. */
+    initialDelay?: number | undefined;
+    /** Cap for the doubling delay (ms). Default 10000. */
+    maxDelay?: number | undefined;
+    /** Growth per consecutive crash. Default 2. */
+    factor?: number | undefined;
+    /** A worker that ran this long resets the delay (ms). Default 10000. */
+    stableAfter?: number | undefined;
+    /** More crashes than this within `window` stop restarts ('crashloop'). Default 10. */
+    maxRestarts?: number | undefined;
+    /** Default 60000 (ms). */
+    window?: number | undefined;
+  }
+
+  interface ReloadOptions {
+    /** How long a successor may take to listen where its predecessor did (ms). Default 30000. */
+    readyTimeout?: number | undefined;
+    /** How long a retiring worker may take to exit before SIGKILL (ms). Default 10000. */
+    killTimeout?: number | undefined;
+  }
+
+  interface ShutdownOptions {
+    /** How long workers may take to exit before SIGKILL (ms). Default 10000. */
+    timeout?: number | undefined;
+  }
+
+  interface WorkerStats {
+    id: number;
+    pid: number | undefined;
+    slot: number;
+    state: string;
+    /** ms since it was started */
+    uptime: number;
+    /** restarts of its slot so far */
+    restarts: number;
+    rss: number | null;
+    /** CPU seconds */
+    cpu: { user: number; system: number } | null;
+    /** connections the primary handed to it (SCHED_RR, drained queues) */
+    handoffs: number;
+  }
+
+  interface ClusterStats {
+    workers: WorkerStats[];
+    totals: { workers: number; rss: number; cpuUser: number; cpuSystem: number; handoffs: number; restarts: number };
+    primary: { pid: number; rss: number | null; cpu: { user: number; system: number } | null };
   }
 
   /** `address` as reported by the `'listening'` events. */
@@ -70,7 +131,7 @@ declare namespace rcluster {
     on(event: string | symbol, listener: (...args: any[]) => void): this;
   }
 
-  class Worker extends EventEmitter {
+  interface Worker extends EventEmitter {
     /** Unique within the primary; starts at 1. */
     id: number;
     /** In the primary, the worker's process; in a worker, `process`. */
@@ -79,6 +140,8 @@ declare namespace rcluster {
     state: string;
     /** True after `disconnect()`/`kill()`-initiated exits; false for crashes. */
     exitedAfterDisconnect: boolean;
+    /** (rcluster, primary only) The worker's slot: 0…n-1, kept by replacements. */
+    slot?: number;
     send(message: Serializable, callback?: (error: Error | null) => void): boolean;
     send(message: Serializable, sendHandle?: SendHandle, callback?: (error: Error | null) => void): boolean;
     send(
@@ -130,9 +193,18 @@ declare namespace rcluster {
     readonly SCHED_RR: 2;
     /** A SO_REUSEPORT socket per worker; the kernel spreads connections. Default on Linux. */
     readonly SCHED_REUSEPORT: 3;
-    Worker: typeof Worker;
+    Worker: new (options?: { id?: number; process?: WorkerProcess; state?: string }) => Worker;
 
     setupPrimary(settings?: ClusterSettings): void;
+
+    // rcluster's additions: primary only (in a worker, rcluster is node:cluster).
+    /** Rolling restart, slot by slot; rejects (old workers kept) if a successor is not ready. */
+    reload(options?: ReloadOptions): Promise<void>;
+    /** Disconnect every worker; SIGKILL those still running after the timeout. */
+    shutdown(options?: ShutdownOptions): Promise<void>;
+    /** Start or retire workers until there are `n`; resolves with the count. */
+    scale(n: number, options?: ReloadOptions): Promise<number>;
+    stats(): ClusterStats;
     /** @deprecated alias of setupPrimary */
     setupMaster(settings?: ClusterSettings): void;
     fork(env?: NodeJS.ProcessEnv | Record<string, string | number | boolean | undefined>): Worker;
@@ -146,6 +218,10 @@ declare namespace rcluster {
     on(event: 'message', listener: (worker: Worker, message: any, handle?: SendHandle) => void): this;
     on(event: 'online', listener: (worker: Worker) => void): this;
     on(event: 'setup', listener: (settings: ClusterSettings) => void): this;
+    on(event: 'restarting', listener: (worker: Worker, delayMs: number) => void): this;
+    on(event: 'crashloop', listener: (worker: Worker, info: { slot: number; crashes: number }) => void): this;
+    on(event: 'unresponsive', listener: (worker: Worker, silentMs: number) => void): this;
+    on(event: 'recycle', listener: (worker: Worker, reason: 'memory' | 'age') => void): this;
     on(event: string | symbol, listener: (...args: any[]) => void): this;
     once(event: 'disconnect', listener: (worker: Worker) => void): this;
     once(event: 'exit', listener: (worker: Worker, code: number | null, signal: NodeJS.Signals | null) => void): this;
@@ -154,6 +230,10 @@ declare namespace rcluster {
     once(event: 'message', listener: (worker: Worker, message: any, handle?: SendHandle) => void): this;
     once(event: 'online', listener: (worker: Worker) => void): this;
     once(event: 'setup', listener: (settings: ClusterSettings) => void): this;
+    once(event: 'restarting', listener: (worker: Worker, delayMs: number) => void): this;
+    once(event: 'crashloop', listener: (worker: Worker, info: { slot: number; crashes: number }) => void): this;
+    once(event: 'unresponsive', listener: (worker: Worker, silentMs: number) => void): this;
+    once(event: 'recycle', listener: (worker: Worker, reason: 'memory' | 'age') => void): this;
     once(event: string | symbol, listener: (...args: any[]) => void): this;
   }
 }

@@ -1,0 +1,48 @@
+// Compiled with `tsc --noEmit --strict` by `npm test`: the published types
+// accept ordinary cluster code and rcluster's additions, and reject misuse.
+import cluster = require('../../index.js');
+import * as http from 'node:http';
+
+if (cluster.isPrimary) {
+  cluster.setupPrimary({
+    exec: 'worker.js',
+    args: ['--port', '3000'],
+    silent: true,
+    serialization: 'advanced',
+    restart: { initialDelay: 100, maxRestarts: 5 },
+    hangTimeout: 5000,
+    maxMemory: '512M',
+    maxAge: 3_600_000,
+    signals: true,
+  });
+  cluster.schedulingPolicy = cluster.SCHED_REUSEPORT;
+  const w = cluster.fork({ ROLE: 'web' });
+  const id: number = w.id;
+  const pid: number | undefined = w.process.pid;
+  w.on('listening', (address) => {
+    const port: number = address.port;
+    void port;
+  });
+  w.on('exit', (code, signal) => {
+    const c: number | null = code;
+    const s: NodeJS.Signals | null = signal;
+    void c;
+    void s;
+  });
+  w.send({ hello: 'world' }, (err) => { if (err) throw err; });
+  cluster.on('exit', (worker, code) => { if (!worker.exitedAfterDisconnect && code !== 0) cluster.fork(); });
+  cluster.on('crashloop', (worker, info) => { const slot: number = info.slot; void slot; void worker; });
+  cluster.on('unresponsive', (worker, silentMs: number) => { void worker; void silentMs; });
+  cluster.on('recycle', (worker, reason) => { const r: 'memory' | 'age' = reason; void r; void worker; });
+  const reloaded: Promise<void> = cluster.reload({ readyTimeout: 10_000 });
+  const scaled: Promise<number> = cluster.scale(4);
+  const stopped: Promise<void> = cluster.shutdown({ timeout: 5000 });
+  const rss: number = cluster.stats().totals.rss;
+  void id; void pid; void reloaded; void scaled; void stopped; void rss;
+  // @ts-expect-error scale takes a number
+  void cluster.scale('4');
+  // @ts-expect-error unknown serialization
+  cluster.setupPrimary({ serialization: 'xml' });
+} else {
+  http.createServer((req, res) => res.end(`${cluster.worker?.id}`)).listen(3000);
+}
