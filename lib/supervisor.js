@@ -13,11 +13,17 @@ const DEFAULT_KILL_TIMEOUT = 10000;
 // Heartbeats come this many times per hangTimeout.
 const HEARTBEATS_PER_TIMEOUT = 4;
 
+// Durations beyond this (~31 years) are certainly mistakes.
+const MAX_MS = 1e12;
+
 const SIZE_UNITS = { '': 1, b: 1, k: 1024, kb: 1024, m: 1024 ** 2, mb: 1024 ** 2, g: 1024 ** 3, gb: 1024 ** 3 };
 
+// 0 (or '0M') turns the limit off.
 function parseBytes(value, name) {
   if (typeof value === 'number') {
-    if (!Number.isFinite(value) || value <= 0) throw codes.ERR_OUT_OF_RANGE(name, '> 0', value);
+    if (!Number.isFinite(value) || value < 0 || value > Number.MAX_SAFE_INTEGER) {
+      throw codes.ERR_OUT_OF_RANGE(name, `>= 0 && <= ${Number.MAX_SAFE_INTEGER}`, value);
+    }
     return value;
   }
   if (typeof value === 'string') {
@@ -31,8 +37,8 @@ function parseBytes(value, name) {
 
 function parseMs(value, name, { allowZero = false } = {}) {
   if (typeof value !== 'number') throw codes.ERR_INVALID_ARG_TYPE(name, 'number', value);
-  if (!Number.isFinite(value) || value < 0 || (!allowZero && value === 0)) {
-    throw codes.ERR_OUT_OF_RANGE(name, allowZero ? '>= 0' : '> 0', value);
+  if (!Number.isFinite(value) || value < 0 || (!allowZero && value === 0) || value > MAX_MS) {
+    throw codes.ERR_OUT_OF_RANGE(name, `${allowZero ? '>= 0' : '> 0'} && <= ${MAX_MS}`, value);
   }
   return value;
 }
@@ -51,11 +57,11 @@ function parseRestart(value) {
     if (value[key] === undefined) continue;
     if (key === 'factor') {
       if (typeof value.factor !== 'number') throw codes.ERR_INVALID_ARG_TYPE('options.restart.factor', 'number', value.factor);
-      if (!(value.factor >= 1)) throw codes.ERR_OUT_OF_RANGE('options.restart.factor', '>= 1', value.factor);
+      if (!(value.factor >= 1 && value.factor <= 1000)) throw codes.ERR_OUT_OF_RANGE('options.restart.factor', '>= 1 && <= 1000', value.factor);
     } else if (key === 'maxRestarts') {
       if (typeof value.maxRestarts !== 'number') throw codes.ERR_INVALID_ARG_TYPE('options.restart.maxRestarts', 'number', value.maxRestarts);
-      if (!Number.isInteger(value.maxRestarts) || value.maxRestarts < 0) {
-        throw codes.ERR_OUT_OF_RANGE('options.restart.maxRestarts', 'an integer >= 0', value.maxRestarts);
+      if (!Number.isInteger(value.maxRestarts) || value.maxRestarts < 0 || value.maxRestarts > 0xFFFFFFFF) {
+        throw codes.ERR_OUT_OF_RANGE('options.restart.maxRestarts', 'an integer >= 0 && <= 4294967295', value.maxRestarts);
       }
     } else {
       parseMs(value[key], `options.restart.${key}`, { allowZero: key === 'initialDelay' || key === 'stableAfter' });
@@ -71,7 +77,9 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker 
   // slot -> { spec, restarts } for slots that have had a worker.
   const slots = new Map();
   let queue = Promise.resolve(); // reloads and recycles, one at a time
-  let signalsInstalled = false;
+  let signalHandlers = null;
+  // Slots whose worker died and whose restart the core has scheduled.
+  const pendingSlots = new Set();
   let shuttingDown = null;
 
   function supervised() {
@@ -88,19 +96,24 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker 
     };
     if (settings.signals !== undefined) validateBoolean(settings.signals, 'options.signals');
     config = next;
-    if (settings.signals && !signalsInstalled) installSignals();
+    if (settings.signals && !signalHandlers) installSignals();
+    if (settings.signals === false && signalHandlers) removeSignals();
   }
 
   function installSignals() {
-    signalsInstalled = true;
     const stop = () => {
       cluster.shutdown().then(() => process.exit(0), () => process.exit(1));
     };
-    process.on('SIGTERM', stop);
-    process.on('SIGINT', stop);
-    process.on('SIGHUP', () => {
+    const reload = () => {
       cluster.reload().catch((err) => cluster.emit('error', err));
-    });
+    };
+    signalHandlers = { SIGTERM: stop, SIGINT: stop, SIGHUP: reload };
+    for (const [sig, fn] of Object.entries(signalHandlers)) process.on(sig, fn);
+  }
+
+  function removeSignals() {
+    for (const [sig, fn] of Object.entries(signalHandlers)) process.off(sig, fn);
+    signalHandlers = null;
   }
 
   function workerEnv() {
@@ -125,7 +138,7 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker 
   }
 
   function freeSlot() {
-    const taken = new Set(liveWorkers().map((w) => w.slot));
+    const taken = new Set([...liveWorkers().map((w) => w.slot), ...pendingSlots]);
     let slot = 0;
     while (taken.has(slot)) slot++;
     return slot;
@@ -141,6 +154,7 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker 
 
   // The core restarted a slot by itself: give the new process a Worker.
   function onRespawned(ev) {
+    pendingSlots.delete(ev.slot);
     const s = slots.get(ev.slot) || { restarts: 0 };
     s.restarts++;
     slots.set(ev.slot, s);
@@ -155,12 +169,6 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker 
 
   function onEvent(worker, ev) {
     switch (ev.kind) {
-      case 'restarting':
-        cluster.emit('restarting', worker, ev.ms);
-        break;
-      case 'crashloop':
-        cluster.emit('crashloop', worker, { slot: ev.slot, crashes: ev.crashes });
-        break;
       case 'unresponsive':
         cluster.emit('unresponsive', worker, ev.ms);
         break;
@@ -173,6 +181,19 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker 
       default:
         break;
     }
+  }
+
+  // A worker's exit carries what the core decided for its slot.
+  function beforeExit(worker, next) {
+    if (!next) return;
+    if (next.kind === 'restarting') pendingSlots.add(next.slot);
+    else pendingSlots.delete(next.slot);
+  }
+
+  function afterExit(worker, next) {
+    if (!next) return;
+    if (next.kind === 'restarting') cluster.emit('restarting', worker, next.ms);
+    else if (next.kind === 'crashloop') cluster.emit('crashloop', worker, { slot: next.slot, crashes: next.crashes });
   }
 
   function enqueue(task) {
@@ -188,6 +209,12 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker 
   cluster.on('listening', (worker, address) => {
     (worker._listening || (worker._listening = [])).push(address);
   });
+
+  // Asks a worker to leave once (a second disconnect would make Node's
+  // worker-side code throw).
+  function retire(worker) {
+    if (worker.isConnected() && !worker.exitedAfterDisconnect) worker.disconnect();
+  }
 
   function waitExit(worker, killTimeout) {
     if (worker.isDead()) return Promise.resolve();
@@ -249,7 +276,7 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker 
       throw err;
     }
     binding.promote(fresh.id);
-    if (old.isConnected()) old.disconnect();
+    retire(old);
     await waitExit(old, killTimeout);
   }
 
@@ -276,8 +303,9 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker 
     if (shuttingDown) return shuttingDown;
     shuttingDown = (async () => {
       for (const slot of slots.keys()) binding.unsupervise(slot);
+      pendingSlots.clear();
       const workers = Object.values(cluster.workers);
-      for (const w of workers) if (w.isConnected()) w.disconnect();
+      for (const w of workers) retire(w);
       await Promise.all(workers.map((w) => waitExit(w, timeout)));
     })().finally(() => { shuttingDown = null; });
     return shuttingDown;
@@ -289,20 +317,33 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker 
     const { readyTimeout = DEFAULT_READY_TIMEOUT, killTimeout = DEFAULT_KILL_TIMEOUT } = checkOptions(options, 'options');
     return enqueue(async () => {
       const live = liveWorkers().sort((a, b) => a.slot - b.slot);
-      if (n > live.length) {
+      // A slot waiting out its restart backoff counts: it will be back.
+      const pending = [...pendingSlots].sort((a, b) => a - b);
+      const current = live.length + pending.length;
+      if (n > current) {
         const keys = live.length ? listenKeys(live[0]) : new Set();
         const fresh = [];
-        for (let i = live.length; i < n; i++) fresh.push(startWorker());
+        for (let i = current; i < n; i++) fresh.push(startWorker());
         await Promise.all(fresh.map((w) => waitReady(w, keys, readyTimeout)));
-      } else {
-        const retiring = live.slice(n);
+      } else if (n < current) {
+        let excess = current - n;
+        // Cancel pending restarts first (highest slots), then retire workers.
+        for (const slot of pending.reverse()) {
+          if (excess === 0) break;
+          binding.unsupervise(slot);
+          pendingSlots.delete(slot);
+          slots.delete(slot);
+          excess--;
+        }
+        const retiring = live.slice(live.length - excess);
         for (const w of retiring) {
           binding.unsupervise(w.slot);
-          if (w.isConnected()) w.disconnect();
+          slots.delete(w.slot);
+          retire(w);
         }
         await Promise.all(retiring.map((w) => waitExit(w, killTimeout)));
       }
-      return liveWorkers().length;
+      return liveWorkers().length + pendingSlots.size;
     });
   };
 
@@ -340,5 +381,5 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker 
     return { workers, totals, primary };
   };
 
-  return { configure, workerEnv, nativeOptions, freeSlot, onRespawned, onEvent };
+  return { configure, workerEnv, nativeOptions, freeSlot, onRespawned, onEvent, beforeExit, afterExit };
 };

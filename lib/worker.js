@@ -227,6 +227,8 @@ class WorkerProcess extends EventEmitter {
       case 'exit':
         if (ev.signal) this.signalCode = ev.signal;
         else this.exitCode = ev.code;
+        // What the core's supervision does next (restart, crash loop).
+        this._next = ev.next ? { kind: ev.next, slot: ev.slot, ms: ev.ms, crashes: ev.crashes } : null;
         // Pending send callbacks whose frames never left get their errors
         // through `sent`; anything else left now is moot.
         this.emit('exit', this.exitCode, this.signalCode);

@@ -44,22 +44,20 @@ pub struct RestartOptions {
   pub max_delay: Option<f64>,
   pub factor: Option<f64>,
   pub stable_after: Option<f64>,
-  pub max_restarts: Option<u32>,
+  pub max_restarts: Option<f64>,
   pub window: Option<f64>,
 }
 
 impl From<RestartOptions> for RestartPolicy {
   fn from(o: RestartOptions) -> Self {
     let d = RestartPolicy::default();
-    let ms = |v: Option<f64>, dflt: std::time::Duration| {
-      v.map(|v| std::time::Duration::from_secs_f64(v.max(0.0) / 1000.0)).unwrap_or(dflt)
-    };
+    let ms = |v: Option<f64>, dflt: std::time::Duration| v.map(duration_ms).unwrap_or(dflt);
     RestartPolicy {
       initial: ms(o.initial_delay, d.initial),
       max: ms(o.max_delay, d.max),
-      factor: o.factor.unwrap_or(d.factor),
+      factor: o.factor.filter(|f| f.is_finite() && *f >= 1.0).unwrap_or(d.factor),
       stable_after: ms(o.stable_after, d.stable_after),
-      max_restarts: o.max_restarts.unwrap_or(d.max_restarts),
+      max_restarts: o.max_restarts.map(|n| n.clamp(0.0, u32::MAX as f64) as u32).unwrap_or(d.max_restarts),
       window: ms(o.window, d.window),
     }
   }
@@ -137,6 +135,9 @@ pub struct WorkerEvent {
   pub crashes: Option<u32>,
   /// `recycle`: `memory` or `age`.
   pub reason: Option<String>,
+  /// `exit`: what supervision does next (`restarting` or `crashloop`, with
+  /// `slot`, `ms`, `crashes` filled in), if anything.
+  pub next: Option<String>,
 }
 
 impl WorkerEvent {
@@ -162,6 +163,7 @@ impl WorkerEvent {
       ms: None,
       crashes: None,
       reason: None,
+      next: None,
     }
   }
 }
@@ -182,7 +184,15 @@ impl From<Event> for WorkerEvent {
       }
       Event::ExitedAfterDisconnect => WorkerEvent::new("exitedAfterDisconnect"),
       Event::Disconnect => WorkerEvent::new("disconnect"),
-      Event::Exit { code, signal } => WorkerEvent { code, signal, ..WorkerEvent::new("exit") },
+      Event::Exit { code, signal, then } => {
+        // What supervision does next rides along: `next` is its kind.
+        let mut ev = match then {
+          Some(next) => WorkerEvent::from(*next),
+          None => WorkerEvent::new("exit"),
+        };
+        ev.next = if ev.kind == "exit" { None } else { Some(std::mem::replace(&mut ev.kind, "exit".into())) };
+        WorkerEvent { code, signal, ..ev }
+      }
       Event::Error { message, code } => {
         WorkerEvent { message: Some(message), error_code: Some(code), ..WorkerEvent::new("error") }
       }
@@ -210,8 +220,15 @@ impl From<Event> for WorkerEvent {
   }
 }
 
+/// Milliseconds from JS as a Duration; never panics (JS validates the range,
+/// this saturates whatever gets past it).
+fn duration_ms(v: f64) -> std::time::Duration {
+  let secs = if v.is_finite() { (v / 1000.0).clamp(0.0, 1e10) } else { 0.0 };
+  std::time::Duration::try_from_secs_f64(secs).unwrap_or(std::time::Duration::ZERO)
+}
+
 fn millis(v: Option<f64>) -> Option<std::time::Duration> {
-  v.filter(|v| v.is_finite() && *v > 0.0).map(|v| std::time::Duration::from_secs_f64(v / 1000.0))
+  v.filter(|v| v.is_finite() && *v > 0.0).map(duration_ms)
 }
 
 fn errno_of(e: &std::io::Error) -> i32 {

@@ -48,7 +48,9 @@ pub enum Event {
   Message { frame: Vec<u8>, handle: Option<Received> },
   ExitedAfterDisconnect,
   Disconnect,
-  Exit { code: Option<i32>, signal: Option<String> },
+  /// `then` is what supervision does about it (`Restarting`/`CrashLoop`),
+  /// carried in the same event so JS learns both at once.
+  Exit { code: Option<i32>, signal: Option<String>, then: Option<Box<Event>> },
   Error { message: String, code: String },
   Sent { token: u32, error: Option<String> },
   /// An rcluster message from the worker (`cmd: 'NODE_RCLUSTER'`) other
@@ -821,8 +823,8 @@ impl State {
     let Some(status) = w.exit.clone() else { return };
     w.exit_emitted = true;
     let signal = status.signal.map(spawn::signal_name);
-    self.emit(id, Event::Exit { code: status.code, signal });
-    self.after_exit(id);
+    let then = self.after_exit(id).map(Box::new);
+    self.emit(id, Event::Exit { code: status.code, signal, then });
     self.maybe_forget(id);
   }
 
@@ -843,41 +845,42 @@ impl State {
     }
   }
 
-  /// Decides what a supervised slot does when its worker is gone.
-  fn after_exit(&mut self, id: u32) {
-    let Some(w) = self.workers.get(&id) else { return };
-    let Some(slot_id) = w.supervision.as_ref().map(|s| s.slot) else { return };
+  /// Decides what a supervised slot does when its worker is gone; returns
+  /// the event that says so.
+  fn after_exit(&mut self, id: u32) -> Option<Event> {
+    let w = self.workers.get(&id)?;
+    let slot_id = w.supervision.as_ref()?.slot;
     let (leaving, replace_now, uptime) = (w.leaving, w.replace_now, w.started.elapsed());
-    let Some(slot) = self.slots.get_mut(&slot_id) else { return };
+    let slot = self.slots.get_mut(&slot_id)?;
     if slot.current != id {
-      return; // replaced already (reload)
+      return None; // replaced already (reload)
     }
     if leaving && !replace_now {
       // Deliberate: disconnect(), scale-down, shutdown.
       self.slots.remove(&slot_id);
-      return;
+      return None;
     }
     let decision = match (&mut slot.backoff, replace_now) {
       (_, true) => Decision::Restart { after: Duration::ZERO },
       (Some(b), false) => b.on_crash(Instant::now(), uptime),
       (None, false) => {
         self.slots.remove(&slot_id);
-        return;
+        return None;
       }
     };
     match decision {
       Decision::Restart { after } => {
         slot.pending = true;
-        self.emit(id, Event::Restarting { slot: slot_id, delay: after });
         let tx = self.tx.clone();
         tokio::spawn(async move {
           tokio::time::sleep(after).await;
           let _ = tx.send(Msg::Respawn { slot: slot_id });
         });
+        Some(Event::Restarting { slot: slot_id, delay: after })
       }
       Decision::CrashLoop { crashes } => {
-        self.emit(id, Event::CrashLoop { slot: slot_id, crashes });
         self.slots.remove(&slot_id);
+        Some(Event::CrashLoop { slot: slot_id, crashes })
       }
     }
   }
@@ -1048,7 +1051,7 @@ mod tests {
     core.disconnect(1);
     assert!(matches!(next(&rx), Event::Disconnect));
     match next(&rx) {
-      Event::Exit { code, signal } => assert_eq!((code, signal), (Some(0), None)),
+      Event::Exit { code, signal, .. } => assert_eq!((code, signal), (Some(0), None)),
       e => panic!("unexpected {e:?}"),
     }
   }

@@ -71,7 +71,8 @@ impl Backoff {
     }
     let after = self.next;
     let grown = self.next.as_secs_f64() * self.policy.factor;
-    self.next = Duration::from_secs_f64(grown.min(self.policy.max.as_secs_f64())).max(self.policy.initial);
+    let capped = Duration::try_from_secs_f64(grown.min(self.policy.max.as_secs_f64())).unwrap_or(self.policy.max);
+    self.next = capped.max(self.policy.initial);
     self.restarts += 1;
     Decision::Restart { after }
   }
