@@ -96,25 +96,28 @@ function inspectPortFor(setting) {
   return port;
 }
 
+// Node's `stdio` option as one entry per child fd for the core: 'inherit',
+// 'pipe', 'ignore', 'ipc' or an fd number.
 function resolveStdio(settings) {
   let stdio = settings.stdio;
   if (stdio === undefined) {
     const mode = settings.silent ? 'pipe' : 'inherit';
-    return [mode, mode, mode];
+    return [mode, mode, mode, 'ipc'];
   }
   if (typeof stdio === 'string') stdio = [stdio, stdio, stdio, 'ipc'];
   if (!Array.isArray(stdio)) throw codes.ERR_INVALID_ARG_VALUE('stdio', stdio);
   if (!stdio.includes('ipc')) throw codes.ERR_CHILD_PROCESS_IPC_REQUIRED('options.stdio');
   const out = [];
-  for (let i = 0; i < 3; i++) {
+  for (let i = 0; i < Math.max(3, stdio.length); i++) {
     const s = stdio[i];
-    if (s == null || s === 'pipe' || s === 'overlapped') out.push('pipe');
+    if (s == null) out.push(i < 3 ? 'pipe' : 'ignore');
+    else if (s === 'pipe' || s === 'overlapped') out.push('pipe');
     else if (s === 'inherit') out.push('inherit');
     else if (s === 'ignore') out.push('ignore');
+    else if (s === 'ipc') out.push(i < 3 ? 'ignore' : 'ipc');
     else if (typeof s === 'number' && Number.isInteger(s) && s >= 0) out.push(String(s));
     else if (s && typeof s === 'object' && typeof s.fd === 'number') out.push(String(s.fd));
     else if (s && typeof s === 'object' && s._handle && typeof s._handle.fd === 'number') out.push(String(s._handle.fd));
-    else if (s === 'ipc') out.push('ignore');
     else throw codes.ERR_INVALID_ARG_VALUE('stdio', s);
   }
   return out;
@@ -151,7 +154,6 @@ function workerSpec(env) {
   const serialization = s.serialization === undefined ? 'json' : s.serialization;
   validateOneOf(serialization, 'options.serialization', ['json', 'advanced']);
   const stdio = resolveStdio(s);
-  if (env !== undefined && env !== null) validateObject(env, 'env');
   const fullEnv = { ...process.env, ...env, ...supervisor.workerEnv() };
   delete fullEnv.NODE_UNIQUE_ID;
   const envPairs = [];
@@ -289,6 +291,7 @@ function attachWorker(id, slot, spec, started) {
     proc.pid = started.pid;
     proc.connected = true;
     proc._attachStdio(started);
+    while (spec.stdio && proc.stdio.length < spec.stdio.length) proc.stdio.push(null);
   }
 
   process.nextTick(() => cluster.emit('fork', worker));

@@ -99,6 +99,10 @@ class WorkerProcess extends EventEmitter {
       this[names[i]] = stream;
       this.stdio[i] = stream;
     }
+    // Pipes past the first three are duplex, as in Node.
+    (result.extra || []).forEach((fd, k) => {
+      this.stdio[k + 3] = fd >= 0 ? new net.Socket({ fd, readable: true, writable: true }) : null;
+    });
   }
 
   _maybeClose() {
@@ -263,35 +267,39 @@ class WorkerProcess extends EventEmitter {
   }
 }
 
-class Worker extends EventEmitter {
-  constructor(options = {}) {
-    super();
-    this.exitedAfterDisconnect = undefined;
-    this.state = options.state || 'none';
-    this.id = options.id | 0;
-    if (options.process) {
-      this.process = options.process;
-      this.process._worker = this;
-      this.process.on('error', (code, signal) => this.emit('error', code, signal));
-      this.process.on('message', (message, handle) => this.emit('message', message, handle));
-    }
-  }
-
-  kill(signal) {
-    return this.destroy(signal);
-  }
-
-  send(...args) {
-    return this.process.send(...args);
-  }
-
-  isDead() {
-    return this.process.exitCode != null || this.process.signalCode != null;
-  }
-
-  isConnected() {
-    return this.process.connected;
+// A plain constructor, like Node's: `cluster.Worker.call(obj, options)` and
+// `cluster.Worker(options)` without `new` both work.
+function Worker(options) {
+  if (!(this instanceof Worker)) return new Worker(options);
+  EventEmitter.call(this);
+  if (options === null || typeof options !== 'object') options = {};
+  this.exitedAfterDisconnect = undefined;
+  this.state = options.state || 'none';
+  this.id = options.id | 0;
+  if (options.process) {
+    this.process = options.process;
+    this.process._worker = this;
+    this.process.on('error', (code, signal) => this.emit('error', code, signal));
+    this.process.on('message', (message, handle) => this.emit('message', message, handle));
   }
 }
+Object.setPrototypeOf(Worker.prototype, EventEmitter.prototype);
+Object.setPrototypeOf(Worker, EventEmitter);
+
+Worker.prototype.kill = function kill(...args) {
+  return this.destroy(...args);
+};
+
+Worker.prototype.send = function send(...args) {
+  return this.process.send(...args);
+};
+
+Worker.prototype.isDead = function isDead() {
+  return this.process.exitCode != null || this.process.signalCode != null;
+};
+
+Worker.prototype.isConnected = function isConnected() {
+  return this.process.connected;
+};
 
 module.exports = { Worker, WorkerProcess };

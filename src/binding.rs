@@ -72,7 +72,8 @@ pub struct ForkOptions {
   /// `KEY=value` strings: the complete environment.
   pub env: Vec<String>,
   pub cwd: Option<String>,
-  /// Three entries: `inherit`, `pipe`, `ignore`, or an fd number.
+  /// One entry per child fd: `inherit`, `pipe`, `ignore`, `ipc`, or an fd
+  /// number of the primary.
   pub stdio: Vec<String>,
   pub uid: Option<u32>,
   pub gid: Option<u32>,
@@ -97,6 +98,9 @@ pub struct ForkResult {
   pub stdin: Option<i32>,
   pub stdout: Option<i32>,
   pub stderr: Option<i32>,
+  /// fds of pipes at stdio index 3 and up: `extra[i]` is for index `i + 3`
+  /// (-1 where there is none).
+  pub extra: Vec<i32>,
 }
 
 /// One event for a worker, as JS receives it. `kind` says which fields are set.
@@ -231,6 +235,15 @@ fn millis(v: Option<f64>) -> Option<std::time::Duration> {
   v.filter(|v| v.is_finite() && *v > 0.0).map(duration_ms)
 }
 
+fn extra_fds(extra: Vec<(usize, OwnedFd)>) -> Vec<i32> {
+  let len = extra.iter().map(|(i, _)| i - 2).max().unwrap_or(0);
+  let mut out = vec![-1; len];
+  for (i, fd) in extra {
+    out[i - 3] = fd.into_raw_fd();
+  }
+  out
+}
+
 fn errno_of(e: &std::io::Error) -> i32 {
   -e.raw_os_error().unwrap_or(libc::EINVAL)
 }
@@ -241,9 +254,13 @@ fn errno_of(e: &std::io::Error) -> i32 {
 pub fn fork(options: ForkOptions, on_event: Function<'_, WorkerEvent, ()>) -> Result<ForkResult> {
   let serialization = Serialization::parse(&options.serialization)
     .ok_or_else(|| Error::new(Status::InvalidArg, "serialization must be 'json' or 'advanced'"))?;
-  let mut stdio = [StdioSpec::Inherit, StdioSpec::Inherit, StdioSpec::Inherit];
-  for (i, s) in options.stdio.iter().take(3).enumerate() {
-    stdio[i] = StdioSpec::parse(s).ok_or_else(|| Error::new(Status::InvalidArg, format!("bad stdio entry {s:?}")))?;
+  let mut stdio = options
+    .stdio
+    .iter()
+    .map(|s| StdioSpec::parse(s).ok_or_else(|| Error::new(Status::InvalidArg, format!("bad stdio entry {s:?}"))))
+    .collect::<Result<Vec<_>>>()?;
+  while stdio.len() < 3 {
+    stdio.push(StdioSpec::Inherit);
   }
   let env = options
     .env
@@ -289,8 +306,17 @@ pub fn fork(options: ForkOptions, on_event: Function<'_, WorkerEvent, ()>) -> Re
       stdin: info.stdin.map(IntoRawFd::into_raw_fd),
       stdout: info.stdout.map(IntoRawFd::into_raw_fd),
       stderr: info.stderr.map(IntoRawFd::into_raw_fd),
+      extra: extra_fds(info.extra),
     }}),
-    Err(e) => Ok(ForkResult { id, pid: None, errno: Some(errno_of(&e)), stdin: None, stdout: None, stderr: None }),
+    Err(e) => Ok(ForkResult {
+      id,
+      pid: None,
+      errno: Some(errno_of(&e)),
+      stdin: None,
+      stdout: None,
+      stderr: None,
+      extra: Vec::new(),
+    }),
   }
 }
 

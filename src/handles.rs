@@ -11,7 +11,7 @@
 //! - `SCHED_RR` (2): the primary listens and accepts, and hands connections to
 //!   workers (see `dispatch`).
 //!
-//! UDP is never round-robin (no connections): one socket, or a reuseport group.
+//! UDP is never round-robin (no connections) and always one shared socket.
 //! Unix-socket paths always use one socket.
 
 use std::collections::HashSet;
@@ -165,20 +165,26 @@ impl ServerHandle {
             Shape::Shared { sock: Arc::new(sock.into()), unlink: Some(path) }
           }
         }
-        (k, Policy::ReusePort) => {
+        // UDP stays one shared socket, as in Node: a reuseport group would
+        // pin each sender to one worker (the kernel hashes by source).
+        (k, Policy::ReusePort) if !k.is_udp() => {
+          // A reuseport group would silently share the port with any other
+          // process that also asks for SO_REUSEPORT (another primary, say);
+          // a plain bind first keeps EADDRINUSE honest.
+          if q.port != 0 {
+            drop(q.bind(q.port, false)?);
+          }
           // Bind the first member now: errors (EADDRINUSE, EACCES, a bad
           // address) surface before any worker is handed a socket, and
           // `listen(0)` fixes the group's port here.
           let first = q.bind(q.port, true)?;
-          if !k.is_udp() {
-            sockets::listen(&first, DEFAULT_BACKLOG)?;
-          }
+          sockets::listen(&first, DEFAULT_BACKLOG)?;
           let port = sockets::local_port(&first).unwrap_or(q.port);
           Shape::ReusePort(ReusePortGroup {
             port,
             slots: vec![Slot { sock: Arc::new(first.into()), owner: None, drain: None, vacated: None }],
             dispatcher: Dispatcher::default(),
-            steering: !k.is_udp(),
+            steering: true,
           })
         }
         (k, Policy::RoundRobin) if !k.is_udp() => {
@@ -187,7 +193,7 @@ impl ServerHandle {
           let d = deliver.clone();
           Shape::RoundRobin(RoundRobin::start(s, None, move |c| d(c))?)
         }
-        // SCHED_NONE, and UDP under SCHED_RR.
+        // SCHED_NONE, and UDP under the other policies.
         _ => Shape::Shared { sock: Arc::new(q.bind(q.port, false)?.into()), unlink: None },
       }
     };
@@ -212,7 +218,7 @@ impl ServerHandle {
   pub fn remove(&mut self, worker: u32) -> bool {
     if self.workers.remove(&worker) {
       match &mut self.shape {
-        Shape::ReusePort(g) => g.vacate(worker, &self.query, &self.deliver),
+        Shape::ReusePort(g) => g.vacate(worker, &self.deliver),
         Shape::RoundRobin(rr) => rr.dispatcher.remove_worker(worker),
         Shape::Shared { .. } => {}
       }
@@ -253,9 +259,7 @@ impl ReusePortGroup {
       Some(i) => i,
       None => {
         let s = q.bind(self.port, true)?;
-        if !q.kind.is_udp() {
-          sockets::listen(&s, DEFAULT_BACKLOG)?;
-        }
+        sockets::listen(&s, DEFAULT_BACKLOG)?;
         self.slots.push(Slot { sock: Arc::new(s.into()), owner: None, drain: None, vacated: None });
         self.slots.len() - 1
       }
@@ -270,14 +274,9 @@ impl ReusePortGroup {
     Ok(sock)
   }
 
-  fn vacate(&mut self, worker: u32, q: &Query, deliver: &Deliver) {
+  fn vacate(&mut self, worker: u32, deliver: &Deliver) {
     self.dispatcher.remove_worker(worker);
     let Some(idx) = self.slots.iter().position(|s| s.owner == Some(worker)) else { return };
-    if q.kind.is_udp() {
-      // Datagrams cannot be handed on; the member simply leaves the group.
-      self.close_slot(idx);
-      return;
-    }
     let slot = &mut self.slots[idx];
     slot.owner = None;
     slot.vacated = Some(Instant::now());

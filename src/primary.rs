@@ -104,6 +104,8 @@ pub struct ForkInfo {
   pub stdin: Option<OwnedFd>,
   pub stdout: Option<OwnedFd>,
   pub stderr: Option<OwnedFd>,
+  /// Pipes at stdio index 3 and up.
+  pub extra: Vec<(usize, OwnedFd)>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -500,7 +502,7 @@ impl State {
         unanswered: 0,
       },
     );
-    Ok(ForkInfo { pid: s.pid, stdin: s.stdin, stdout: s.stdout, stderr: s.stderr })
+    Ok(ForkInfo { pid: s.pid, stdin: s.stdin, stdout: s.stdout, stderr: s.stderr, extra: s.extra })
   }
 
   fn emit(&self, id: u32, event: Event) {
@@ -668,16 +670,20 @@ impl State {
     }
   }
 
-  /// The worker no longer uses `key`. After a deliberate close the last
-  /// worker's leaving frees the address at once, as in Node; after a crash
-  /// the sockets linger briefly so a replacement inherits their queues.
+  /// The worker no longer uses `key`. When it was the last one, the address
+  /// is freed at once, as in Node — unless the worker crashed and will be
+  /// restarted: then the sockets (and their queues) wait for the replacement.
   fn release(&mut self, id: u32, key: &str, graceful: bool) {
-    if let Some(w) = self.workers.get_mut(&id) {
-      w.keys.remove(key);
-    }
+    let restarts = match self.workers.get_mut(&id) {
+      Some(w) => {
+        w.keys.remove(key);
+        w.supervision.as_ref().is_some_and(|s| s.restart.is_some() || s.hang_timeout.is_some())
+      }
+      None => false,
+    };
     let Some(h) = self.handles.get_mut(key) else { return };
     let unused = h.remove(id);
-    if unused && graceful {
+    if unused && (graceful || !restarts) {
       self.drop_handle(key);
       return;
     }
@@ -995,7 +1001,7 @@ mod tests {
       args: vec![path.to_string_lossy().into_owned()],
       env: std::env::vars().chain([("NODE_UNIQUE_ID".to_string(), "1".to_string())]).collect(),
       cwd: None,
-      stdio: [StdioSpec::Ignore, StdioSpec::Inherit, StdioSpec::Inherit],
+      stdio: vec![StdioSpec::Ignore, StdioSpec::Inherit, StdioSpec::Inherit, StdioSpec::Ipc],
       uid: None,
       gid: None,
       serialization: Serialization::Json,

@@ -25,6 +25,8 @@ pub enum StdioSpec {
   Ignore,
   /// An fd of the primary, duplicated into the child.
   Fd(RawFd),
+  /// Where the IPC channel goes (its index is `NODE_CHANNEL_FD`).
+  Ipc,
 }
 
 impl StdioSpec {
@@ -33,6 +35,7 @@ impl StdioSpec {
       "inherit" => Self::Inherit,
       "pipe" | "overlapped" => Self::Pipe,
       "ignore" => Self::Ignore,
+      "ipc" => Self::Ipc,
       n => Self::Fd(n.parse().ok().filter(|fd: &RawFd| *fd >= 0)?),
     })
   }
@@ -46,7 +49,9 @@ pub struct SpawnSpec {
   /// The complete environment; the channel variables are added here.
   pub env: Vec<(String, String)>,
   pub cwd: Option<String>,
-  pub stdio: [StdioSpec; 3],
+  /// One entry per child fd, as Node's `stdio` array: at least three; the
+  /// channel goes where `Ipc` is (fd 3 if absent).
+  pub stdio: Vec<StdioSpec>,
   pub uid: Option<u32>,
   pub gid: Option<u32>,
   pub serialization: Serialization,
@@ -62,13 +67,15 @@ pub struct Spawned {
   pub stdin: Option<OwnedFd>,
   pub stdout: Option<OwnedFd>,
   pub stderr: Option<OwnedFd>,
+  /// The primary's ends of `Pipe` entries past the first three, by index.
+  pub extra: Vec<(usize, OwnedFd)>,
 }
 
 fn stdio_of(spec: &StdioSpec) -> io::Result<Stdio> {
   Ok(match spec {
     StdioSpec::Inherit => Stdio::inherit(),
     StdioSpec::Pipe => Stdio::piped(),
-    StdioSpec::Ignore => Stdio::null(),
+    StdioSpec::Ignore | StdioSpec::Ipc => Stdio::null(),
     StdioSpec::Fd(fd) => {
       // Duplicate: Command closes what it is given once the child has it.
       let dup = nix::unistd::dup(unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) })
@@ -90,13 +97,39 @@ pub fn spawn(spec: &SpawnSpec) -> io::Result<Spawned> {
   // SOCK_NONBLOCK was applied to both ends, and O_NONBLOCK lives on the open
   // file description, so clear it on the child's end.
   set_nonblocking(theirs.as_raw_fd(), false)?;
-  let child_fd = theirs.as_raw_fd();
+  let channel_at = spec.stdio.iter().position(|s| *s == StdioSpec::Ipc).filter(|i| *i >= 3).unwrap_or(3);
+
+  // Entries from fd 3 up are placed with dup2 between fork and exec:
+  // (target fd in the child, source fd here). Pipes are socket pairs, duplex
+  // like libuv's.
+  let mut placed: Vec<(RawFd, RawFd)> = vec![(channel_at as RawFd, theirs.as_raw_fd())];
+  let mut extra = Vec::new();
+  let mut child_ends = Vec::new();
+  for (i, entry) in spec.stdio.iter().enumerate().skip(3) {
+    if i == channel_at {
+      continue;
+    }
+    match entry {
+      StdioSpec::Pipe => {
+        let (mine, child) =
+          socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC).map_err(io::Error::from)?;
+        placed.push((i as RawFd, child.as_raw_fd()));
+        child_ends.push(child);
+        extra.push((i, mine));
+      }
+      StdioSpec::Fd(fd) => placed.push((i as RawFd, *fd)),
+      StdioSpec::Inherit => placed.push((i as RawFd, i as RawFd)),
+      StdioSpec::Ignore | StdioSpec::Ipc => {}
+    }
+  }
+  // Temporary copies go above every target so no source is overwritten early.
+  let base = placed.iter().map(|(t, _)| *t).max().unwrap_or(3) + 1;
 
   let mut cmd = Command::new(&spec.file);
   cmd.args(&spec.args);
   cmd.env_clear();
   cmd.envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-  cmd.env("NODE_CHANNEL_FD", child_fd.to_string());
+  cmd.env("NODE_CHANNEL_FD", channel_at.to_string());
   cmd.env("NODE_CHANNEL_SERIALIZATION_MODE", spec.serialization.as_str());
   if let Some(cwd) = &spec.cwd {
     cmd.current_dir(cwd);
@@ -107,18 +140,36 @@ pub fn spawn(spec: &SpawnSpec) -> io::Result<Spawned> {
   if let Some(gid) = spec.gid {
     cmd.gid(gid);
   }
-  cmd.stdin(stdio_of(&spec.stdio[0])?);
-  cmd.stdout(stdio_of(&spec.stdio[1])?);
-  cmd.stderr(stdio_of(&spec.stdio[2])?);
+  let std_entry = |i: usize| spec.stdio.get(i).cloned().unwrap_or(StdioSpec::Inherit);
+  cmd.stdin(stdio_of(&std_entry(0))?);
+  cmd.stdout(stdio_of(&std_entry(1))?);
+  cmd.stderr(stdio_of(&std_entry(2))?);
 
+  // Node marks its own fds 0-2 close-on-exec; `Stdio::inherit()` leaves them
+  // as they are, so the child would lose them at exec. Clear the flag there.
+  let inherit: Vec<RawFd> =
+    (0..3).filter(|i| std_entry(*i as usize) == StdioSpec::Inherit).collect();
+  let mut temps: Vec<RawFd> = vec![-1; placed.len()];
   let parent = std::process::id() as libc::pid_t;
   // SAFETY: only async-signal-safe calls between fork and exec.
   unsafe {
     cmd.pre_exec(move || {
       // Keep the channel across exec in this child only; other children
       // spawned concurrently never see it.
-      if libc::fcntl(child_fd, libc::F_SETFD, 0) == -1 {
-        return Err(io::Error::last_os_error());
+      for (n, (_, source)) in placed.iter().enumerate() {
+        temps[n] = libc::fcntl(*source, libc::F_DUPFD_CLOEXEC, base);
+        if temps[n] == -1 {
+          return Err(io::Error::last_os_error());
+        }
+      }
+      // dup2 leaves the target without close-on-exec: it survives exec.
+      for (n, (target, _)) in placed.iter().enumerate() {
+        if libc::dup2(temps[n], *target) == -1 {
+          return Err(io::Error::last_os_error());
+        }
+      }
+      for fd in &inherit {
+        libc::fcntl(*fd, libc::F_SETFD, 0);
       }
       // A primary that dies takes its workers with it, even blocked ones.
       if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) == -1 {
@@ -133,6 +184,7 @@ pub fn spawn(spec: &SpawnSpec) -> io::Result<Spawned> {
   }
   let mut child = cmd.spawn()?;
   drop(theirs);
+  drop(child_ends);
   let pid = child.id() as i32;
   let pidfd = pidfd_open(pid).ok();
   let take = |fd: Option<OwnedFd>| fd;
@@ -141,7 +193,7 @@ pub fn spawn(spec: &SpawnSpec) -> io::Result<Spawned> {
   let stderr = take(child.stderr.take().map(OwnedFd::from));
   // `child` is dropped without waiting: the exit watcher reaps it.
   drop(child);
-  Ok(Spawned { pid, channel: ours, pidfd, stdin, stdout, stderr })
+  Ok(Spawned { pid, channel: ours, pidfd, stdin, stdout, stderr, extra })
 }
 
 pub fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
@@ -265,7 +317,7 @@ mod tests {
       args: args.iter().map(|s| s.to_string()).collect(),
       env: vec![("PATH".into(), std::env::var("PATH").unwrap_or_default())],
       cwd: None,
-      stdio: [StdioSpec::Ignore, StdioSpec::Pipe, StdioSpec::Ignore],
+      stdio: vec![StdioSpec::Ignore, StdioSpec::Pipe, StdioSpec::Ignore, StdioSpec::Ipc],
       uid: None,
       gid: None,
       serialization: Serialization::Json,
@@ -290,7 +342,7 @@ mod tests {
     use std::io::Read;
     let s = spawn(&spec(
       "/bin/sh",
-      &["-c", "echo $NODE_CHANNEL_FD $NODE_CHANNEL_SERIALIZATION_MODE; [ -e /proc/self/fd/$NODE_CHANNEL_FD ] && echo open"],
+      &["-c", "echo $NODE_CHANNEL_FD $NODE_CHANNEL_SERIALIZATION_MODE; [ -e /proc/self/fd/$NODE_CHANNEL_FD ] && echo open; [ -e /proc/self/fd/4 ] || echo no4"],
     ))
     .unwrap();
     let mut out = String::new();
@@ -298,8 +350,9 @@ mod tests {
     let status = wait_exit(s.pid, s.pidfd).await;
     assert_eq!(status.code, Some(0));
     let lines: Vec<&str> = out.lines().collect();
-    assert!(lines[0].ends_with(" json"), "{out}");
+    assert_eq!(lines[0], "3 json", "{out}");
     assert_eq!(lines[1], "open");
+    assert_eq!(lines[2], "no4", "only the channel is placed");
   }
 
   #[test]
