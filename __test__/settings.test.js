@@ -112,11 +112,9 @@ test('--inspect gives each worker its own inspector port', async () => {
   cluster.setupPrimary({ exec, silent: true, execArgv: ['--inspect=127.0.0.1:0'] });
   const a = cluster.fork();
   const b = cluster.fork();
-  const ports = [];
-  for (const w of [a, b]) {
-    const r = await report(w);
-    ports.push(r.execArgv.find((x) => x.startsWith('--inspect-port=')));
-  }
+  // Listen to both before awaiting either: b may report first.
+  const reports = await Promise.all([a, b].map(report));
+  const ports = reports.map((r) => r.execArgv.find((x) => x.startsWith('--inspect-port=')));
   // As in Node: the primary's debug port plus one per worker.
   assert.deepEqual(ports, [`--inspect-port=${process.debugPort + 1}`, `--inspect-port=${process.debugPort + 2}`]);
   await Promise.all([finish(a), finish(b)]);

@@ -276,6 +276,7 @@ pub fn fork(options: ForkOptions, on_event: Function<'_, WorkerEvent, ()>) -> Re
     uid: options.uid,
     gid: options.gid,
     serialization,
+    death_signal: false,
   };
   let tsfn: EventFn = on_event
     .build_threadsafe_function::<WorkerEvent>()

@@ -6,6 +6,8 @@
 //! - `sockets`  — binding listen sockets
 //! - `handles`  — server handles per scheduling policy
 //! - `dispatch` — round-robin connection hand-off
+//! - `reaper`   — kills workers that outlive a dead primary
+//! - `supervisor` — restart policy, resource usage
 //! - `primary`  — the core thread and its state machine
 //! - `binding`  — the N-API surface (the only module that knows napi)
 
@@ -14,6 +16,7 @@ pub mod dispatch;
 pub mod handles;
 pub mod primary;
 pub mod protocol;
+pub mod reaper;
 pub mod sockets;
 pub mod spawn;
 pub mod supervisor;

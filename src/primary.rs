@@ -25,6 +25,7 @@ use crate::channel::{self, OutFrame, ReaderEvent, Serialization, WriterCmd, Writ
 use crate::dispatch::HandOff;
 use crate::handles::{Deliver, Grant, Policy, Query, ServerHandle, VACANT_LINGER};
 use crate::protocol::{self, Fields, Inbound};
+use crate::reaper::Reaper;
 use crate::sockets;
 use crate::spawn::{self, ExitStatus, SpawnSpec};
 use crate::supervisor::{self, Backoff, Decision, RestartPolicy, Usage};
@@ -180,6 +181,8 @@ impl Core {
       next_id: next_id.clone(),
       slots: HashMap::new(),
       watchdog: false,
+      reaper: None,
+      reaper_tried: false,
       policy: default_policy(),
       workers: HashMap::new(),
       handles: HashMap::new(),
@@ -343,6 +346,10 @@ struct State {
   next_id: Arc<AtomicU32>,
   slots: HashMap<u32, Slot>,
   watchdog: bool,
+  /// Started with the first worker; `None` if it could not be (then workers
+  /// get a parent-death signal instead).
+  reaper: Option<Reaper>,
+  reaper_tried: bool,
   policy: Policy,
   workers: HashMap<u32, Worker>,
   handles: HashMap<String, ServerHandle>,
@@ -432,7 +439,12 @@ impl State {
     let mode = spec.serialization;
     spec.env.retain(|(k, _)| k != "NODE_UNIQUE_ID");
     spec.env.push(("NODE_UNIQUE_ID".into(), id.to_string()));
+    self.ensure_reaper();
+    spec.death_signal = self.reaper.is_none();
     let s = spawn::spawn(&spec)?;
+    if let (Some(r), Some(fd)) = (&self.reaper, &s.pidfd) {
+      let _ = r.add(id, fd.as_raw_fd());
+    }
     let kept_spec = spec.clone();
     let channel = Arc::new(channel::register(s.channel, tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE)?);
     let queued = Arc::new(AtomicUsize::new(0));
@@ -503,6 +515,22 @@ impl State {
       },
     );
     Ok(ForkInfo { pid: s.pid, stdin: s.stdin, stdout: s.stdout, stderr: s.stderr, extra: s.extra })
+  }
+
+  fn ensure_reaper(&mut self) {
+    if self.reaper.is_some() || self.reaper_tried {
+      return;
+    }
+    self.reaper_tried = true;
+    if let Ok(r) = Reaper::start() {
+      // It only exits once the primary is gone; if something kills it
+      // earlier, it must not stay a zombie.
+      let pid = r.pid;
+      if let Ok(fd) = spawn::pidfd_open(pid) {
+        tokio::spawn(spawn::wait_exit(pid, Some(fd)));
+      }
+      self.reaper = Some(r);
+    }
   }
 
   fn emit(&self, id: u32, event: Event) {
@@ -804,6 +832,9 @@ impl State {
   }
 
   fn on_exit(&mut self, id: u32, status: ExitStatus) {
+    if let Some(r) = &self.reaper {
+      let _ = r.remove(id);
+    }
     if let Some(w) = self.registry.lock().unwrap().get_mut(&id) {
       // Reaped: the pidfd must not be used to signal any more.
       w.pidfd = None;
@@ -1005,6 +1036,7 @@ mod tests {
       uid: None,
       gid: None,
       serialization: Serialization::Json,
+      death_signal: false,
     }
   }
 

@@ -55,6 +55,10 @@ pub struct SpawnSpec {
   pub uid: Option<u32>,
   pub gid: Option<u32>,
   pub serialization: Serialization,
+  /// Kill the child with SIGKILL when the spawning thread dies. Only a
+  /// fallback: normally the reaper (see `reaper`) handles a dead primary,
+  /// giving workers the chance to exit on their own first.
+  pub death_signal: bool,
 }
 
 pub struct Spawned {
@@ -151,6 +155,7 @@ pub fn spawn(spec: &SpawnSpec) -> io::Result<Spawned> {
     (0..3).filter(|i| std_entry(*i as usize) == StdioSpec::Inherit).collect();
   let mut temps: Vec<RawFd> = vec![-1; placed.len()];
   let parent = std::process::id() as libc::pid_t;
+  let death_signal = spec.death_signal;
   // SAFETY: only async-signal-safe calls between fork and exec.
   unsafe {
     cmd.pre_exec(move || {
@@ -171,8 +176,7 @@ pub fn spawn(spec: &SpawnSpec) -> io::Result<Spawned> {
       for fd in &inherit {
         libc::fcntl(*fd, libc::F_SETFD, 0);
       }
-      // A primary that dies takes its workers with it, even blocked ones.
-      if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) == -1 {
+      if death_signal && libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) == -1 {
         return Err(io::Error::last_os_error());
       }
       // The primary may already have died between fork and prctl.
@@ -321,6 +325,7 @@ mod tests {
       uid: None,
       gid: None,
       serialization: Serialization::Json,
+      death_signal: true,
     }
   }
 
