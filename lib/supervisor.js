@@ -176,8 +176,6 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker 
         cluster.emit('recycle', worker, ev.reason);
         enqueue(() => replace(worker, {}).catch((err) => cluster.emit('error', err)));
         break;
-      case 'rcluster':
-        break;
       default:
         break;
     }

@@ -48,7 +48,9 @@ function describeHandle(handle) {
 }
 
 // Turns an fd received with a message into the object Node would deliver.
-function adoptHandle(envelope, fd, socket, deliver) {
+// `track` is called with a received net.Socket that belonged to a server in
+// the worker (the envelope names that server's key).
+function adoptHandle(envelope, fd, socket, deliver, track) {
   const type = envelope.type;
   if (socket === 'udp4' || socket === 'udp6') {
     const s = dgram.createSocket(envelope.dgramType || socket);
@@ -57,7 +59,9 @@ function adoptHandle(envelope, fd, socket, deliver) {
     const server = new net.Server();
     server.listen({ fd }, () => deliver(server));
   } else if (socket === 'tcp' || socket === 'pipe') {
-    deliver(new net.Socket({ fd, readable: true, writable: true }));
+    const s = new net.Socket({ fd, readable: true, writable: true });
+    if (envelope.key) track(envelope.key, s);
+    deliver(s);
   } else {
     binding.closeFd(fd);
     deliver(undefined);
@@ -71,6 +75,9 @@ class WorkerProcess extends EventEmitter {
     this._serialization = serialization[serializationMode];
     this._callbacks = new Map();
     this._nextToken = 1;
+    // Sockets received from the worker, by the key of the worker's server
+    // they came from: the worker's server.close() asks about them.
+    this._socketLists = new Map();
     this._closeWaits = 1; // the exit; plus each stdio stream
     this.pid = undefined;
     this.spawnfile = spawnfile;
@@ -222,6 +229,11 @@ class WorkerProcess extends EventEmitter {
         else process.emitWarning(err);
         return;
       }
+      case 'internal': {
+        const msg = JSON.parse(ev.json);
+        if (typeof msg.cmd === 'string' && msg.cmd.startsWith('NODE_SOCKET_')) this._onSocketListMessage(msg);
+        return;
+      }
       case 'disconnect':
         if (this._disconnected) return;
         this._disconnected = true;
@@ -263,7 +275,37 @@ class WorkerProcess extends EventEmitter {
       binding.closeFd(ev.fd);
       return;
     }
-    adoptHandle(value, ev.fd, ev.socket, (handle) => this.emit('message', inner, handle));
+    adoptHandle(value, ev.fd, ev.socket, (handle) => this.emit('message', inner, handle),
+      (key, s) => this._trackSocket(key, s));
+  }
+
+  _sendInternal(message) {
+    if (this.connected) binding.send(this._id, this._serialization.encode(message));
+  }
+
+  // Node's receiving side of a socket list: counts the sockets, and says when
+  // all are closed once the worker asks (NODE_SOCKET_NOTIFY_CLOSE).
+  _trackSocket(key, socket) {
+    let list = this._socketLists.get(key);
+    if (!list) this._socketLists.set(key, (list = { connections: 0, notify: false }));
+    list.connections++;
+    socket.once('close', () => {
+      if (--list.connections === 0 && list.notify) {
+        list.notify = false;
+        this._sendInternal({ cmd: 'NODE_SOCKET_ALL_CLOSED', key });
+      }
+    });
+  }
+
+  _onSocketListMessage(msg) {
+    const list = this._socketLists.get(msg.key);
+    if (!list) return;
+    if (msg.cmd === 'NODE_SOCKET_NOTIFY_CLOSE') {
+      if (list.connections === 0) this._sendInternal({ cmd: 'NODE_SOCKET_ALL_CLOSED', key: msg.key });
+      else list.notify = true;
+    } else if (msg.cmd === 'NODE_SOCKET_GET_COUNT') {
+      this._sendInternal({ cmd: 'NODE_SOCKET_COUNT', key: msg.key, count: list.connections });
+    }
   }
 }
 

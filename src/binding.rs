@@ -109,12 +109,12 @@ pub struct WorkerEvent {
   /// The worker the event is about.
   pub id: u32,
   /// online | listening | message | exitedAfterDisconnect | disconnect | exit |
-  /// error | sent | rcluster | forked | restarting | crashloop | unresponsive |
+  /// error | sent | internal | forked | restarting | crashloop | unresponsive |
   /// recycle
   pub kind: String,
   /// `message`: the frame's payload.
   pub data: Option<Buffer>,
-  /// `listening` and `rcluster`: JSON text.
+  /// `listening` and `internal`: JSON text.
   pub json: Option<String>,
   /// `message` with a handle: an fd now owned by JS.
   pub fd: Option<i32>,
@@ -201,7 +201,7 @@ impl From<Event> for WorkerEvent {
         WorkerEvent { message: Some(message), error_code: Some(code), ..WorkerEvent::new("error") }
       }
       Event::Sent { token, error } => WorkerEvent { token: Some(token), message: error, ..WorkerEvent::new("sent") },
-      Event::Rcluster(v) => WorkerEvent { json: Some(v.to_string()), ..WorkerEvent::new("rcluster") },
+      Event::Internal(v) => WorkerEvent { json: Some(v.to_string()), ..WorkerEvent::new("internal") },
       Event::Forked { slot, pid, stdin, stdout, stderr } => WorkerEvent {
         slot: Some(slot),
         pid: Some(pid),

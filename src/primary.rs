@@ -54,9 +54,9 @@ pub enum Event {
   Exit { code: Option<i32>, signal: Option<String>, then: Option<Box<Event>> },
   Error { message: String, code: String },
   Sent { token: u32, error: Option<String> },
-  /// An rcluster message from the worker (`cmd: 'NODE_RCLUSTER'`) other
-  /// than heartbeats, which the core consumes.
-  Rcluster(Value),
+  /// An internal message JS answers: Node's socket-list queries, and
+  /// rcluster messages other than heartbeats (which the core consumes).
+  Internal(Value),
   /// The core started this worker by itself, to replace a crashed or hung
   /// worker of `slot`.
   Forked { slot: u32, pid: i32, stdin: Option<OwnedFd>, stdout: Option<OwnedFd>, stderr: Option<OwnedFd> },
@@ -592,9 +592,10 @@ impl State {
             w.last_heartbeat = Some(Instant::now());
           }
         } else {
-          self.emit(id, Event::Rcluster(Value::Object(f)));
+          self.emit(id, Event::Internal(Value::Object(f)));
         }
       }
+      Inbound::SocketList(f) => self.emit(id, Event::Internal(Value::Object(f))),
       Inbound::OtherInternal => {}
       Inbound::User(frame) => self.emit(id, Event::Message { frame, handle: None }),
       Inbound::Garbage(reason) => self.on_channel_end(id, Some(reason)),

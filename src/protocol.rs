@@ -9,6 +9,8 @@
 //! - `NODE_HANDLE` — `{cmd, type, msg}` sent with an fd in `SCM_RIGHTS`; the
 //!   receiver answers `NODE_HANDLE_ACK` (or `_NACK` when the fd got lost).
 //! - `NODE_RCLUSTER` — rcluster's own worker-to-primary messages (heartbeats).
+//! - `NODE_SOCKET_*` — Node's bookkeeping for sockets a worker sent away
+//!   (`server.close()` in the worker asks the receiver about them); JS answers.
 //!
 //! This module classifies frames and builds replies; what to do about them is
 //! `primary`'s job.
@@ -33,7 +35,9 @@ pub enum Inbound {
   /// frame; JS unwraps `.msg` with the full deserializer.
   Handle { envelope: Vec<u8>, handle_type: String, fd: Option<OwnedFd> },
   Rcluster(Fields),
-  /// Internal messages we do not act on (e.g. Node's socket-list messages).
+  /// `NODE_SOCKET_NOTIFY_CLOSE` / `NODE_SOCKET_GET_COUNT`, for JS.
+  SocketList(Fields),
+  /// Internal messages we do not act on.
   OtherInternal,
   User(Vec<u8>),
   /// Not a valid message in this serialization.
@@ -57,6 +61,10 @@ fn classify_fields(cmd: &str, mut fields: Fields, frame: Vec<u8>, fds: &mut VecD
       Inbound::Handle { envelope: frame, handle_type, fd: fds.pop_front() }
     }
     "NODE_RCLUSTER" => Inbound::Rcluster(fields),
+    "NODE_SOCKET_NOTIFY_CLOSE" | "NODE_SOCKET_GET_COUNT" => {
+      fields.insert("cmd".into(), Value::String(cmd.to_owned()));
+      Inbound::SocketList(fields)
+    }
     _ => Inbound::OtherInternal,
   }
 }
