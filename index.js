@@ -6,16 +6,16 @@
 // running Node's worker-side cluster code.
 
 const nodeCluster = require('node:cluster');
+const { select } = require('./lib/select');
 
-function load() {
-  if (nodeCluster.isWorker) return require('./lib/child');
-  if (process.platform === 'win32') {
-    process.emitWarning('rcluster has no Windows core yet; using node:cluster', {
-      code: 'RCLUSTER_FALLBACK',
-    });
-    return nodeCluster;
-  }
-  return require('./lib/primary');
+switch (select({ platform: process.platform, isWorker: nodeCluster.isWorker })) {
+  case 'worker':
+    module.exports = require('./lib/child');
+    break;
+  case 'node-fallback':
+    process.emitWarning('rcluster has no Windows core yet; using node:cluster', { code: 'RCLUSTER_FALLBACK' });
+    module.exports = nodeCluster;
+    break;
+  default:
+    module.exports = require('./lib/primary');
 }
-
-module.exports = load();

@@ -145,3 +145,11 @@ test('policy defaults: env names, platform', () => {
   assert.equal(pick({}, 'linux'), cluster.SCHED_REUSEPORT);
   assert.equal(pick({}, 'darwin'), cluster.SCHED_RR);
 });
+
+test('platforms: Windows falls back to node:cluster, workers get Node\'s cluster', () => {
+  const { select } = require('../lib/select');
+  assert.equal(select({ platform: 'linux', isWorker: false }), 'primary');
+  assert.equal(select({ platform: 'darwin', isWorker: false }), 'primary');
+  assert.equal(select({ platform: 'win32', isWorker: false }), 'node-fallback');
+  assert.equal(select({ platform: 'linux', isWorker: true }), 'worker');
+});
