@@ -112,20 +112,8 @@ pub fn bind_tcp(
 }
 
 fn bind_tcp_at(addr: SocketAddr, flags: u32, reuseport: bool) -> Result<Socket, i32> {
-  let make = || -> io::Result<Socket> {
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec().nonblocking(), None)?;
-    // libuv always sets SO_REUSEADDR on TCP binds.
-    s.set_reuse_address(true)?;
-    if reuseport {
-      s.set_reuse_port(true)?;
-    }
-    if addr.is_ipv6() {
-      s.set_only_v6(flags & FLAG_IPV6ONLY != 0)?;
-    }
-    s.bind(&SockAddr::from(addr))?;
-    Ok(s)
-  };
-  make().map_err(|e| neg_errno(&e))
+  // libuv always sets SO_REUSEADDR on TCP binds.
+  bind_inet(addr, Type::STREAM, true, reuseport, flags & FLAG_IPV6ONLY != 0)
 }
 
 pub fn bind_udp(
@@ -136,16 +124,18 @@ pub fn bind_udp(
   reuseport: bool,
 ) -> Result<Socket, i32> {
   let addr = sock_addr(kind, address, port)?;
+  bind_inet(addr, Type::DGRAM, flags & FLAG_UDP_REUSEADDR != 0, reuseport, flags & FLAG_IPV6ONLY != 0)
+}
+
+fn bind_inet(addr: SocketAddr, ty: Type, reuse_addr: bool, reuseport: bool, ipv6_only: bool) -> Result<Socket, i32> {
   let make = || -> io::Result<Socket> {
-    let s = Socket::new(Domain::for_address(addr), Type::DGRAM.cloexec().nonblocking(), None)?;
-    if flags & FLAG_UDP_REUSEADDR != 0 {
-      s.set_reuse_address(true)?;
-    }
+    let s = Socket::new(Domain::for_address(addr), ty.cloexec().nonblocking(), None)?;
+    s.set_reuse_address(reuse_addr)?;
     if reuseport {
       s.set_reuse_port(true)?;
     }
     if addr.is_ipv6() {
-      s.set_only_v6(flags & FLAG_IPV6ONLY != 0)?;
+      s.set_only_v6(ipv6_only)?;
     }
     s.bind(&SockAddr::from(addr))?;
     Ok(s)
