@@ -1,9 +1,12 @@
 'use strict';
 // Runs the node:test suites in __test__/ on this Node, then on every other
 // Node installed as a dev dependency (node22, node24: the npm registry's
-// `node` package), one suite file at a time.
+// `node` package).
 //
 //   node scripts/test.js [--only-current]
+//
+// (npm puts those packages' `node` shims first on PATH inside npm scripts, so
+// package.json starts this with "$npm_node_execpath", the Node running npm.)
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
@@ -23,8 +26,11 @@ if (!process.argv.includes('--only-current')) {
 }
 
 let failed = false;
+const seen = new Set();
 for (const node of nodes) {
   const version = spawnSync(node, ['--version'], { encoding: 'utf8' }).stdout.trim();
+  if (seen.has(version)) continue;
+  seen.add(version);
   process.stdout.write(`\n# node ${version}\n`);
   const env = { ...process.env, PATH: `${path.dirname(node)}${path.delimiter}${process.env.PATH}` };
   const r = spawnSync(node, ['--test', '--test-concurrency=1', ...files], { cwd: root, env, stdio: 'inherit' });
