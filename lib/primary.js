@@ -307,7 +307,10 @@ function startWorker(env, slot, standby = false) {
   if (slot === undefined) slot = supervisor.freeSlot();
   Object.assign(spec, supervisor.nativeOptions(slot), { standby });
   const started = binding.fork(spec, onCoreEvent);
-  return attachWorker(started.id, slot, spec, started);
+  const worker = attachWorker(started.id, slot, spec, started);
+  // A successor (reload, recycle) starts with the env its predecessor had.
+  worker._env = env;
+  return worker;
 }
 
 cluster.fork = function fork(env) {

@@ -266,7 +266,7 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker 
   async function replace(old, { readyTimeout = DEFAULT_READY_TIMEOUT, killTimeout = DEFAULT_KILL_TIMEOUT }) {
     if (old.isDead() || !cluster.workers[old.id]) return;
     const keys = listenKeys(old);
-    const fresh = startWorker(undefined, old.slot, true);
+    const fresh = startWorker(old._env, old.slot, true);
     try {
       await waitReady(fresh, keys, readyTimeout);
     } catch (err) {

@@ -222,7 +222,13 @@ class WorkerProcess extends EventEmitter {
         return;
       }
       case 'error': {
-        const err = codes.ERR_RCLUSTER_BAD_MESSAGE(ev.message);
+        let err;
+        if (ev.errorCode === 'ERR_RCLUSTER_BAD_MESSAGE') {
+          err = codes.ERR_RCLUSTER_BAD_MESSAGE(ev.message);
+        } else {
+          err = new Error(ev.message);
+          err.code = ev.errorCode;
+        }
         // A broken worker must not take the primary down with an unhandled
         // 'error': report it where someone listens, else as a warning.
         if (this._worker && this._worker.listenerCount('error') > 0) this.emit('error', err);

@@ -76,12 +76,6 @@ impl Backoff {
     self.restarts += 1;
     Decision::Restart { after }
   }
-
-  /// The longest a restart may wait: sockets of a crashed worker are held at
-  /// least this long for its replacement.
-  pub fn max_delay(&self) -> Duration {
-    self.policy.max
-  }
 }
 
 /// What one process costs now, from /proc.
