@@ -9,6 +9,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { cpuCount } = require('../lib/cpus');
+const { isGone } = require('./helpers');
 
 const cli = path.join(__dirname, '..', 'bin', 'rcluster.js');
 const app = path.join(__dirname, 'fixtures', 'cli-app.js');
@@ -77,15 +78,6 @@ function get(port, urlPath = '/') {
   });
 }
 
-const alive = (pid) => {
-  try {
-    process.kill(pid, 0);
-    return !/^\d+ \(.*\) [ZX]/.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return false;
-  }
-};
-
 test('runs N workers, reloads on SIGHUP, stops gracefully on SIGTERM', async () => {
   const port = await freePort();
   const run = runCli(['-i', '2', app], { PORT: String(port) });
@@ -103,7 +95,7 @@ test('runs N workers, reloads on SIGHUP, stops gracefully on SIGTERM', async () 
   run.child.kill('SIGTERM');
   const { code } = await run.exited;
   assert.equal(code, 0);
-  for (const pid of [...before, ...after]) assert.equal(alive(pid), false, `worker ${pid} gone`);
+  for (const pid of [...before, ...after]) assert.equal(isGone(pid), true, `worker ${pid} gone`);
 });
 
 test('--restart replaces a crashed worker', async () => {

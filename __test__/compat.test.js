@@ -7,6 +7,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const cluster = require('..');
+const { isGone } = require('./helpers');
 
 const fixture = path.join(__dirname, 'fixtures', 'compat-primary.js');
 const children = new Set();
@@ -44,15 +45,6 @@ function run(which, env = {}, onLine = () => {}) {
     });
   });
 }
-
-const gone = (pid) => {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return /^\d+ \(.*\) [ZX]/.test(stat);
-  } catch {
-    return true;
-  }
-};
 
 test("workers inherit the primary's stdout and stderr", async () => {
   const r = await run('inherit');
@@ -93,8 +85,8 @@ test('a dead primary: workers exit by themselves, blocked ones are killed', asyn
   assert.equal(r.signal, 'SIGKILL');
   assert.equal(pids.length, 2);
   const t0 = Date.now();
-  while (!pids.every(gone) && Date.now() - t0 < 5000) await new Promise((res) => setTimeout(res, 20));
-  assert.ok(pids.every(gone), 'every worker is gone');
+  while (!pids.every(isGone) && Date.now() - t0 < 5000) await new Promise((res) => setTimeout(res, 20));
+  assert.ok(pids.every(isGone), 'every worker is gone');
   assert.ok(Date.now() - t0 < 2500, `gone within the grace period (${Date.now() - t0} ms)`);
   // Worker 1 was not blocked: it saw the channel close and exited normally.
   assert.equal(fs.readFileSync(`${mark}1`, 'utf8'), 'exit handler ran');

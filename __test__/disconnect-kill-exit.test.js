@@ -9,8 +9,8 @@
 const { test, after, afterEach } = require('node:test');
 const assert = require('node:assert/strict');
 const path = require('node:path');
-const fs = require('node:fs');
 const { spawn } = require('node:child_process');
+const { waitFor, waitForMessage, trackCluster, pollUntilGone } = require('./helpers');
 
 const cluster = require(process.env.RCLUSTER_TEST_IMPL || '..');
 
@@ -19,61 +19,9 @@ const TEST_TIMEOUT = 15000;
 
 // Every worker forked in this process, so cleanup reaches even those already
 // dropped from cluster.workers; plus child primaries and their workers' pids.
-const forked = new Set();
-cluster.on('fork', (worker) => forked.add(worker));
-const children = new Set();
-const strayPids = new Set();
-
-// Kills whatever this file started and waits (bounded) for it to be gone.
-async function killAll() {
-  const exits = [];
-  for (const w of Object.values(cluster.workers)) w.process.kill('SIGKILL');
-  for (const w of forked) {
-    if (w.isDead()) continue;
-    exits.push(new Promise((resolve) => {
-      const timer = setTimeout(resolve, 5000);
-      w.once('exit', () => { clearTimeout(timer); resolve(); });
-    }));
-    w.process.kill('SIGKILL');
-  }
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-  for (const pid of strayPids) {
-    try { process.kill(pid, 'SIGKILL'); } catch { /* already gone */ }
-  }
-  await Promise.all(exits);
-}
+const { children, strayPids, killAll } = trackCluster(cluster);
 afterEach(killAll);
 after(killAll);
-
-function waitFor(emitter, event, ms = 10000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      emitter.removeListener(event, onEvent);
-      reject(new Error(`timed out after ${ms} ms waiting for '${event}'`));
-    }, ms);
-    function onEvent(...args) {
-      clearTimeout(timer);
-      resolve(args);
-    }
-    emitter.once(event, onEvent);
-  });
-}
-
-function waitForMessage(worker, type, ms = 10000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      worker.removeListener('message', onMessage);
-      reject(new Error(`timed out after ${ms} ms waiting for a '${type}' message`));
-    }, ms);
-    function onMessage(msg) {
-      if (!msg || msg.type !== type) return;
-      clearTimeout(timer);
-      worker.removeListener('message', onMessage);
-      resolve(msg);
-    }
-    worker.on('message', onMessage);
-  });
-}
 
 // Records the order of a worker's 'disconnect' and 'exit' events and what the
 // worker looked like at each; resolves once both have happened.
@@ -99,36 +47,6 @@ function trackEnd(worker, ms = 10000) {
       cluster.off('disconnect', onDisconnect);
       cluster.off('exit', onExit);
     });
-}
-
-// Dead means no such process, or (Linux) a zombie waiting for a reaper.
-function isGone(pid) {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    if (err.code === 'ESRCH') return true;
-    throw err;
-  }
-  if (process.platform === 'linux') {
-    try {
-      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-      return state === 'Z' || state === 'X';
-    } catch {
-      return true;
-    }
-  }
-  return false;
-}
-
-async function pollUntilGone(pids, ms) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const alive = pids.filter((pid) => !isGone(pid));
-    if (alive.length === 0) return [];
-    if (Date.now() >= deadline) return alive;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
 }
 
 // Runs the fixture as a separate primary.

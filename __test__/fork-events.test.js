@@ -11,6 +11,7 @@ const assert = require('node:assert/strict');
 const path = require('node:path');
 const { spawn } = require('node:child_process');
 const { Readable } = require('node:stream');
+const { waitFor, waitForMessage, trackCluster } = require('./helpers');
 
 const cluster = require(process.env.RCLUSTER_TEST_IMPL || '..');
 
@@ -19,58 +20,9 @@ const TEST_TIMEOUT = 15000;
 
 // Every worker forked in this process, so cleanup reaches even those already
 // dropped from cluster.workers.
-const forked = new Set();
-cluster.on('fork', (worker) => forked.add(worker));
-const children = new Set();
-
-// Kills whatever this file started and waits (bounded) for it to be gone.
-async function killAll() {
-  const exits = [];
-  for (const w of Object.values(cluster.workers)) w.process.kill('SIGKILL');
-  for (const w of forked) {
-    if (w.isDead()) continue;
-    exits.push(new Promise((resolve) => {
-      const timer = setTimeout(resolve, 5000);
-      w.once('exit', () => { clearTimeout(timer); resolve(); });
-    }));
-    w.process.kill('SIGKILL');
-  }
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-  await Promise.all(exits);
-}
+const { children, killAll } = trackCluster(cluster);
 afterEach(killAll);
 after(killAll);
-
-function waitFor(emitter, event, ms = 10000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      emitter.removeListener(event, onEvent);
-      reject(new Error(`timed out after ${ms} ms waiting for '${event}'`));
-    }, ms);
-    function onEvent(...args) {
-      clearTimeout(timer);
-      resolve(args);
-    }
-    emitter.once(event, onEvent);
-  });
-}
-
-// The first message from `worker` of the given type.
-function waitForMessage(worker, type, ms = 10000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      worker.removeListener('message', onMessage);
-      reject(new Error(`timed out after ${ms} ms waiting for a '${type}' message`));
-    }, ms);
-    function onMessage(msg) {
-      if (!msg || msg.type !== type) return;
-      clearTimeout(timer);
-      worker.removeListener('message', onMessage);
-      resolve(msg);
-    }
-    worker.on('message', onMessage);
-  });
-}
 
 // Reads `stream` until its text includes `marker`.
 function readUntil(stream, marker, ms = 10000) {

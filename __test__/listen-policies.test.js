@@ -4,77 +4,32 @@
 // primary process; the fixture prints one JSON result line that we assert on.
 const { describe, test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
+const { fixtureRunner, runOnce, assertOk } = require('./helpers');
 
 const FIXTURE = path.join(__dirname, 'fixtures', 'listen-fixture.js');
 const FIXTURE_TIMEOUT_MS = 20000;
 const POLICIES = ['rr', 'none', 'reuseport'];
 
-// Fixture primaries still running; killed in `after` whatever happened.
-const running = new Set();
-after(() => {
-  for (const child of running) child.kill('SIGKILL');
-  running.clear();
-});
+// Fixture primaries still running are killed in `after` whatever happened.
+const runResult = fixtureRunner(FIXTURE, FIXTURE_TIMEOUT_MS);
 
 function runFixture(policy, scenario, ...args) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [FIXTURE, scenario, ...args], {
-      env: { ...process.env, NODE_CLUSTER_SCHED_POLICY: policy },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    running.add(child);
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d) => { stdout += d; });
-    child.stderr.setEncoding('utf8').on('data', (d) => { stderr += d; });
-    let exited = null;
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`${policy}/${scenario}: no result within ${FIXTURE_TIMEOUT_MS} ms ` +
-        `(exit: ${JSON.stringify(exited)})\nstdout: ${stdout}\nstderr: ${stderr}`));
-    }, FIXTURE_TIMEOUT_MS);
-    child.on('exit', (code, signal) => {
-      exited = { code, signal };
-      running.delete(child);
-    });
-    // 'close' waits for the workers too (they share stdout/stderr).
-    child.on('close', () => {
-      clearTimeout(timer);
-      running.delete(child);
-      const line = stdout.split('\n').reverse().find((l) => l.startsWith('{"fixtureResult"'));
-      if (!line) {
-        reject(new Error(`${policy}/${scenario}: no result line (exit ${JSON.stringify(exited)})\n` +
-          `stdout: ${stdout}\nstderr: ${stderr}`));
-        return;
-      }
-      const result = JSON.parse(line).fixtureResult;
-      result.stderr = stderr;
-      resolve(result);
-    });
-  });
+  const env = { ...process.env, NODE_CLUSTER_SCHED_POLICY: policy };
+  return runResult(`${policy}/${scenario}`, [scenario, ...args], env);
 }
 
 // Runs a fixture once, for several tests that assert on its result.
 function shared(policy, scenario, ...args) {
-  let p;
-  return () => {
-    if (!p) {
-      if (scenario === 'pipe') {
-        try { fs.unlinkSync(args[0]); } catch { /* not there */ }
-      }
-      p = runFixture(policy, scenario, ...args);
+  return runOnce(() => {
+    if (scenario === 'pipe') {
+      try { fs.unlinkSync(args[0]); } catch { /* not there */ }
     }
-    return p;
-  };
-}
-
-function assertOk(r) {
-  assert.equal(r.ok, true, `fixture failed in phase "${r.phase}": ${r.error}\nstderr: ${r.stderr}`);
+    return runFixture(policy, scenario, ...args);
+  });
 }
 
 function sum(obj) {

@@ -3,70 +3,25 @@
 // workers, in both serializations, plus workers that write bad bytes on their
 // channel. Every case runs in its own primary (fixtures/msg-fixture.js), under
 // the default scheduling policy, and prints one JSON result line.
-const { test, after } = require('node:test');
+const { test } = require('node:test');
 const assert = require('node:assert/strict');
-const { spawn } = require('node:child_process');
 const path = require('node:path');
+const { fixtureRunner, runOnce, assertOk } = require('./helpers');
 
 const FIXTURE = path.join(__dirname, 'fixtures', 'msg-fixture.js');
 const FIXTURE_TIMEOUT_MS = 20000;
 
-const running = new Set();
-after(() => {
-  for (const child of running) child.kill('SIGKILL');
-  running.clear();
-});
+// Fixture primaries still running are killed in `after` whatever happened.
+const runResult = fixtureRunner(FIXTURE, FIXTURE_TIMEOUT_MS);
 
 function runFixture(scenario, serialization = 'json') {
   const env = { ...process.env };
   delete env.NODE_CLUSTER_SCHED_POLICY; // the default policy
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [FIXTURE, scenario, serialization], {
-      env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    running.add(child);
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d) => { stdout += d; });
-    child.stderr.setEncoding('utf8').on('data', (d) => { stderr += d; });
-    let exited = null;
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`${scenario}/${serialization}: no result within ${FIXTURE_TIMEOUT_MS} ms ` +
-        `(exit: ${JSON.stringify(exited)})\nstdout: ${stdout}\nstderr: ${stderr}`));
-    }, FIXTURE_TIMEOUT_MS);
-    child.on('exit', (code, signal) => {
-      exited = { code, signal };
-      running.delete(child);
-    });
-    child.on('close', () => {
-      clearTimeout(timer);
-      running.delete(child);
-      const line = stdout.split('\n').reverse().find((l) => l.startsWith('{"fixtureResult"'));
-      if (!line) {
-        reject(new Error(`${scenario}/${serialization}: no result line (exit ${JSON.stringify(exited)})\n` +
-          `stdout: ${stdout}\nstderr: ${stderr}`));
-        return;
-      }
-      const result = JSON.parse(line).fixtureResult;
-      result.stderr = stderr;
-      result.exit = exited;
-      resolve(result);
-    });
-  });
+  return runResult(`${scenario}/${serialization}`, [scenario, serialization], env);
 }
 
 function shared(scenario, serialization) {
-  let p;
-  return () => {
-    if (!p) p = runFixture(scenario, serialization);
-    return p;
-  };
-}
-
-function assertOk(r) {
-  assert.equal(r.ok, true, `fixture failed in phase "${r.phase}": ${r.error}\nstderr: ${r.stderr}`);
+  return runOnce(() => runFixture(scenario, serialization));
 }
 
 // ------------------------------------------------------------- round trip --
