@@ -16,9 +16,10 @@ use tokio::task::JoinHandle;
 
 use crate::sockets;
 
-/// Hand-offs a worker may have unanswered before others are preferred
-/// absolutely; beyond it connections wait in the primary.
-pub const MAX_UNANSWERED: usize = 8;
+/// Hand-offs a worker may have unanswered; beyond it connections wait in the
+/// primary. One, as in Node: a worker busy running JavaScript cannot answer,
+/// so connections go to the others instead of queueing behind it.
+pub const MAX_UNANSWERED: usize = 1;
 
 /// Accepted at most per wake-up, so one busy listener cannot starve the rest
 /// of the core's work.
@@ -176,7 +177,7 @@ mod tests {
   #[test]
   fn unavailable_and_saturated_workers_are_skipped() {
     let mut rr = rr_with(&[1, 2]);
-    assert_eq!(rr.pick(|w| if w == 1 { None } else { Some(3) }), Some(2));
+    assert_eq!(rr.pick(|w| if w == 1 { None } else { Some(0) }), Some(2));
     assert_eq!(rr.pick(|_| Some(MAX_UNANSWERED)), None);
     rr.remove_worker(2);
     assert_eq!(rr.pick(|w| if w == 1 { None } else { Some(0) }), None);

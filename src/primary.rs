@@ -576,6 +576,7 @@ impl State {
   fn on_message(&mut self, id: u32, msg: Inbound) {
     match msg {
       Inbound::Cluster(f) => self.on_cluster(id, f),
+      Inbound::NewconnReply { ack, accepted } => self.on_newconn_reply(ack, accepted),
       Inbound::HandleAck => self.write(id, WriterCmd::HandleAck),
       Inbound::HandleNack => self.write(id, WriterCmd::HandleNack),
       Inbound::Handle { envelope, handle_type, fd } => match fd {
@@ -774,11 +775,12 @@ impl State {
       });
       let Some(worker) = pick else { return };
       let conn = d.backlog.pop_front().expect("checked non-empty");
-      let seq = self.send_cluster(
-        worker,
-        json!({ "act": "newconn", "key": key }),
-        Some((conn.clone(), "net.Native")),
-      );
+      let seq = self.next_seq();
+      if let Some(w) = self.workers.get(&worker) {
+        let bytes = protocol::newconn_frame(w.mode, seq, key);
+        w.queued.fetch_add(bytes.len(), Ordering::Relaxed);
+        let _ = w.writer.send(WriterCmd::Frame(OutFrame { bytes, fd: Some(conn.clone()), token: None }));
+      }
       self.handoffs.insert(seq, HandOff { key: key.to_owned(), worker, conn });
       if let Some(w) = self.workers.get_mut(&worker) {
         w.unanswered += 1;

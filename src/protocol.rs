@@ -28,6 +28,9 @@ pub type Fields = Map<String, Value>;
 /// A decoded frame from a worker.
 pub enum Inbound {
   Cluster(Fields),
+  /// A worker's answer to `newconn` (the per-connection hot path, parsed
+  /// without building a map).
+  NewconnReply { ack: u64, accepted: bool },
   HandleAck,
   HandleNack,
   /// A user message that came with an fd (or should have: `fd` is `None` when
@@ -74,6 +77,12 @@ fn classify_fields(cmd: &str, mut fields: Fields, frame: Vec<u8>, fds: &mut VecD
 pub fn classify(mode: Serialization, frame: Vec<u8>, fds: &mut VecDeque<OwnedFd>) -> Inbound {
   match mode {
     Serialization::Json => {
+      if frame == br#"{"cmd":"NODE_HANDLE_ACK"}"# {
+        return Inbound::HandleAck;
+      }
+      if let Some((ack, accepted)) = parse_newconn_reply(&frame) {
+        return Inbound::NewconnReply { ack, accepted };
+      }
       // Internal messages always contain the literal `NODE_` (JSON.stringify
       // never escapes letters), so most user messages skip the full parse;
       // they are still validated so garbage is caught here, not in JS.
@@ -116,6 +125,41 @@ pub fn classify(mode: Serialization, frame: Vec<u8>, fds: &mut VecDeque<OwnedFd>
         }
       }
     },
+  }
+}
+
+/// `{"cmd":"NODE_CLUSTER","ack":N,"accepted":B,"seq":M}`, exactly as a
+/// Node worker writes it; anything else takes the general path.
+fn parse_newconn_reply(frame: &[u8]) -> Option<(u64, bool)> {
+  let rest = frame.strip_prefix(br#"{"cmd":"NODE_CLUSTER","ack":"#)?;
+  let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+  let ack: u64 = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
+  let rest = rest[digits..].strip_prefix(br#","accepted":"#)?;
+  let (accepted, rest) = if let Some(r) = rest.strip_prefix(b"true") {
+    (true, r)
+  } else {
+    (false, rest.strip_prefix(b"false")?)
+  };
+  let rest = rest.strip_prefix(br#","seq":"#)?;
+  let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+  (digits > 0 && &rest[digits..] == b"}").then_some((ack, accepted))
+}
+
+/// The `newconn` hand-off frame, written directly in JSON mode (it is sent
+/// once per connection under SCHED_RR and when draining).
+pub fn newconn_frame(mode: Serialization, seq: u64, key: &str) -> Vec<u8> {
+  match mode {
+    Serialization::Json => {
+      let key = Value::String(key.to_owned()).to_string();
+      let json = format!(
+        r#"{{"cmd":"NODE_HANDLE","type":"net.Native","msg":{{"cmd":"NODE_CLUSTER","act":"newconn","key":{key},"seq":{seq}}}}}"#
+      );
+      channel::frame(mode, json.as_bytes())
+    }
+    Serialization::Advanced => encode(
+      mode,
+      &handle_envelope("net.Native", cluster_message(seq, json!({ "act": "newconn", "key": key }))),
+    ),
   }
 }
 
@@ -220,6 +264,29 @@ mod tests {
       classify(Serialization::Json, b"{\"cmd\":\"NODE_X\"".to_vec(), &mut fds()),
       Inbound::Garbage(_)
     ));
+  }
+
+  #[test]
+  fn hot_path_messages() {
+    let m = classify(
+      Serialization::Json,
+      br#"{"cmd":"NODE_CLUSTER","ack":12,"accepted":false,"seq":3}"#.to_vec(),
+      &mut fds(),
+    );
+    assert!(matches!(m, Inbound::NewconnReply { ack: 12, accepted: false }));
+    assert!(matches!(
+      classify(Serialization::Json, br#"{"cmd":"NODE_CLUSTER","ack":12,"accepted":true,"seq":3,"x":1}"#.to_vec(), &mut fds()),
+      Inbound::Cluster(_)
+    ));
+    // The direct frame is the same message the general encoder writes.
+    let fast = newconn_frame(Serialization::Json, 9, "null:80:4:undefined:0");
+    let general = encode(
+      Serialization::Json,
+      &handle_envelope("net.Native", cluster_message(9, json!({"act": "newconn", "key": "null:80:4:undefined:0"}))),
+    );
+    let parse = |b: &[u8]| serde_json::from_slice::<Value>(&b[..b.len() - 1]).unwrap();
+    assert_eq!(parse(&fast), parse(&general));
+    assert_eq!(fast.last(), Some(&b'\n'));
   }
 
   #[test]
