@@ -355,6 +355,12 @@ pub async fn read_loop(sock: Arc<AsyncFd<OwnedFd>>, mode: Serialization, events:
       Ok(Err(e)) => return events(ReaderEvent::End { error: Some(e.to_string()) }),
       Err(_would_block) => continue,
     };
+    if n < buf.len() {
+      // A short read drained the socket: skip the read that would only say
+      // EAGAIN. (tokio keeps readiness that arrived since this guard was
+      // taken, so nothing is missed.)
+      guard.clear_ready();
+    }
     unclaimed.extend(received.drain(..));
     // A peer that sends fds without NODE_HANDLE messages must not make us
     // hoard descriptors.
