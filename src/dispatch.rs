@@ -17,9 +17,11 @@ use tokio::task::JoinHandle;
 use crate::sockets;
 
 /// Hand-offs a worker may have unanswered; beyond it connections wait in the
-/// primary. One, as in Node: a worker busy running JavaScript cannot answer,
-/// so connections go to the others instead of queueing behind it.
-pub const MAX_UNANSWERED: usize = 1;
+/// primary. Small, so a worker busy running JavaScript (it cannot answer)
+/// does not collect connections the others could serve; two rather than
+/// Node's one, so a worker's next connection is already on its way while it
+/// answers the last (measured: more requests/s and a lower p99 than one).
+pub const MAX_UNANSWERED: usize = 2;
 
 /// Accepted at most per wake-up, so one busy listener cannot starve the rest
 /// of the core's work.
