@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Writes the latest benchmark (bench/results/latest.{json,md}) into README.md
+between the <!-- bench:start --> and <!-- bench:end --> markers."""
+import json
+import pathlib
+import re
+
+root = pathlib.Path(__file__).resolve().parent.parent
+data = json.loads((root / 'bench/results/latest.json').read_text())
+md = (root / 'bench/results/latest.md').read_text()
+s = data['summary']
+labels = {c['key']: c['label'] for c in data['configs']}
+configs = [c['key'] for c in data['configs'] if any(c['key'] in s[w] for w in s)]
+wl = [('keepalive', 'keep-alive'), ('close', 'conn/request'), ('mixed', 'mixed'), ('busy', 'busy primary'), ('kill', 'kill')]
+base = data['baseline']
+
+def cell(w, c):
+    e = s.get(w, {}).get(c)
+    if not e or not e.get('rps'):
+        return '–'
+    rps = e['rps']['median']
+    b = s[w].get(base, {}).get('rps', {}).get('median')
+    ratio = f" ({rps / b:.2f}×)" if b else ''
+    return f"{rps:,.0f}{ratio}, p99 {e['p99Ms']['median']:.0f} ms"
+
+lines = ['| config | ' + ' | '.join(n for _, n in wl) + ' |', '|---|' + '---:|' * len(wl)]
+for c in configs:
+    lines.append(f"| {labels[c]} | " + ' | '.join(cell(w, c) for w, _ in wl) + ' |')
+cpu = []
+for c in configs:
+    e = s['close'].get(c)
+    if e and e.get('primaryCpuPer10k') is not None:
+        cpu.append(f"{labels[c]} {e['primaryCpuPer10k']['median']:.2f}")
+machine = re.search(r'\| machine \| \|\n\|---\|---\|\n(.*?)\n\n', md, re.S).group(1)
+targets = re.search(r'## Targets.*?\n\n(\|.*?)\n\n', md, re.S).group(1)
+block = f"""Latest run ({data['startedAt'][:16].replace('T', ' ')} UTC), made with `npm run bench`:
+
+| machine | |
+|---|---|
+{machine}
+
+Requests/s (median of the rounds; ×node:cluster RR of the same run) and p99 latency:
+
+{chr(10).join(lines)}
+
+Primary CPU-seconds per 10k connections (conn/request): {'; '.join(cpu)}.
+`kill` is one-connection-per-request load during which one of the two workers is SIGKILLed (no
+restart); its failed requests are in the targets below.
+
+Targets from issue #3:
+
+{targets}
+
+![requests/s per config and workload](bench/results/latest.svg)
+
+Full tables (p50, errors, min–max, per-worker shares): [bench/results/latest.md](bench/results/latest.md)."""
+readme = (root / 'README.md').read_text()
+new = re.sub(r'<!-- bench:start -->.*?<!-- bench:end -->',
+             f'<!-- bench:start -->\n{block}\n<!-- bench:end -->', readme, flags=re.S)
+(root / 'README.md').write_text(new)
+print('README benchmark section updated' if new != readme else 'README unchanged (markers missing?)')
