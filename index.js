@@ -17,5 +17,15 @@ switch (select({ platform: process.platform, isWorker: nodeCluster.isWorker })) 
     module.exports = nodeCluster;
     break;
   default:
-    module.exports = require('./lib/primary');
+    try {
+      module.exports = require('./lib/primary');
+    } catch (err) {
+      // No native core for this platform (none is built for it, or it failed
+      // to load): run on node:cluster rather than not at all, and say so.
+      if (!/rcluster|native binding|\.node/i.test(String(err && err.message))) throw err;
+      process.emitWarning(`rcluster's native core could not be loaded (${err.message}); using node:cluster`, {
+        code: 'RCLUSTER_FALLBACK',
+      });
+      module.exports = nodeCluster;
+    }
 }
