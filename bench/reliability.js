@@ -165,7 +165,10 @@ async function churn() {
     await sleep(250);
     const h = await p.ask('health');
     if (!samples.length || h.forks >= samples[samples.length - 1].forks + RESTARTS / 10) samples.push(h);
-    if (h.forks > RESTARTS || Date.now() - t0 > 600000) break;
+    if (h.forks > RESTARTS || Date.now() - t0 > 600000) {
+      samples.push(h);
+      break;
+    }
   }
   p.child.kill('SIGKILL');
   const first = samples[1] || samples[0];
