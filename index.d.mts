@@ -4,7 +4,7 @@ import cluster = require('./index.js');
 export default cluster;
 export type {
   Worker as WorkerInstance, Address, ClusterSettings, RestartOptions, ReloadOptions, ShutdownOptions, WorkerStats, ClusterStats, Cluster,
-  WorkerProcess,
+  WorkerProcess, WorkerEvents, ClusterEvents,
 } from './index.js';
 export declare const isPrimary: boolean;
 export declare const isMaster: boolean;

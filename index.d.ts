@@ -131,6 +131,31 @@ declare namespace rcluster {
     on(event: string | symbol, listener: (...args: any[]) => void): this;
   }
 
+  /** A worker's events and their listeners. */
+  interface WorkerEvents {
+    disconnect: () => void;
+    error: (error: Error) => void;
+    exit: (code: number | null, signal: NodeJS.Signals | null) => void;
+    listening: (address: Address) => void;
+    message: (message: any, handle?: SendHandle) => void;
+    online: () => void;
+  }
+
+  /** The cluster's events (Node's, then rcluster's) and their listeners. */
+  interface ClusterEvents {
+    disconnect: (worker: Worker) => void;
+    exit: (worker: Worker, code: number | null, signal: NodeJS.Signals | null) => void;
+    fork: (worker: Worker) => void;
+    listening: (worker: Worker, address: Address) => void;
+    message: (worker: Worker, message: any, handle?: SendHandle) => void;
+    online: (worker: Worker) => void;
+    setup: (settings: ClusterSettings) => void;
+    restarting: (worker: Worker, delayMs: number) => void;
+    crashloop: (worker: Worker, info: { slot: number; crashes: number }) => void;
+    unresponsive: (worker: Worker, silentMs: number) => void;
+    recycle: (worker: Worker, reason: 'memory' | 'age') => void;
+  }
+
   interface Worker extends EventEmitter {
     /** Unique within the primary; starts at 1. */
     id: number;
@@ -158,20 +183,11 @@ declare namespace rcluster {
     isConnected(): boolean;
     isDead(): boolean;
 
-    addListener(event: string, listener: (...args: any[]) => void): this;
-    on(event: 'disconnect', listener: () => void): this;
-    on(event: 'error', listener: (error: Error) => void): this;
-    on(event: 'exit', listener: (code: number | null, signal: NodeJS.Signals | null) => void): this;
-    on(event: 'listening', listener: (address: Address) => void): this;
-    on(event: 'message', listener: (message: any, handle?: SendHandle) => void): this;
-    on(event: 'online', listener: () => void): this;
+    addListener<E extends keyof WorkerEvents>(event: E, listener: WorkerEvents[E]): this;
+    addListener(event: string | symbol, listener: (...args: any[]) => void): this;
+    on<E extends keyof WorkerEvents>(event: E, listener: WorkerEvents[E]): this;
     on(event: string | symbol, listener: (...args: any[]) => void): this;
-    once(event: 'disconnect', listener: () => void): this;
-    once(event: 'error', listener: (error: Error) => void): this;
-    once(event: 'exit', listener: (code: number | null, signal: NodeJS.Signals | null) => void): this;
-    once(event: 'listening', listener: (address: Address) => void): this;
-    once(event: 'message', listener: (message: any, handle?: SendHandle) => void): this;
-    once(event: 'online', listener: () => void): this;
+    once<E extends keyof WorkerEvents>(event: E, listener: WorkerEvents[E]): this;
     once(event: string | symbol, listener: (...args: any[]) => void): this;
   }
 
@@ -210,30 +226,11 @@ declare namespace rcluster {
     fork(env?: NodeJS.ProcessEnv | Record<string, string | number | boolean | undefined>): Worker;
     disconnect(callback?: () => void): void;
 
-    addListener(event: string, listener: (...args: any[]) => void): this;
-    on(event: 'disconnect', listener: (worker: Worker) => void): this;
-    on(event: 'exit', listener: (worker: Worker, code: number | null, signal: NodeJS.Signals | null) => void): this;
-    on(event: 'fork', listener: (worker: Worker) => void): this;
-    on(event: 'listening', listener: (worker: Worker, address: Address) => void): this;
-    on(event: 'message', listener: (worker: Worker, message: any, handle?: SendHandle) => void): this;
-    on(event: 'online', listener: (worker: Worker) => void): this;
-    on(event: 'setup', listener: (settings: ClusterSettings) => void): this;
-    on(event: 'restarting', listener: (worker: Worker, delayMs: number) => void): this;
-    on(event: 'crashloop', listener: (worker: Worker, info: { slot: number; crashes: number }) => void): this;
-    on(event: 'unresponsive', listener: (worker: Worker, silentMs: number) => void): this;
-    on(event: 'recycle', listener: (worker: Worker, reason: 'memory' | 'age') => void): this;
+    addListener<E extends keyof ClusterEvents>(event: E, listener: ClusterEvents[E]): this;
+    addListener(event: string | symbol, listener: (...args: any[]) => void): this;
+    on<E extends keyof ClusterEvents>(event: E, listener: ClusterEvents[E]): this;
     on(event: string | symbol, listener: (...args: any[]) => void): this;
-    once(event: 'disconnect', listener: (worker: Worker) => void): this;
-    once(event: 'exit', listener: (worker: Worker, code: number | null, signal: NodeJS.Signals | null) => void): this;
-    once(event: 'fork', listener: (worker: Worker) => void): this;
-    once(event: 'listening', listener: (worker: Worker, address: Address) => void): this;
-    once(event: 'message', listener: (worker: Worker, message: any, handle?: SendHandle) => void): this;
-    once(event: 'online', listener: (worker: Worker) => void): this;
-    once(event: 'setup', listener: (settings: ClusterSettings) => void): this;
-    once(event: 'restarting', listener: (worker: Worker, delayMs: number) => void): this;
-    once(event: 'crashloop', listener: (worker: Worker, info: { slot: number; crashes: number }) => void): this;
-    once(event: 'unresponsive', listener: (worker: Worker, silentMs: number) => void): this;
-    once(event: 'recycle', listener: (worker: Worker, reason: 'memory' | 'age') => void): this;
+    once<E extends keyof ClusterEvents>(event: E, listener: ClusterEvents[E]): this;
     once(event: string | symbol, listener: (...args: any[]) => void): this;
   }
 }
