@@ -13,9 +13,9 @@ use napi_derive::napi;
 use crate::channel::Serialization;
 use crate::handles::Policy;
 use crate::primary::{Core, Event, EventSink, Supervision};
-use crate::supervisor::RestartPolicy;
 use crate::sockets;
 use crate::spawn::{SpawnSpec, StdioSpec};
+use crate::supervisor::RestartPolicy;
 
 static CORE: OnceLock<Core> = OnceLock::new();
 
@@ -57,7 +57,10 @@ impl From<RestartOptions> for RestartPolicy {
       max: ms(o.max_delay, d.max),
       factor: o.factor.filter(|f| f.is_finite() && *f >= 1.0).unwrap_or(d.factor),
       stable_after: ms(o.stable_after, d.stable_after),
-      max_restarts: o.max_restarts.map(|n| n.clamp(0.0, u32::MAX as f64) as u32).unwrap_or(d.max_restarts),
+      max_restarts: o
+        .max_restarts
+        .map(|n| n.clamp(0.0, u32::MAX as f64) as u32)
+        .unwrap_or(d.max_restarts),
       window: ms(o.window, d.window),
     }
   }
@@ -176,9 +179,15 @@ impl From<Event> for WorkerEvent {
   fn from(e: Event) -> Self {
     match e {
       Event::Online => WorkerEvent::new("online"),
-      Event::Listening(info) => WorkerEvent { json: Some(info.to_string()), ..WorkerEvent::new("listening") },
+      Event::Listening(info) => WorkerEvent {
+        json: Some(info.to_string()),
+        ..WorkerEvent::new("listening")
+      },
       Event::Message { frame, handle } => {
-        let mut ev = WorkerEvent { data: Some(frame.into()), ..WorkerEvent::new("message") };
+        let mut ev = WorkerEvent {
+          data: Some(frame.into()),
+          ..WorkerEvent::new("message")
+        };
         if let Some(h) = handle {
           ev.fd = Some(h.fd.into_raw_fd());
           ev.handle_type = Some(h.handle_type);
@@ -194,15 +203,34 @@ impl From<Event> for WorkerEvent {
           Some(next) => WorkerEvent::from(*next),
           None => WorkerEvent::new("exit"),
         };
-        ev.next = if ev.kind == "exit" { None } else { Some(std::mem::replace(&mut ev.kind, "exit".into())) };
+        ev.next = if ev.kind == "exit" {
+          None
+        } else {
+          Some(std::mem::replace(&mut ev.kind, "exit".into()))
+        };
         WorkerEvent { code, signal, ..ev }
       }
-      Event::Error { message, code } => {
-        WorkerEvent { message: Some(message), error_code: Some(code), ..WorkerEvent::new("error") }
-      }
-      Event::Sent { token, error } => WorkerEvent { token: Some(token), message: error, ..WorkerEvent::new("sent") },
-      Event::Internal(v) => WorkerEvent { json: Some(v.to_string()), ..WorkerEvent::new("internal") },
-      Event::Forked { slot, pid, stdin, stdout, stderr } => WorkerEvent {
+      Event::Error { message, code } => WorkerEvent {
+        message: Some(message),
+        error_code: Some(code),
+        ..WorkerEvent::new("error")
+      },
+      Event::Sent { token, error } => WorkerEvent {
+        token: Some(token),
+        message: error,
+        ..WorkerEvent::new("sent")
+      },
+      Event::Internal(v) => WorkerEvent {
+        json: Some(v.to_string()),
+        ..WorkerEvent::new("internal")
+      },
+      Event::Forked {
+        slot,
+        pid,
+        stdin,
+        stdout,
+        stderr,
+      } => WorkerEvent {
         slot: Some(slot),
         pid: Some(pid),
         stdin: stdin.map(IntoRawFd::into_raw_fd),
@@ -210,16 +238,24 @@ impl From<Event> for WorkerEvent {
         stderr: stderr.map(IntoRawFd::into_raw_fd),
         ..WorkerEvent::new("forked")
       },
-      Event::Restarting { slot, delay } => {
-        WorkerEvent { slot: Some(slot), ms: Some(delay.as_secs_f64() * 1000.0), ..WorkerEvent::new("restarting") }
-      }
-      Event::CrashLoop { slot, crashes } => {
-        WorkerEvent { slot: Some(slot), crashes: Some(crashes), ..WorkerEvent::new("crashloop") }
-      }
-      Event::Unresponsive { silent } => {
-        WorkerEvent { ms: Some(silent.as_secs_f64() * 1000.0), ..WorkerEvent::new("unresponsive") }
-      }
-      Event::Recycle { reason } => WorkerEvent { reason: Some(reason.into()), ..WorkerEvent::new("recycle") },
+      Event::Restarting { slot, delay } => WorkerEvent {
+        slot: Some(slot),
+        ms: Some(delay.as_secs_f64() * 1000.0),
+        ..WorkerEvent::new("restarting")
+      },
+      Event::CrashLoop { slot, crashes } => WorkerEvent {
+        slot: Some(slot),
+        crashes: Some(crashes),
+        ..WorkerEvent::new("crashloop")
+      },
+      Event::Unresponsive { silent } => WorkerEvent {
+        ms: Some(silent.as_secs_f64() * 1000.0),
+        ..WorkerEvent::new("unresponsive")
+      },
+      Event::Recycle { reason } => WorkerEvent {
+        reason: Some(reason.into()),
+        ..WorkerEvent::new("recycle")
+      },
     }
   }
 }
@@ -227,7 +263,11 @@ impl From<Event> for WorkerEvent {
 /// Milliseconds from JS as a Duration; never panics (JS validates the range,
 /// this saturates whatever gets past it).
 fn duration_ms(v: f64) -> std::time::Duration {
-  let secs = if v.is_finite() { (v / 1000.0).clamp(0.0, 1e10) } else { 0.0 };
+  let secs = if v.is_finite() {
+    (v / 1000.0).clamp(0.0, 1e10)
+  } else {
+    0.0
+  };
   std::time::Duration::try_from_secs_f64(secs).unwrap_or(std::time::Duration::ZERO)
 }
 
@@ -301,14 +341,15 @@ pub fn fork(options: ForkOptions, on_event: Function<'_, WorkerEvent, ()>) -> Re
     Ok(info) => Ok({
       EVENT_FNS.with(|m| m.borrow_mut().insert(id, handle));
       ForkResult {
-      id,
-      pid: Some(info.pid),
-      errno: None,
-      stdin: info.stdin.map(IntoRawFd::into_raw_fd),
-      stdout: info.stdout.map(IntoRawFd::into_raw_fd),
-      stderr: info.stderr.map(IntoRawFd::into_raw_fd),
-      extra: extra_fds(info.extra),
-    }}),
+        id,
+        pid: Some(info.pid),
+        errno: None,
+        stdin: info.stdin.map(IntoRawFd::into_raw_fd),
+        stdout: info.stdout.map(IntoRawFd::into_raw_fd),
+        stderr: info.stderr.map(IntoRawFd::into_raw_fd),
+        extra: extra_fds(info.extra),
+      }
+    }),
     Err(e) => Ok(ForkResult {
       id,
       pid: None,
@@ -327,9 +368,10 @@ pub fn fork(options: ForkOptions, on_event: Function<'_, WorkerEvent, ()>) -> Re
 #[napi]
 pub fn send(id: u32, frame: Buffer, fd: Option<i32>, token: Option<u32>) -> Result<i64> {
   let dup = match fd {
-    Some(fd) => Some(sockets::dup_fd(fd).map_err(|errno| {
-      Error::from_reason(format!("cannot duplicate handle fd {fd}: errno {}", -errno))
-    })?),
+    Some(fd) => Some(
+      sockets::dup_fd(fd)
+        .map_err(|errno| Error::from_reason(format!("cannot duplicate handle fd {fd}: errno {}", -errno)))?,
+    ),
     None => None,
   };
   match core()?.send(id, frame.to_vec(), dup, token) {

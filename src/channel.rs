@@ -92,7 +92,13 @@ impl Decoder {
   }
 
   pub fn with_limit(mode: Serialization, max: usize) -> Self {
-    Decoder { mode, buf: Vec::new(), start: 0, scanned: 0, max }
+    Decoder {
+      mode,
+      buf: Vec::new(),
+      start: 0,
+      scanned: 0,
+      max,
+    }
   }
 
   pub fn push(&mut self, data: &[u8]) {
@@ -109,24 +115,22 @@ impl Decoder {
   pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
     let pending = &self.buf[self.start..];
     match self.mode {
-      Serialization::Json => {
-        match pending[self.scanned..].iter().position(|&b| b == b'\n') {
-          Some(i) => {
-            let end = self.scanned + i;
-            let frame = pending[..end].to_vec();
-            self.start += end + 1;
-            self.scanned = 0;
-            Ok(Some(frame))
-          }
-          None => {
-            self.scanned = pending.len();
-            if pending.len() > self.max {
-              return Err(FrameError::TooLarge(pending.len()));
-            }
-            Ok(None)
-          }
+      Serialization::Json => match pending[self.scanned..].iter().position(|&b| b == b'\n') {
+        Some(i) => {
+          let end = self.scanned + i;
+          let frame = pending[..end].to_vec();
+          self.start += end + 1;
+          self.scanned = 0;
+          Ok(Some(frame))
         }
-      }
+        None => {
+          self.scanned = pending.len();
+          if pending.len() > self.max {
+            return Err(FrameError::TooLarge(pending.len()));
+          }
+          Ok(None)
+        }
+      },
       Serialization::Advanced => {
         if pending.len() < 4 {
           return Ok(None);
@@ -167,8 +171,7 @@ pub fn frame(mode: Serialization, payload: &[u8]) -> Vec<u8> {
 pub fn recv_with_fds(sock: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
   let mut iov = [IoSliceMut::new(buf)];
   let mut space = nix::cmsg_space!([RawFd; 8]);
-  let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
-    .map_err(io::Error::from)?;
+  let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC).map_err(io::Error::from)?;
   for cmsg in msg.cmsgs().map_err(io::Error::from)? {
     if let ControlMessageOwned::ScmRights(received) = cmsg {
       // SAFETY: the kernel just installed these fds in our table; we own them.
@@ -251,7 +254,11 @@ pub async fn write_loop(
         if let Some((f, tries)) = in_flight.take() {
           if tries < MAX_HANDLE_RETRANSMISSIONS {
             queued.fetch_add(f.bytes.len(), Ordering::Relaxed);
-            queue.push_front(OutFrame { bytes: f.bytes, fd: f.fd, token: None });
+            queue.push_front(OutFrame {
+              bytes: f.bytes,
+              fd: f.fd,
+              token: None,
+            });
             retries_of_head = tries + 1;
           }
         }
@@ -289,7 +296,10 @@ pub async fn write_loop(
   for f in queue.drain(..) {
     queued.fetch_sub(f.bytes.len(), Ordering::Relaxed);
     if let Some(token) = f.token {
-      events(WriterEvent::Written { token, error: Some(error.clone()) });
+      events(WriterEvent::Written {
+        token,
+        error: Some(error.clone()),
+      });
     }
   }
   let _ = nix::sys::socket::shutdown(sock.as_raw_fd(), nix::sys::socket::Shutdown::Both);
@@ -306,7 +316,11 @@ async fn send_one(
   let frame = queue.pop_front().expect("send_one on an empty queue");
   let mut off = 0;
   while off < frame.bytes.len() {
-    let pass = if off == 0 { frame.fd.as_ref().map(|f| f.as_raw_fd()) } else { None };
+    let pass = if off == 0 {
+      frame.fd.as_ref().map(|f| f.as_raw_fd())
+    } else {
+      None
+    };
     let mut guard = sock.writable().await?;
     match guard.try_io(|s| send_with_fd(s.as_raw_fd(), &frame.bytes[off..], pass)) {
       Ok(Ok(n)) => off += n,
@@ -314,7 +328,10 @@ async fn send_one(
       Ok(Err(e)) => {
         queued.fetch_sub(frame.bytes.len(), Ordering::Relaxed);
         if let Some(token) = frame.token {
-          events(WriterEvent::Written { token, error: Some(e.to_string()) });
+          events(WriterEvent::Written {
+            token,
+            error: Some(e.to_string()),
+          });
         }
         return Err(e);
       }
@@ -331,7 +348,9 @@ async fn send_one(
 pub enum ReaderEvent {
   Message(Inbound),
   /// The channel ended: EOF, a read error, or a frame we refuse (`error`).
-  End { error: Option<String> },
+  End {
+    error: Option<String>,
+  },
 }
 
 /// Reads frames until EOF or an error; each becomes one `ReaderEvent`.
@@ -343,16 +362,22 @@ pub async fn read_loop(sock: Arc<AsyncFd<OwnedFd>>, mode: Serialization, events:
   loop {
     let mut guard = match sock.readable().await {
       Ok(g) => g,
-      Err(e) => return events(ReaderEvent::End { error: Some(e.to_string()) }),
+      Err(e) => {
+        return events(ReaderEvent::End {
+          error: Some(e.to_string()),
+        })
+      }
     };
     let n = match guard.try_io(|s| recv_with_fds(s.as_raw_fd(), &mut buf, &mut received)) {
       Ok(Ok(0)) => return events(ReaderEvent::End { error: None }),
       Ok(Ok(n)) => n,
       Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
-      Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset => {
-        return events(ReaderEvent::End { error: None })
+      Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset => return events(ReaderEvent::End { error: None }),
+      Ok(Err(e)) => {
+        return events(ReaderEvent::End {
+          error: Some(e.to_string()),
+        })
       }
-      Ok(Err(e)) => return events(ReaderEvent::End { error: Some(e.to_string()) }),
       Err(_would_block) => continue,
     };
     if n < buf.len() {
@@ -378,7 +403,11 @@ pub async fn read_loop(sock: Arc<AsyncFd<OwnedFd>>, mode: Serialization, events:
           events(ReaderEvent::Message(msg));
         }
         Ok(None) => break,
-        Err(e) => return events(ReaderEvent::End { error: Some(e.to_string()) }),
+        Err(e) => {
+          return events(ReaderEvent::End {
+            error: Some(e.to_string()),
+          })
+        }
       }
     }
   }
@@ -428,8 +457,7 @@ mod tests {
   #[test]
   fn fd_travels_with_bytes() {
     use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-    let (a, b) =
-      socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC).unwrap();
+    let (a, b) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC).unwrap();
     let file = std::fs::File::open("/dev/null").unwrap();
     send_with_fd(a.as_raw_fd(), b"x\n", Some(file.as_raw_fd())).unwrap();
     let mut buf = [0u8; 16];

@@ -109,7 +109,12 @@ impl RoundRobin {
   ) -> Result<RoundRobin, i32> {
     let sockname = sockets::sockname_json(&listener).filter(|_| unlink.is_none());
     let acceptor = Acceptor::start(listener, deliver)?;
-    Ok(RoundRobin { dispatcher: Dispatcher::default(), sockname, unlink, _acceptor: acceptor })
+    Ok(RoundRobin {
+      dispatcher: Dispatcher::default(),
+      sockname,
+      unlink,
+      _acceptor: acceptor,
+    })
   }
 }
 
@@ -187,7 +192,10 @@ mod tests {
 
   #[test]
   fn accepts_in_batches() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+      .enable_all()
+      .build()
+      .unwrap();
     rt.block_on(async {
       let s = sockets::bind_tcp(sockets::Kind::Tcp4, Some("127.0.0.1"), 0, 0, false).unwrap();
       sockets::listen(&s, 64).unwrap();
@@ -197,8 +205,9 @@ mod tests {
         let _ = tx.send(b.len());
       })
       .unwrap();
-      let clients: Vec<_> =
-        (0..10).map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+      let clients: Vec<_> = (0..10)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
       let mut total = 0;
       while total < clients.len() {
         total += tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())

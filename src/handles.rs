@@ -66,7 +66,10 @@ pub struct Query {
 
 impl Query {
   pub fn from_fields(f: &Fields) -> Result<Query, i32> {
-    let kind = f.get("addressType").and_then(Kind::from_address_type).ok_or(-libc::EINVAL)?;
+    let kind = f
+      .get("addressType")
+      .and_then(Kind::from_address_type)
+      .ok_or(-libc::EINVAL)?;
     let port = match f.get("port").and_then(Value::as_i64) {
       Some(p) if (0..=65535).contains(&p) => p as u16,
       Some(_) if kind == Kind::Pipe => 0,
@@ -77,7 +80,11 @@ impl Query {
       kind,
       address: f.get("address").and_then(Value::as_str).map(str::to_owned),
       port,
-      fd: f.get("fd").and_then(Value::as_i64).filter(|fd| *fd >= 0).map(|fd| fd as i32),
+      fd: f
+        .get("fd")
+        .and_then(Value::as_i64)
+        .filter(|fd| *fd >= 0)
+        .map(|fd| fd as i32),
       flags: f.get("flags").and_then(Value::as_u64).unwrap_or(0) as u32,
       data: f.get("data").cloned().unwrap_or(Value::Null),
     })
@@ -120,7 +127,10 @@ pub struct ReusePortGroup {
 
 pub enum Shape {
   /// One socket for every worker.
-  Shared { sock: Arc<OwnedFd>, unlink: Option<PathBuf> },
+  Shared {
+    sock: Arc<OwnedFd>,
+    unlink: Option<PathBuf>,
+  },
   ReusePort(ReusePortGroup),
   RoundRobin(RoundRobin),
 }
@@ -151,7 +161,10 @@ impl ServerHandle {
       // would on opening it.
       let dup = sockets::dup_fd(fd)?;
       let _ = crate::spawn::set_nonblocking(dup.as_raw_fd(), true);
-      Shape::Shared { sock: Arc::new(dup), unlink: None }
+      Shape::Shared {
+        sock: Arc::new(dup),
+        unlink: None,
+      }
     } else {
       match (q.kind, policy) {
         (Kind::Pipe, p) => {
@@ -162,7 +175,10 @@ impl ServerHandle {
             let d = deliver.clone();
             Shape::RoundRobin(RoundRobin::start(sock, Some(path), move |c| d(c))?)
           } else {
-            Shape::Shared { sock: Arc::new(sock.into()), unlink: Some(path) }
+            Shape::Shared {
+              sock: Arc::new(sock.into()),
+              unlink: Some(path),
+            }
           }
         }
         // UDP stays one shared socket, as in Node: a reuseport group would
@@ -182,7 +198,12 @@ impl ServerHandle {
           let port = sockets::local_port(&first).unwrap_or(q.port);
           Shape::ReusePort(ReusePortGroup {
             port,
-            slots: vec![Slot { sock: Arc::new(first.into()), owner: None, drain: None, vacated: None }],
+            slots: vec![Slot {
+              sock: Arc::new(first.into()),
+              owner: None,
+              drain: None,
+              vacated: None,
+            }],
             dispatcher: Dispatcher::default(),
             steering: true,
           })
@@ -194,10 +215,19 @@ impl ServerHandle {
           Shape::RoundRobin(RoundRobin::start(s, None, move |c| d(c))?)
         }
         // SCHED_NONE, and UDP under the other policies.
-        _ => Shape::Shared { sock: Arc::new(q.bind(q.port, false)?.into()), unlink: None },
+        _ => Shape::Shared {
+          sock: Arc::new(q.bind(q.port, false)?.into()),
+          unlink: None,
+        },
       }
     };
-    Ok(ServerHandle { data: q.data.clone(), query: q, shape, workers: HashSet::new(), deliver })
+    Ok(ServerHandle {
+      data: q.data.clone(),
+      query: q,
+      shape,
+      workers: HashSet::new(),
+      deliver,
+    })
   }
 
   /// Adds a worker and says what it gets.
@@ -207,7 +237,9 @@ impl ServerHandle {
       Shape::ReusePort(g) => Grant::Handle(g.add(worker, &self.query)?),
       Shape::RoundRobin(rr) => {
         rr.dispatcher.add_worker(worker);
-        Grant::RoundRobin { sockname: rr.sockname.clone() }
+        Grant::RoundRobin {
+          sockname: rr.sockname.clone(),
+        }
       }
     };
     self.workers.insert(worker);
@@ -260,7 +292,12 @@ impl ReusePortGroup {
       None => {
         let s = q.bind(self.port, true)?;
         sockets::listen(&s, DEFAULT_BACKLOG)?;
-        self.slots.push(Slot { sock: Arc::new(s.into()), owner: None, drain: None, vacated: None });
+        self.slots.push(Slot {
+          sock: Arc::new(s.into()),
+          owner: None,
+          drain: None,
+          vacated: None,
+        });
         self.slots.len() - 1
       }
     };
@@ -276,19 +313,16 @@ impl ReusePortGroup {
 
   fn vacate(&mut self, worker: u32, deliver: &Deliver) {
     self.dispatcher.remove_worker(worker);
-    let Some(idx) = self.slots.iter().position(|s| s.owner == Some(worker)) else { return };
+    let Some(idx) = self.slots.iter().position(|s| s.owner == Some(worker)) else {
+      return;
+    };
     let slot = &mut self.slots[idx];
     slot.owner = None;
     slot.vacated = Some(Instant::now());
-    slot.drain = slot
-      .sock
-      .as_fd()
-      .try_clone_to_owned()
-      .ok()
-      .and_then(|dup| {
-        let d = deliver.clone();
-        Acceptor::start(Socket::from(dup), move |c| d(c)).ok()
-      });
+    slot.drain = slot.sock.as_fd().try_clone_to_owned().ok().and_then(|dup| {
+      let d = deliver.clone();
+      Acceptor::start(Socket::from(dup), move |c| d(c)).ok()
+    });
     self.steer();
   }
 
@@ -309,7 +343,10 @@ impl ReusePortGroup {
     drop(slot.drain);
     let fd = slot.sock.as_raw_fd();
     if slot.owner.is_none() {
-      self.dispatcher.backlog.extend(sockets::accept_all(fd).into_iter().map(Arc::new));
+      self
+        .dispatcher
+        .backlog
+        .extend(sockets::accept_all(fd).into_iter().map(Arc::new));
     }
     // SAFETY: shutdown on an fd we hold; detaches a listener from its group.
     unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
@@ -320,8 +357,13 @@ impl ReusePortGroup {
     if !self.steering || self.slots.is_empty() {
       return;
     }
-    let live: Vec<u32> =
-      self.slots.iter().enumerate().filter(|(_, s)| s.owner.is_some()).map(|(i, _)| i as u32).collect();
+    let live: Vec<u32> = self
+      .slots
+      .iter()
+      .enumerate()
+      .filter(|(_, s)| s.owner.is_some())
+      .map(|(i, _)| i as u32)
+      .collect();
     if sockets::steer_reuseport(self.slots[0].sock.as_raw_fd(), &live).is_err() {
       self.steering = false;
     }

@@ -46,28 +46,57 @@ pub enum Event {
   Listening(Value),
   /// A user message: one frame's payload (for a message that came with a
   /// handle, the whole `NODE_HANDLE` envelope).
-  Message { frame: Vec<u8>, handle: Option<Received> },
+  Message {
+    frame: Vec<u8>,
+    handle: Option<Received>,
+  },
   ExitedAfterDisconnect,
   Disconnect,
   /// `then` is what supervision does about it (`Restarting`/`CrashLoop`),
   /// carried in the same event so JS learns both at once.
-  Exit { code: Option<i32>, signal: Option<String>, then: Option<Box<Event>> },
-  Error { message: String, code: String },
-  Sent { token: u32, error: Option<String> },
+  Exit {
+    code: Option<i32>,
+    signal: Option<String>,
+    then: Option<Box<Event>>,
+  },
+  Error {
+    message: String,
+    code: String,
+  },
+  Sent {
+    token: u32,
+    error: Option<String>,
+  },
   /// An internal message JS answers: Node's socket-list queries, and
   /// rcluster messages other than heartbeats (which the core consumes).
   Internal(Value),
   /// The core started this worker by itself, to replace a crashed or hung
   /// worker of `slot`.
-  Forked { slot: u32, pid: i32, stdin: Option<OwnedFd>, stdout: Option<OwnedFd>, stderr: Option<OwnedFd> },
+  Forked {
+    slot: u32,
+    pid: i32,
+    stdin: Option<OwnedFd>,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+  },
   /// This (crashed) worker's slot will be restarted after `delay`.
-  Restarting { slot: u32, delay: Duration },
+  Restarting {
+    slot: u32,
+    delay: Duration,
+  },
   /// This worker's slot crashed too often and will not be restarted.
-  CrashLoop { slot: u32, crashes: u32 },
+  CrashLoop {
+    slot: u32,
+    crashes: u32,
+  },
   /// No heartbeat for `silent`: the worker is killed and replaced.
-  Unresponsive { silent: Duration },
+  Unresponsive {
+    silent: Duration,
+  },
   /// The worker passed `maxMemory` or `maxAge`; JS replaces it gracefully.
-  Recycle { reason: &'static str },
+  Recycle {
+    reason: &'static str,
+  },
 }
 
 #[derive(Debug)]
@@ -144,23 +173,55 @@ enum Msg {
     standby: bool,
     reply: std::sync::mpsc::SyncSender<io::Result<ForkInfo>>,
   },
-  Promote { id: u32 },
+  Promote {
+    id: u32,
+  },
   /// Stop supervising a slot (scale-down, shutdown): no more restarts.
-  Unsupervise { slot: u32 },
-  Respawn { slot: u32 },
+  Unsupervise {
+    slot: u32,
+  },
+  Respawn {
+    slot: u32,
+  },
   Tick,
-  Send { id: u32, frame: OutFrame },
-  Disconnect { id: u32 },
-  CloseChannel { id: u32 },
+  Send {
+    id: u32,
+    frame: OutFrame,
+  },
+  Disconnect {
+    id: u32,
+  },
+  CloseChannel {
+    id: u32,
+  },
   SetPolicy(Policy),
-  Read { id: u32, event: ReaderEvent },
-  Written { id: u32, token: u32, error: Option<String> },
-  WriterDone { id: u32 },
-  Exited { id: u32, status: ExitStatus },
-  ExitDeadline { id: u32 },
-  Accepted { generation: u64, conns: Vec<OwnedFd> },
+  Read {
+    id: u32,
+    event: ReaderEvent,
+  },
+  Written {
+    id: u32,
+    token: u32,
+    error: Option<String>,
+  },
+  WriterDone {
+    id: u32,
+  },
+  Exited {
+    id: u32,
+    status: ExitStatus,
+  },
+  ExitDeadline {
+    id: u32,
+  },
+  Accepted {
+    generation: u64,
+    conns: Vec<OwnedFd>,
+  },
   /// Time to close vacant sockets of `key` nobody took over.
-  Linger { key: String },
+  Linger {
+    key: String,
+  },
 }
 
 /// The binding's handle on the core thread.
@@ -193,13 +254,15 @@ impl Core {
     };
     // This thread lives as long as the process: workers are spawned from it,
     // and PR_SET_PDEATHSIG follows the spawning thread.
-    std::thread::Builder::new().name("rcluster-core".into()).spawn(move || {
-      let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rcluster: cannot start the core runtime");
-      rt.block_on(state.run(rx));
-    })?;
+    std::thread::Builder::new()
+      .name("rcluster-core".into())
+      .spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+          .enable_all()
+          .build()
+          .expect("rcluster: cannot start the core runtime");
+        rt.block_on(state.run(rx));
+      })?;
     Ok(Core { tx, registry, next_id })
   }
 
@@ -221,9 +284,18 @@ impl Core {
     let (reply, result) = std::sync::mpsc::sync_channel(1);
     self
       .tx
-      .send(Msg::Fork { id, spec, sink, supervision, standby, reply })
+      .send(Msg::Fork {
+        id,
+        spec,
+        sink,
+        supervision,
+        standby,
+        reply,
+      })
       .map_err(|_| io::Error::other("rcluster core is not running"))?;
-    result.recv().map_err(|_| io::Error::other("rcluster core is not running"))?
+    result
+      .recv()
+      .map_err(|_| io::Error::other("rcluster core is not running"))?
   }
 
   /// Queues a complete frame; returns the bytes now queued for that worker.
@@ -236,8 +308,15 @@ impl Core {
       }
     };
     let total = queued.fetch_add(bytes.len(), Ordering::Relaxed) + bytes.len();
-    let frame = OutFrame { bytes, fd: fd.map(Arc::new), token };
-    self.tx.send(Msg::Send { id, frame }).map_err(|_| SendError::ChannelClosed)?;
+    let frame = OutFrame {
+      bytes,
+      fd: fd.map(Arc::new),
+      token,
+    };
+    self
+      .tx
+      .send(Msg::Send { id, frame })
+      .map_err(|_| SendError::ChannelClosed)?;
     Ok(total)
   }
 
@@ -287,7 +366,11 @@ impl Core {
       let w = reg.get(&id)?;
       (w.pid, w.handoffs.load(Ordering::Relaxed))
     };
-    Some(WorkerStats { pid, handoffs, usage: supervisor::usage(pid) })
+    Some(WorkerStats {
+      pid,
+      handoffs,
+      usage: supervisor::usage(pid),
+    })
   }
 }
 
@@ -370,7 +453,14 @@ impl State {
 
   fn handle(&mut self, msg: Msg) {
     match msg {
-      Msg::Fork { id, spec, sink, supervision, standby, reply } => {
+      Msg::Fork {
+        id,
+        spec,
+        sink,
+        supervision,
+        standby,
+        reply,
+      } => {
         let result = self.fork(id, spec.clone(), sink.clone(), supervision.clone());
         if let (Ok(_), Some(sup), false) = (&result, supervision, standby) {
           self.supervise(id, spec, sink, sup);
@@ -394,8 +484,14 @@ impl State {
       Msg::Disconnect { id } => self.disconnect(id),
       Msg::CloseChannel { id } => self.write(id, WriterCmd::Close),
       Msg::SetPolicy(p) => self.policy = p,
-      Msg::Read { id, event: ReaderEvent::Message(m) } => self.on_message(id, m),
-      Msg::Read { id, event: ReaderEvent::End { error } } => self.on_channel_end(id, error),
+      Msg::Read {
+        id,
+        event: ReaderEvent::Message(m),
+      } => self.on_message(id, m),
+      Msg::Read {
+        id,
+        event: ReaderEvent::End { error },
+      } => self.on_channel_end(id, error),
       Msg::Written { id, token, error } => self.emit(id, Event::Sent { token, error }),
       Msg::WriterDone { id } => {
         if let Some(w) = self.workers.get_mut(&id) {
@@ -435,7 +531,13 @@ impl State {
     }
   }
 
-  fn fork(&mut self, id: u32, mut spec: SpawnSpec, sink: EventSink, supervision: Option<Supervision>) -> io::Result<ForkInfo> {
+  fn fork(
+    &mut self,
+    id: u32,
+    mut spec: SpawnSpec,
+    sink: EventSink,
+    supervision: Option<Supervision>,
+  ) -> io::Result<ForkInfo> {
     let mode = spec.serialization;
     spec.env.retain(|(k, _)| k != "NODE_UNIQUE_ID");
     spec.env.push(("NODE_UNIQUE_ID".into(), id.to_string()));
@@ -446,7 +548,10 @@ impl State {
       let _ = r.add(id, fd.as_raw_fd());
     }
     let kept_spec = spec.clone();
-    let channel = Arc::new(channel::register(s.channel, tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE)?);
+    let channel = Arc::new(channel::register(
+      s.channel,
+      tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE,
+    )?);
     let queued = Arc::new(AtomicUsize::new(0));
     let (writer_tx, writer_rx) = unbounded_channel();
 
@@ -459,9 +564,14 @@ impl State {
     let writer_queued = queued.clone();
     let writer_channel = channel.clone();
     tokio::spawn(async move {
-      channel::write_loop(writer_channel, writer_rx, writer_queued, move |WriterEvent::Written { token, error }| {
-        let _ = tx.send(Msg::Written { id, token, error });
-      })
+      channel::write_loop(
+        writer_channel,
+        writer_rx,
+        writer_queued,
+        move |WriterEvent::Written { token, error }| {
+          let _ = tx.send(Msg::Written { id, token, error });
+        },
+      )
       .await;
       let _ = done.send(Msg::WriterDone { id });
     });
@@ -477,7 +587,13 @@ impl State {
     let handoffs = Arc::new(AtomicU64::new(0));
     self.registry.lock().unwrap().insert(
       id,
-      WorkerShared { queued: queued.clone(), pidfd, open: true, pid, handoffs: handoffs.clone() },
+      WorkerShared {
+        queued: queued.clone(),
+        pidfd,
+        open: true,
+        pid,
+        handoffs: handoffs.clone(),
+      },
     );
     if supervision.as_ref().is_some_and(Supervision::watched) && !self.watchdog {
       self.watchdog = true;
@@ -514,7 +630,13 @@ impl State {
         unanswered: 0,
       },
     );
-    Ok(ForkInfo { pid: s.pid, stdin: s.stdin, stdout: s.stdout, stderr: s.stderr, extra: s.extra })
+    Ok(ForkInfo {
+      pid: s.pid,
+      stdin: s.stdin,
+      stdout: s.stdout,
+      stderr: s.stderr,
+      extra: s.extra,
+    })
   }
 
   fn ensure_reaper(&mut self) {
@@ -579,11 +701,25 @@ impl State {
       Inbound::NewconnReply { ack, accepted } => self.on_newconn_reply(ack, accepted),
       Inbound::HandleAck => self.write(id, WriterCmd::HandleAck),
       Inbound::HandleNack => self.write(id, WriterCmd::HandleNack),
-      Inbound::Handle { envelope, handle_type, fd } => match fd {
+      Inbound::Handle {
+        envelope,
+        handle_type,
+        fd,
+      } => match fd {
         Some(fd) => {
           self.send_internal(id, protocol::handle_ack(true), None);
           let socket = sockets::describe(fd.as_raw_fd());
-          self.emit(id, Event::Message { frame: envelope, handle: Some(Received { fd, handle_type, socket }) });
+          self.emit(
+            id,
+            Event::Message {
+              frame: envelope,
+              handle: Some(Received {
+                fd,
+                handle_type,
+                socket,
+              }),
+            },
+          );
         }
         None => self.send_internal(id, protocol::handle_ack(false), None),
       },
@@ -657,7 +793,11 @@ impl State {
         }
         Err(errno) => {
           // Nothing is kept: the next worker asking tries again, as in Node.
-          self.send_cluster(id, json!({ "errno": errno, "key": key, "ack": ack, "data": null }), None);
+          self.send_cluster(
+            id,
+            json!({ "errno": errno, "key": key, "ack": ack, "data": null }),
+            None,
+          );
           return;
         }
       }
@@ -673,7 +813,11 @@ impl State {
     match handle.add(id) {
       Ok(Grant::Handle(fd)) => {
         self.remember_key(id, &key);
-        self.send_cluster(id, json!({ "errno": 0, "key": key, "ack": ack, "data": data }), Some((fd, ty)));
+        self.send_cluster(
+          id,
+          json!({ "errno": 0, "key": key, "ack": ack, "data": data }),
+          Some((fd, ty)),
+        );
       }
       Ok(Grant::RoundRobin { sockname }) => {
         self.remember_key(id, &key);
@@ -689,7 +833,11 @@ impl State {
         if empty {
           self.drop_handle(&key);
         }
-        self.send_cluster(id, json!({ "errno": errno, "key": key, "ack": ack, "data": null }), None);
+        self.send_cluster(
+          id,
+          json!({ "errno": errno, "key": key, "ack": ack, "data": null }),
+          None,
+        );
       }
     }
   }
@@ -707,7 +855,9 @@ impl State {
     let restarts = match self.workers.get_mut(&id) {
       Some(w) => {
         w.keys.remove(key);
-        w.supervision.as_ref().is_some_and(|s| s.restart.is_some() || s.hang_timeout.is_some())
+        w.supervision
+          .as_ref()
+          .is_some_and(|s| s.restart.is_some() || s.hang_timeout.is_some())
       }
       None => false,
     };
@@ -743,7 +893,12 @@ impl State {
       self.release(id, &key, graceful);
     }
     // Connections handed to this worker but not accepted go to the others.
-    let mine: Vec<u64> = self.handoffs.iter().filter(|(_, h)| h.worker == id).map(|(s, _)| *s).collect();
+    let mine: Vec<u64> = self
+      .handoffs
+      .iter()
+      .filter(|(_, h)| h.worker == id)
+      .map(|(s, _)| *s)
+      .collect();
     let mut touched = HashSet::new();
     for seq in mine {
       let h = self.handoffs.remove(&seq).expect("listed above");
@@ -771,7 +926,10 @@ impl State {
         return;
       }
       let pick = d.pick(|w| {
-        workers.get(&w).filter(|w| w.connected && !w.leaving && w.exit.is_none()).map(|w| w.unanswered)
+        workers
+          .get(&w)
+          .filter(|w| w.connected && !w.leaving && w.exit.is_none())
+          .map(|w| w.unanswered)
       });
       let Some(worker) = pick else { return };
       let conn = d.backlog.pop_front().expect("checked non-empty");
@@ -779,9 +937,20 @@ impl State {
       if let Some(w) = self.workers.get(&worker) {
         let bytes = protocol::newconn_frame(w.mode, seq, key);
         w.queued.fetch_add(bytes.len(), Ordering::Relaxed);
-        let _ = w.writer.send(WriterCmd::Frame(OutFrame { bytes, fd: Some(conn.clone()), token: None }));
+        let _ = w.writer.send(WriterCmd::Frame(OutFrame {
+          bytes,
+          fd: Some(conn.clone()),
+          token: None,
+        }));
       }
-      self.handoffs.insert(seq, HandOff { key: key.to_owned(), worker, conn });
+      self.handoffs.insert(
+        seq,
+        HandOff {
+          key: key.to_owned(),
+          worker,
+          conn,
+        },
+      );
       if let Some(w) = self.workers.get_mut(&worker) {
         w.unanswered += 1;
         w.handoffs.fetch_add(1, Ordering::Relaxed);
@@ -824,7 +993,13 @@ impl State {
       w.open = false;
     }
     if let Some(message) = error {
-      self.emit(id, Event::Error { message, code: "ERR_RCLUSTER_BAD_MESSAGE".into() });
+      self.emit(
+        id,
+        Event::Error {
+          message,
+          code: "ERR_RCLUSTER_BAD_MESSAGE".into(),
+        },
+      );
     }
     self.release_all(id);
     self.emit(id, Event::Disconnect);
@@ -864,7 +1039,14 @@ impl State {
     w.exit_emitted = true;
     let signal = status.signal.map(spawn::signal_name);
     let then = self.after_exit(id).map(Box::new);
-    self.emit(id, Event::Exit { code: status.code, signal, then });
+    self.emit(
+      id,
+      Event::Exit {
+        code: status.code,
+        signal,
+        then,
+      },
+    );
     self.maybe_forget(id);
   }
 
@@ -880,7 +1062,17 @@ impl State {
       }
       None => {
         let backoff = sup.restart.clone().map(Backoff::new);
-        self.slots.insert(slot, Slot { spec, sink, supervision: sup, backoff, current: id, pending: false });
+        self.slots.insert(
+          slot,
+          Slot {
+            spec,
+            sink,
+            supervision: sup,
+            backoff,
+            current: id,
+            pending: false,
+          },
+        );
       }
     }
   }
@@ -916,7 +1108,10 @@ impl State {
           tokio::time::sleep(after).await;
           let _ = tx.send(Msg::Respawn { slot: slot_id });
         });
-        Some(Event::Restarting { slot: slot_id, delay: after })
+        Some(Event::Restarting {
+          slot: slot_id,
+          delay: after,
+        })
       }
       Decision::CrashLoop { crashes } => {
         self.slots.remove(&slot_id);
@@ -938,7 +1133,13 @@ impl State {
         self.supervise(id, spec, sink.clone(), sup);
         sink(
           id,
-          Event::Forked { slot: slot_id, pid: info.pid, stdin: info.stdin, stdout: info.stdout, stderr: info.stderr },
+          Event::Forked {
+            slot: slot_id,
+            pid: info.pid,
+            stdin: info.stdin,
+            stdout: info.stdout,
+            stderr: info.stderr,
+          },
         );
       }
       Err(e) => {
@@ -948,7 +1149,13 @@ impl State {
           None => Decision::CrashLoop { crashes: 1 },
         };
         let current = self.slots.get(&slot_id).map(|s| s.current).unwrap_or(0);
-        sink(current, Event::Error { message: format!("cannot restart slot {slot_id}: {e}"), code: "ERR_RCLUSTER_RESTART".into() });
+        sink(
+          current,
+          Event::Error {
+            message: format!("cannot restart slot {slot_id}: {e}"),
+            code: "ERR_RCLUSTER_RESTART".into(),
+          },
+        );
         match decision {
           Decision::Restart { after } => {
             let tx = self.tx.clone();
@@ -1011,7 +1218,10 @@ impl State {
   /// Drops everything of a worker that has exited and disconnected; its
   /// event sink goes with it.
   fn maybe_forget(&mut self, id: u32) {
-    let done = self.workers.get(&id).is_some_and(|w| w.exit_emitted && !w.connected && w.writer_done);
+    let done = self
+      .workers
+      .get(&id)
+      .is_some_and(|w| w.exit_emitted && !w.connected && w.writer_done);
     if done {
       self.release_all(id);
       self.workers.remove(&id);
@@ -1033,9 +1243,16 @@ mod tests {
     SpawnSpec {
       file: "node".into(),
       args: vec![path.to_string_lossy().into_owned()],
-      env: std::env::vars().chain([("NODE_UNIQUE_ID".to_string(), "1".to_string())]).collect(),
+      env: std::env::vars()
+        .chain([("NODE_UNIQUE_ID".to_string(), "1".to_string())])
+        .collect(),
       cwd: None,
-      stdio: vec![StdioSpec::Ignore, StdioSpec::Inherit, StdioSpec::Inherit, StdioSpec::Ipc],
+      stdio: vec![
+        StdioSpec::Ignore,
+        StdioSpec::Inherit,
+        StdioSpec::Inherit,
+        StdioSpec::Ipc,
+      ],
       uid: None,
       gid: None,
       serialization: Serialization::Json,
@@ -1074,9 +1291,7 @@ mod tests {
     let rx = collect(
       &core,
       1,
-      node_worker(
-        "require('net').createServer(s => s.end('hi')).listen(0, '127.0.0.1')",
-      ),
+      node_worker("require('net').createServer(s => s.end('hi')).listen(0, '127.0.0.1')"),
     );
     let first = next(&rx);
     assert!(matches!(first, Event::Online), "{first:?}");

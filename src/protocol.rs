@@ -30,13 +30,20 @@ pub enum Inbound {
   Cluster(Fields),
   /// A worker's answer to `newconn` (the per-connection hot path, parsed
   /// without building a map).
-  NewconnReply { ack: u64, accepted: bool },
+  NewconnReply {
+    ack: u64,
+    accepted: bool,
+  },
   HandleAck,
   HandleNack,
   /// A user message that came with an fd (or should have: `fd` is `None` when
   /// the fd was lost, and the sender gets a NACK). `envelope` is the whole
   /// frame; JS unwraps `.msg` with the full deserializer.
-  Handle { envelope: Vec<u8>, handle_type: String, fd: Option<OwnedFd> },
+  Handle {
+    envelope: Vec<u8>,
+    handle_type: String,
+    fd: Option<OwnedFd>,
+  },
   Rcluster(Fields),
   /// `NODE_SOCKET_NOTIFY_CLOSE` / `NODE_SOCKET_GET_COUNT`, for JS.
   SocketList(Fields),
@@ -61,7 +68,11 @@ fn classify_fields(cmd: &str, mut fields: Fields, frame: Vec<u8>, fds: &mut VecD
         Some(Value::String(s)) => s,
         _ => String::new(),
       };
-      Inbound::Handle { envelope: frame, handle_type, fd: fds.pop_front() }
+      Inbound::Handle {
+        envelope: frame,
+        handle_type,
+        fd: fds.pop_front(),
+      }
     }
     "NODE_RCLUSTER" => Inbound::Rcluster(fields),
     "NODE_SOCKET_NOTIFY_CLOSE" | "NODE_SOCKET_GET_COUNT" => {
@@ -158,7 +169,10 @@ pub fn newconn_frame(mode: Serialization, seq: u64, key: &str) -> Vec<u8> {
     }
     Serialization::Advanced => encode(
       mode,
-      &handle_envelope("net.Native", cluster_message(seq, json!({ "act": "newconn", "key": key }))),
+      &handle_envelope(
+        "net.Native",
+        cluster_message(seq, json!({ "act": "newconn", "key": key })),
+      ),
     ),
   }
 }
@@ -251,15 +265,25 @@ mod tests {
     );
     assert!(matches!(m, Inbound::Cluster(ref f) if act(f) == Some("online") && seq(f) == Some(0)));
     assert!(matches!(
-      classify(Serialization::Json, br#"{"cmd":"NODE_HANDLE_ACK"}"#.to_vec(), &mut fds()),
+      classify(
+        Serialization::Json,
+        br#"{"cmd":"NODE_HANDLE_ACK"}"#.to_vec(),
+        &mut fds()
+      ),
       Inbound::HandleAck
     ));
     assert!(matches!(
       classify(Serialization::Json, br#"{"hello":"NODE_ish"}"#.to_vec(), &mut fds()),
       Inbound::User(_)
     ));
-    assert!(matches!(classify(Serialization::Json, b"[1,2]".to_vec(), &mut fds()), Inbound::User(_)));
-    assert!(matches!(classify(Serialization::Json, b"{oops".to_vec(), &mut fds()), Inbound::Garbage(_)));
+    assert!(matches!(
+      classify(Serialization::Json, b"[1,2]".to_vec(), &mut fds()),
+      Inbound::User(_)
+    ));
+    assert!(matches!(
+      classify(Serialization::Json, b"{oops".to_vec(), &mut fds()),
+      Inbound::Garbage(_)
+    ));
     assert!(matches!(
       classify(Serialization::Json, b"{\"cmd\":\"NODE_X\"".to_vec(), &mut fds()),
       Inbound::Garbage(_)
@@ -273,16 +297,29 @@ mod tests {
       br#"{"cmd":"NODE_CLUSTER","ack":12,"accepted":false,"seq":3}"#.to_vec(),
       &mut fds(),
     );
-    assert!(matches!(m, Inbound::NewconnReply { ack: 12, accepted: false }));
     assert!(matches!(
-      classify(Serialization::Json, br#"{"cmd":"NODE_CLUSTER","ack":12,"accepted":true,"seq":3,"x":1}"#.to_vec(), &mut fds()),
+      m,
+      Inbound::NewconnReply {
+        ack: 12,
+        accepted: false
+      }
+    ));
+    assert!(matches!(
+      classify(
+        Serialization::Json,
+        br#"{"cmd":"NODE_CLUSTER","ack":12,"accepted":true,"seq":3,"x":1}"#.to_vec(),
+        &mut fds()
+      ),
       Inbound::Cluster(_)
     ));
     // The direct frame is the same message the general encoder writes.
     let fast = newconn_frame(Serialization::Json, 9, "null:80:4:undefined:0");
     let general = encode(
       Serialization::Json,
-      &handle_envelope("net.Native", cluster_message(9, json!({"act": "newconn", "key": "null:80:4:undefined:0"}))),
+      &handle_envelope(
+        "net.Native",
+        cluster_message(9, json!({"act": "newconn", "key": "null:80:4:undefined:0"})),
+      ),
     );
     let parse = |b: &[u8]| serde_json::from_slice::<Value>(&b[..b.len() - 1]).unwrap();
     assert_eq!(parse(&fast), parse(&general));
@@ -330,10 +367,7 @@ mod tests {
 
   #[test]
   fn keys_match_nodes_spelling() {
-    let f: Fields = serde_json::from_str(
-      r#"{"address":null,"port":8000,"addressType":4,"index":0}"#,
-    )
-    .unwrap();
+    let f: Fields = serde_json::from_str(r#"{"address":null,"port":8000,"addressType":4,"index":0}"#).unwrap();
     assert_eq!(server_key(&f), "null:8000:4:undefined:0");
   }
 }

@@ -38,7 +38,12 @@ impl Reaper {
     let mut fds = [0; 2];
     // SEQPACKET: message boundaries, and EOF when the primary's end closes.
     let r = unsafe {
-      libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr())
+      libc::socketpair(
+        libc::AF_UNIX,
+        libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+        0,
+        fds.as_mut_ptr(),
+      )
     };
     if r != 0 {
       return Err(io::Error::last_os_error());
@@ -71,7 +76,10 @@ fn send(sock: RawFd, op: u8, id: u32, fd: Option<RawFd>) -> io::Result<()> {
   let mut data = [0u8; 5];
   data[0] = op;
   data[1..].copy_from_slice(&id.to_le_bytes());
-  let mut iov = libc::iovec { iov_base: data.as_mut_ptr().cast(), iov_len: data.len() };
+  let mut iov = libc::iovec {
+    iov_base: data.as_mut_ptr().cast(),
+    iov_len: data.len(),
+  };
   let mut cbuf = [0u64; 8];
   let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
   msg.msg_iov = &mut iov;
@@ -121,7 +129,15 @@ unsafe fn run(control: RawFd) -> ! {
   let mut all: libc::sigset_t = std::mem::zeroed();
   libc::sigemptyset(&mut all);
   libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
-  for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGPIPE, libc::SIGUSR1, libc::SIGUSR2] {
+  for sig in [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGPIPE,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+  ] {
     libc::signal(sig, libc::SIG_IGN);
   }
   libc::prctl(libc::PR_SET_NAME, c"rcluster-reaper".as_ptr() as libc::c_ulong, 0, 0, 0);
@@ -130,7 +146,10 @@ unsafe fn run(control: RawFd) -> ! {
   let mut pidfds = [-1 as RawFd; CAPACITY];
   loop {
     let mut data = [0u8; 5];
-    let mut iov = libc::iovec { iov_base: data.as_mut_ptr().cast(), iov_len: data.len() };
+    let mut iov = libc::iovec {
+      iov_base: data.as_mut_ptr().cast(),
+      iov_len: data.len(),
+    };
     let mut cbuf = [0u64; 8];
     let mut msg: libc::msghdr = std::mem::zeroed();
     msg.msg_iov = &mut iov;
@@ -154,17 +173,15 @@ unsafe fn run(control: RawFd) -> ! {
     }
     let id = u32::from_le_bytes([data[1], data[2], data[3], data[4]]);
     match data[0] {
-      ADD if received >= 0 => {
-        match pidfds.iter().position(|fd| *fd < 0) {
-          Some(i) => {
-            ids[i] = id;
-            pidfds[i] = received;
-          }
-          None => {
-            libc::close(received);
-          }
+      ADD if received >= 0 => match pidfds.iter().position(|fd| *fd < 0) {
+        Some(i) => {
+          ids[i] = id;
+          pidfds[i] = received;
         }
-      }
+        None => {
+          libc::close(received);
+        }
+      },
       REMOVE => {
         for i in 0..CAPACITY {
           if pidfds[i] >= 0 && ids[i] == id {
@@ -180,13 +197,22 @@ unsafe fn run(control: RawFd) -> ! {
       }
     }
   }
-  let grace = libc::timespec { tv_sec: GRACE.as_secs() as libc::time_t, tv_nsec: GRACE.subsec_nanos() as libc::c_long };
+  let grace = libc::timespec {
+    tv_sec: GRACE.as_secs() as libc::time_t,
+    tv_nsec: GRACE.subsec_nanos() as libc::c_long,
+  };
   libc::nanosleep(&grace, std::ptr::null_mut());
   for fd in pidfds {
     if fd >= 0 {
       // Workers that exited meanwhile answer ESRCH; pidfds never hit a
       // recycled pid.
-      libc::syscall(libc::SYS_pidfd_send_signal, fd, libc::SIGKILL, std::ptr::null::<u8>(), 0u32);
+      libc::syscall(
+        libc::SYS_pidfd_send_signal,
+        fd,
+        libc::SIGKILL,
+        std::ptr::null::<u8>(),
+        0u32,
+      );
     }
   }
   libc::_exit(0)
@@ -221,7 +247,10 @@ mod tests {
     let took = t0.elapsed();
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(libc::SIGKILL));
-    assert!(took >= GRACE - Duration::from_millis(50) && took < GRACE * 3, "{took:?}");
+    assert!(
+      took >= GRACE - Duration::from_millis(50) && took < GRACE * 3,
+      "{took:?}"
+    );
     // The reaper exits after its work (we are its parent here: reap it).
     let mut st = 0;
     unsafe { libc::waitpid(reaper_pid, &mut st, 0) };

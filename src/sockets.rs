@@ -76,9 +76,10 @@ fn sock_addr(kind: Kind, address: Option<&str>, port: u16) -> Result<SocketAddr,
   let mut sa = SocketAddr::new(ip, port);
   if let (SocketAddr::V6(v6), Some(a)) = (&mut sa, address) {
     if let Some(zone) = a.split('%').nth(1) {
-      let scope = zone.parse::<u32>().ok().or_else(|| {
-        nix::net::if_::if_nametoindex(zone).ok()
-      });
+      let scope = zone
+        .parse::<u32>()
+        .ok()
+        .or_else(|| nix::net::if_::if_nametoindex(zone).ok());
       v6.set_scope_id(scope.unwrap_or(0));
     }
   }
@@ -95,13 +96,7 @@ fn sock_addr(kind: Kind, address: Option<&str>, port: u16) -> Result<SocketAddr,
 ///
 /// `address: None` means "any": like Node, try the dual-stack `::` first and
 /// fall back to `0.0.0.0` where IPv6 is unavailable.
-pub fn bind_tcp(
-  kind: Kind,
-  address: Option<&str>,
-  port: u16,
-  flags: u32,
-  reuseport: bool,
-) -> Result<Socket, i32> {
+pub fn bind_tcp(kind: Kind, address: Option<&str>, port: u16, flags: u32, reuseport: bool) -> Result<Socket, i32> {
   if address.is_none() {
     if let Ok(s) = bind_tcp_at(sock_addr(Kind::Tcp6, None, port)?, flags, reuseport) {
       return Ok(s);
@@ -116,15 +111,15 @@ fn bind_tcp_at(addr: SocketAddr, flags: u32, reuseport: bool) -> Result<Socket, 
   bind_inet(addr, Type::STREAM, true, reuseport, flags & FLAG_IPV6ONLY != 0)
 }
 
-pub fn bind_udp(
-  kind: Kind,
-  address: Option<&str>,
-  port: u16,
-  flags: u32,
-  reuseport: bool,
-) -> Result<Socket, i32> {
+pub fn bind_udp(kind: Kind, address: Option<&str>, port: u16, flags: u32, reuseport: bool) -> Result<Socket, i32> {
   let addr = sock_addr(kind, address, port)?;
-  bind_inet(addr, Type::DGRAM, flags & FLAG_UDP_REUSEADDR != 0, reuseport, flags & FLAG_IPV6ONLY != 0)
+  bind_inet(
+    addr,
+    Type::DGRAM,
+    flags & FLAG_UDP_REUSEADDR != 0,
+    reuseport,
+    flags & FLAG_IPV6ONLY != 0,
+  )
 }
 
 fn bind_inet(addr: SocketAddr, ty: Type, reuse_addr: bool, reuseport: bool, ipv6_only: bool) -> Result<Socket, i32> {
@@ -288,7 +283,10 @@ pub fn reuseport_program(live: &[u32]) -> Vec<libc::sock_filter> {
 /// (any member will do; the program is the group's).
 pub fn steer_reuseport(fd: RawFd, live: &[u32]) -> io::Result<()> {
   let mut prog = reuseport_program(live);
-  let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_mut_ptr() };
+  let fprog = libc::sock_fprog {
+    len: prog.len() as u16,
+    filter: prog.as_mut_ptr(),
+  };
   // SAFETY: fprog points at `prog`, alive for the call; the kernel copies it.
   let r = unsafe {
     libc::setsockopt(
@@ -336,8 +334,9 @@ mod tests {
     listen(&b, 64).unwrap();
     // Group order is listen order: a = 0, b = 1. Steer everything to b.
     steer_reuseport(a.as_raw_fd(), &[1]).unwrap();
-    let clients: Vec<_> =
-      (0..20).map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+    let clients: Vec<_> = (0..20)
+      .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+      .collect();
     a.set_nonblocking(true).unwrap();
     b.set_nonblocking(true).unwrap();
     let count = |s: &Socket| std::iter::from_fn(|| s.accept().ok()).count();
@@ -346,8 +345,9 @@ mod tests {
     assert_eq!(count(&b), clients.len());
     // Both live: both get some.
     steer_reuseport(a.as_raw_fd(), &[0, 1]).unwrap();
-    let clients: Vec<_> =
-      (0..40).map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+    let clients: Vec<_> = (0..40)
+      .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+      .collect();
     std::thread::sleep(std::time::Duration::from_millis(50));
     let (ca, cb) = (count(&a), count(&b));
     assert_eq!(ca + cb, clients.len());
@@ -374,8 +374,14 @@ mod tests {
     let a = bind_tcp(Kind::Tcp4, Some("127.0.0.1"), 0, 0, false).unwrap();
     listen(&a, 1).unwrap();
     let port = local_port(&a).unwrap();
-    assert_eq!(bind_tcp(Kind::Tcp4, Some("127.0.0.1"), port, 0, false).err(), Some(-libc::EADDRINUSE));
-    assert_eq!(bind_tcp(Kind::Tcp4, Some("not an ip"), 0, 0, false).err(), Some(-libc::EINVAL));
+    assert_eq!(
+      bind_tcp(Kind::Tcp4, Some("127.0.0.1"), port, 0, false).err(),
+      Some(-libc::EADDRINUSE)
+    );
+    assert_eq!(
+      bind_tcp(Kind::Tcp4, Some("not an ip"), 0, 0, false).err(),
+      Some(-libc::EINVAL)
+    );
     assert_eq!(
       bind_tcp(Kind::Tcp4, Some("192.0.2.1"), 0, 0, false).err(),
       Some(-libc::EADDRNOTAVAIL)

@@ -82,8 +82,7 @@ fn stdio_of(spec: &StdioSpec) -> io::Result<Stdio> {
     StdioSpec::Ignore | StdioSpec::Ipc => Stdio::null(),
     StdioSpec::Fd(fd) => {
       // Duplicate: Command closes what it is given once the child has it.
-      let dup = nix::unistd::dup(unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) })
-        .map_err(io::Error::from)?;
+      let dup = nix::unistd::dup(unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) }).map_err(io::Error::from)?;
       Stdio::from(dup)
     }
   })
@@ -101,7 +100,12 @@ pub fn spawn(spec: &SpawnSpec) -> io::Result<Spawned> {
   // SOCK_NONBLOCK was applied to both ends, and O_NONBLOCK lives on the open
   // file description, so clear it on the child's end.
   set_nonblocking(theirs.as_raw_fd(), false)?;
-  let channel_at = spec.stdio.iter().position(|s| *s == StdioSpec::Ipc).filter(|i| *i >= 3).unwrap_or(3);
+  let channel_at = spec
+    .stdio
+    .iter()
+    .position(|s| *s == StdioSpec::Ipc)
+    .filter(|i| *i >= 3)
+    .unwrap_or(3);
 
   // Entries from fd 3 up are placed with dup2 between fork and exec:
   // (target fd in the child, source fd here). Pipes are socket pairs, duplex
@@ -151,8 +155,9 @@ pub fn spawn(spec: &SpawnSpec) -> io::Result<Spawned> {
 
   // Node marks its own fds 0-2 close-on-exec; `Stdio::inherit()` leaves them
   // as they are, so the child would lose them at exec. Clear the flag there.
-  let inherit: Vec<RawFd> =
-    (0..3).filter(|i| std_entry(*i as usize) == StdioSpec::Inherit).collect();
+  let inherit: Vec<RawFd> = (0..3)
+    .filter(|i| std_entry(*i as usize) == StdioSpec::Inherit)
+    .collect();
   let mut temps: Vec<RawFd> = vec![-1; placed.len()];
   let parent = std::process::id() as libc::pid_t;
   let death_signal = spec.death_signal;
@@ -197,7 +202,15 @@ pub fn spawn(spec: &SpawnSpec) -> io::Result<Spawned> {
   let stderr = take(child.stderr.take().map(OwnedFd::from));
   // `child` is dropped without waiting: the exit watcher reaps it.
   drop(child);
-  Ok(Spawned { pid, channel: ours, pidfd, stdin, stdout, stderr, extra })
+  Ok(Spawned {
+    pid,
+    channel: ours,
+    pidfd,
+    stdin,
+    stdout,
+    stderr,
+    extra,
+  })
 }
 
 pub fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
@@ -207,7 +220,11 @@ pub fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
     if flags == -1 {
       return Err(io::Error::last_os_error());
     }
-    let flags = if on { flags | libc::O_NONBLOCK } else { flags & !libc::O_NONBLOCK };
+    let flags = if on {
+      flags | libc::O_NONBLOCK
+    } else {
+      flags & !libc::O_NONBLOCK
+    };
     if libc::fcntl(fd, libc::F_SETFL, flags) == -1 {
       return Err(io::Error::last_os_error());
     }
@@ -234,9 +251,7 @@ fn set_cloexec(fd: RawFd) {
 
 /// Sends `signal` (0 probes) to the process behind `pidfd`.
 pub fn pidfd_send_signal(pidfd: RawFd, signal: i32) -> io::Result<()> {
-  let r = unsafe {
-    libc::syscall(libc::SYS_pidfd_send_signal, pidfd, signal, std::ptr::null::<u8>(), 0)
-  };
+  let r = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd, signal, std::ptr::null::<u8>(), 0) };
   if r < 0 {
     return Err(io::Error::last_os_error());
   }
@@ -252,9 +267,7 @@ pub struct ExitStatus {
 /// Reaps `pid` if it has exited (never blocks, never touches other children).
 pub fn try_reap(pid: i32) -> io::Result<Option<ExitStatus>> {
   let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-  let r = unsafe {
-    libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG)
-  };
+  let r = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG) };
   if r == -1 {
     return Err(io::Error::last_os_error());
   }
@@ -264,8 +277,14 @@ pub fn try_reap(pid: i32) -> io::Result<Option<ExitStatus>> {
   }
   let status = unsafe { info.si_status() };
   Ok(Some(match info.si_code {
-    libc::CLD_EXITED => ExitStatus { code: Some(status), signal: None },
-    _ => ExitStatus { code: None, signal: Some(status) },
+    libc::CLD_EXITED => ExitStatus {
+      code: Some(status),
+      signal: None,
+    },
+    _ => ExitStatus {
+      code: None,
+      signal: Some(status),
+    },
   }))
 }
 
@@ -291,7 +310,12 @@ pub async fn wait_exit(pid: i32, pidfd: Option<OwnedFd>) -> ExitStatus {
     match try_reap(pid) {
       Ok(Some(status)) => return status,
       Ok(None) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
-      Err(_) => return ExitStatus { code: None, signal: None },
+      Err(_) => {
+        return ExitStatus {
+          code: None,
+          signal: None,
+        }
+      }
     }
   }
 }
@@ -333,11 +357,23 @@ mod tests {
   async fn exit_code_and_signal_are_observed() {
     let s = spawn(&spec("/bin/sh", &["-c", "exit 7"])).unwrap();
     let status = wait_exit(s.pid, s.pidfd).await;
-    assert_eq!(status, ExitStatus { code: Some(7), signal: None });
+    assert_eq!(
+      status,
+      ExitStatus {
+        code: Some(7),
+        signal: None
+      }
+    );
 
     let s = spawn(&spec("/bin/sh", &["-c", "kill -TERM $$"])).unwrap();
     let status = wait_exit(s.pid, s.pidfd).await;
-    assert_eq!(status, ExitStatus { code: None, signal: Some(libc::SIGTERM) });
+    assert_eq!(
+      status,
+      ExitStatus {
+        code: None,
+        signal: Some(libc::SIGTERM)
+      }
+    );
     assert_eq!(signal_name(libc::SIGTERM), "SIGTERM");
     assert_eq!(signal_number("SIGKILL"), Some(9));
   }

@@ -54,7 +54,12 @@ pub struct Backoff {
 
 impl Backoff {
   pub fn new(policy: RestartPolicy) -> Self {
-    Backoff { next: policy.initial, policy, crashes: VecDeque::new(), restarts: 0 }
+    Backoff {
+      next: policy.initial,
+      policy,
+      crashes: VecDeque::new(),
+      restarts: 0,
+    }
   }
 
   /// A worker of this slot crashed at `now` after running for `uptime`.
@@ -63,11 +68,17 @@ impl Backoff {
       self.next = self.policy.initial;
     }
     self.crashes.push_back(now);
-    while self.crashes.front().is_some_and(|t| now.duration_since(*t) > self.policy.window) {
+    while self
+      .crashes
+      .front()
+      .is_some_and(|t| now.duration_since(*t) > self.policy.window)
+    {
       self.crashes.pop_front();
     }
     if self.crashes.len() as u32 > self.policy.max_restarts {
-      return Decision::CrashLoop { crashes: self.crashes.len() as u32 };
+      return Decision::CrashLoop {
+        crashes: self.crashes.len() as u32,
+      };
     }
     let after = self.next;
     let grown = self.next.as_secs_f64() * self.policy.factor;
