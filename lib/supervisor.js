@@ -82,6 +82,13 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker 
   const pendingSlots = new Set();
   let shuttingDown = null;
 
+  // A failed background reload/recycle goes to 'error' listeners when there
+  // are any; an 'error' nobody listens for would throw and take the primary down.
+  function report(err) {
+    if (cluster.listenerCount('error') > 0) cluster.emit('error', err);
+    else process.emitWarning(err);
+  }
+
   function supervised() {
     return Boolean(config.restart || config.hangTimeout || config.maxMemory || config.maxAge);
   }
@@ -105,7 +112,7 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker 
       cluster.shutdown().then(() => process.exit(0), () => process.exit(1));
     };
     const reload = () => {
-      cluster.reload().catch((err) => cluster.emit('error', err));
+      cluster.reload().catch(report);
     };
     signalHandlers = { SIGTERM: stop, SIGINT: stop, SIGHUP: reload };
     for (const [sig, fn] of Object.entries(signalHandlers)) process.on(sig, fn);
@@ -174,7 +181,7 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker 
         break;
       case 'recycle':
         cluster.emit('recycle', worker, ev.reason);
-        enqueue(() => replace(worker, {}).catch((err) => cluster.emit('error', err)));
+        enqueue(() => replace(worker, {}).catch(report));
         break;
       default:
         break;

@@ -477,26 +477,30 @@ pub struct NativeWorkerStats {
   pub cpu_system: Option<f64>,
 }
 
+impl NativeWorkerStats {
+  fn new(pid: i32, handoffs: u64, usage: Option<crate::supervisor::Usage>) -> Self {
+    NativeWorkerStats {
+      pid,
+      handoffs: handoffs as f64,
+      rss: usage.as_ref().map(|u| u.rss_bytes as f64),
+      cpu_user: usage.as_ref().map(|u| u.cpu_user_s),
+      cpu_system: usage.as_ref().map(|u| u.cpu_system_s),
+    }
+  }
+}
+
 /// Per-worker figures for `cluster.stats()`; null once the worker is gone.
 #[napi]
 pub fn worker_stats(id: u32) -> Result<Option<NativeWorkerStats>> {
-  Ok(core()?.stats(id).map(|s| NativeWorkerStats {
-    pid: s.pid,
-    handoffs: s.handoffs as f64,
-    rss: s.usage.as_ref().map(|u| u.rss_bytes as f64),
-    cpu_user: s.usage.as_ref().map(|u| u.cpu_user_s),
-    cpu_system: s.usage.as_ref().map(|u| u.cpu_system_s),
-  }))
+  Ok(
+    core()?
+      .stats(id)
+      .map(|s| NativeWorkerStats::new(s.pid, s.handoffs, s.usage)),
+  )
 }
 
 /// Usage of any process (the primary's own, for `stats()` totals).
 #[napi]
 pub fn process_usage(pid: i32) -> Option<NativeWorkerStats> {
-  crate::supervisor::usage(pid).map(|u| NativeWorkerStats {
-    pid,
-    handoffs: 0.0,
-    rss: Some(u.rss_bytes as f64),
-    cpu_user: Some(u.cpu_user_s),
-    cpu_system: Some(u.cpu_system_s),
-  })
+  crate::supervisor::usage(pid).map(|u| NativeWorkerStats::new(pid, 0, Some(u)))
 }

@@ -142,18 +142,21 @@ pub fn classify(mode: Serialization, frame: Vec<u8>, fds: &mut VecDeque<OwnedFd>
 /// `{"cmd":"NODE_CLUSTER","ack":N,"accepted":B,"seq":M}`, exactly as a
 /// Node worker writes it; anything else takes the general path.
 fn parse_newconn_reply(frame: &[u8]) -> Option<(u64, bool)> {
-  let rest = frame.strip_prefix(br#"{"cmd":"NODE_CLUSTER","ack":"#)?;
-  let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-  let ack: u64 = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
-  let rest = rest[digits..].strip_prefix(br#","accepted":"#)?;
-  let (accepted, rest) = if let Some(r) = rest.strip_prefix(b"true") {
-    (true, r)
-  } else {
-    (false, rest.strip_prefix(b"false")?)
+  let (ack, rest) = take_u64(frame.strip_prefix(br#"{"cmd":"NODE_CLUSTER","ack":"#)?)?;
+  let rest = rest.strip_prefix(br#","accepted":"#)?;
+  let (accepted, rest) = match rest.strip_prefix(b"true") {
+    Some(r) => (true, r),
+    None => (false, rest.strip_prefix(b"false")?),
   };
-  let rest = rest.strip_prefix(br#","seq":"#)?;
-  let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-  (digits > 0 && &rest[digits..] == b"}").then_some((ack, accepted))
+  let (_seq, rest) = take_u64(rest.strip_prefix(br#","seq":"#)?)?;
+  (rest == b"}").then_some((ack, accepted))
+}
+
+/// A leading decimal number and what follows it.
+fn take_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
+  let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+  let n = std::str::from_utf8(&bytes[..digits]).ok()?.parse().ok()?;
+  Some((n, &bytes[digits..]))
 }
 
 /// The `newconn` hand-off frame, written directly in JSON mode (it is sent

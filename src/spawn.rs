@@ -10,7 +10,7 @@
 //! libuv owns the SIGCHLD handler.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
@@ -328,11 +328,6 @@ pub fn signal_name(signo: i32) -> String {
 
 pub fn signal_number(name: &str) -> Option<i32> {
   name.parse::<nix::sys::signal::Signal>().ok().map(|s| s as i32)
-}
-
-/// Turns an fd we own into a raw one whose ownership passes to JS.
-pub fn release(fd: OwnedFd) -> RawFd {
-  fd.into_raw_fd()
 }
 
 #[cfg(test)]
