@@ -227,6 +227,32 @@ test('the app is found the way `node app` finds it', async () => {
   }
 });
 
+test('SIGTERM during start-up stops the workers started so far and exits 0', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rcluster-cli-'));
+  try {
+    // 64 forks take seconds here (tens of ms each): the signal lands well inside the start-up.
+    const run = runCli(['-i', '64', app], { PID_DIR: dir });
+    // The first line about a worker ('forked'; main today has only 'online', after all forks).
+    await run.until(/\(pid \d+, slot \d+\) (forked|online)$/);
+    run.child.kill('SIGTERM');
+    const timer = setTimeout(() => run.child.kill('SIGKILL'), 30000);
+    const { code, signal } = await run.exited;
+    clearTimeout(timer);
+    assert.equal(signal, null, run.stderr());
+    assert.equal(code, 0, run.stderr());
+    assert.match(run.stderr(), /SIGTERM: shutting down/);
+    assert.match(run.stderr(), /all workers stopped/);
+    const reported = [...new Set([...run.stderr().matchAll(/\(pid (\d+), slot \d+\)/g)].map((m) => Number(m[1])))];
+    assert.ok(reported.length >= 1 && reported.length < 64, `started ${reported.length} of 64 before stopping`);
+    const ran = fs.readdirSync(dir).map(Number);
+    for (const pid of ran) assert.ok(reported.includes(pid), `worker ${pid} was reported`);
+    for (const pid of reported) assert.equal(isGone(pid), true, `worker ${pid} gone`);
+  } finally {
+    for (const name of fs.readdirSync(dir)) workerPids.add(Number(name)); // killed in test.after if still there
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('-i max honours the CPU quota and affinity', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rcluster-cpus-'));
   const v2 = path.join(dir, 'cpu.max');

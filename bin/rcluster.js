@@ -47,7 +47,7 @@ unit: 512K, 512M, 1G (binary units; KB, MB, GB mean the same). All must be
 greater than 0. Invalid options exit 2.
 
 Signals: SIGHUP reloads the workers one by one without dropping connections;
-SIGTERM and SIGINT stop them gracefully and exit 0.`;
+SIGTERM and SIGINT stop them gracefully (also during start-up) and exit 0.`;
 
 // One line on stderr, exit 2: bad command lines name the flag as typed.
 function fail(message) {
@@ -168,6 +168,7 @@ function main() {
   }
 
   const who = (w) => `worker ${w.id} (pid ${w.process.pid}, slot ${w.slot})`;
+  cluster.on('fork', (w) => say(`${who(w)} forked`));
   cluster.on('online', (w) => say(`${who(w)} online`));
   cluster.on('listening', (w, a) => {
     const where = a.addressType === -1 ? a.address : `${a.address || '*'}:${a.port}`;
@@ -204,7 +205,16 @@ function main() {
   });
 
   say(`starting ${count} worker${count === 1 ? '' : 's'} for ${path.relative(process.cwd(), opts.app) || opts.app}`);
-  for (let i = 0; i < count; i++) cluster.fork();
+  // One fork per turn of the event loop: a fork takes tens of ms, and a signal
+  // that arrives meanwhile must stop the start-up instead of waiting behind it.
+  let forked = 0;
+  const forkNext = () => {
+    if (stopping || forked >= count) return;
+    forked++;
+    cluster.fork();
+    setImmediate(forkNext);
+  };
+  forkNext();
 
   // The CLI exits when nothing is left to run (the core keeps it alive while
   // a restart is pending): 1 if workers crashed for good, else 0.
