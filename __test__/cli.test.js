@@ -158,12 +158,14 @@ test('each bad value is one line naming the flag as typed, exit 2', async () => 
     [['--max-age', '0s'], /^rcluster: --max-age: 0s is out of range/],
     [['--kill-timeout', '1.5'], /^rcluster: --kill-timeout: "1.5" is not a duration/],
     [['--kill-timeout', '0'], /^rcluster: --kill-timeout: 0 is out of range/],
-    // setTimeout fires at once beyond 2^31-1 ms: that would be no grace at all.
     [['--kill-timeout', '25d'], /^rcluster: --kill-timeout: "25d" is not a duration/],
-    [['--kill-timeout', '2147483648'], /^rcluster: --kill-timeout: 2147483648 is out of range \(1ms to 2147483647ms\)$/],
+    // setTimeout fires at once beyond 2^31-1 ms: that would be no grace at all.
+    [['--kill-timeout', '2147483648'], /^rcluster: --kill-timeout: 2147483648 is out of range \(1ms to 2147483647ms\)/],
     [['--policy', 'fifo'], /^rcluster: --policy: "fifo" is not reuseport, rr or none$/],
   ];
-  for (const [args, expected] of [...cases.map(([a, e]) => [[...a, app], e]), [['-i'], /^rcluster: -i needs a value$/]]) {
+  const runs = cases.map(([args, expected]) => [[...args, app], expected]);
+  runs.push([['-i'], /^rcluster: -i needs a value$/]);
+  for (const [args, expected] of runs) {
     const result = await runToExit(args);
     const what = `${args.join(' ')}: ${result.stderr}`;
     assert.equal(result.code, 2, what);

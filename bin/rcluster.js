@@ -75,7 +75,9 @@ function parseSize(flag, v) {
   const m = /^([0-9]+)(?:([kmg])b?|b)?$/i.exec(v);
   if (!m) fail(`${flag}: ${JSON.stringify(v)} is not a size (use e.g. 512M, 1G)`);
   const n = Number(m[1]) * SIZE_UNITS[(m[2] || '').toLowerCase()];
-  if (n < 1 || n > Number.MAX_SAFE_INTEGER) fail(`${flag}: ${v} is out of range (1 byte to ${Number.MAX_SAFE_INTEGER})`);
+  if (n < 1 || n > Number.MAX_SAFE_INTEGER) {
+    fail(`${flag}: ${v} is out of range (1 byte to ${Number.MAX_SAFE_INTEGER})`);
+  }
   return n;
 }
 
@@ -150,7 +152,8 @@ function main() {
   const count = opts.instances === 'max' ? Math.min(cpuCount(), MAX_INSTANCES) : opts.instances;
 
   if (opts.policy) {
-    cluster.schedulingPolicy = { rr: cluster.SCHED_RR, none: cluster.SCHED_NONE, reuseport: cluster.SCHED_REUSEPORT }[opts.policy];
+    const policies = { rr: cluster.SCHED_RR, none: cluster.SCHED_NONE, reuseport: cluster.SCHED_REUSEPORT };
+    cluster.schedulingPolicy = policies[opts.policy];
   }
   try {
     cluster.setupPrimary({
