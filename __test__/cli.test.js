@@ -120,15 +120,138 @@ test('without --restart the CLI exits 1 once its workers crashed', async () => {
   assert.equal(code, 1);
 });
 
+// Runs the CLI to completion (it must exit on its own within 10 s).
+function runToExit(args, options = {}) {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [cli, ...args], { timeout: 10000, ...options }, (err, stdout, stderr) => {
+      resolve({ code: err ? err.code : 0, signal: err ? err.signal : null, stdout, stderr });
+    });
+  });
+}
+
 test('bad options exit 2 with a message', async () => {
   for (const args of [['--bogus', app], ['-i', 'lots', app], ['--hang-timeout', '-1', app], []]) {
-    const result = await new Promise((resolve) => {
-      execFile(process.execPath, [cli, ...args], { timeout: 10000 }, (err, stdout, stderr) => {
-        resolve({ code: err ? err.code : 0, stderr });
-      });
-    });
+    const result = await runToExit(args);
     assert.equal(result.code, 2, `${args.join(' ')}: ${result.stderr}`);
     assert.match(result.stderr, /^rcluster: /);
+  }
+});
+
+test('each bad value is one line naming the flag as typed, exit 2', async () => {
+  const cases = [
+    [['-i', '0x2'], /^rcluster: -i: "0x2" is not a whole number or 'max'$/],
+    [['-i', '2e0'], /^rcluster: -i: "2e0" is not a whole number/],
+    [['-i', '2.0'], /^rcluster: -i: "2.0" is not a whole number/],
+    [['--instances', ' 2'], /^rcluster: --instances: " 2" is not a whole number/],
+    [['-i', '0'], /^rcluster: -i: 0 is out of range \(1 to 1024, or max\)$/],
+    [['-i', '-1'], /^rcluster: -i: "-1" is not a whole number/],
+    [['-i', '100000'], /^rcluster: -i: 100000 is out of range \(1 to 1024/],
+    [['-i', '1025'], /^rcluster: -i: 1025 is out of range/],
+    [['--max-memory', '12X'], /^rcluster: --max-memory: "12X" is not a size \(use e\.g\. 512M, 1G\)$/],
+    [['--max-memory', '0x10'], /^rcluster: --max-memory: "0x10" is not a size/],
+    [['--max-memory', '1e9'], /^rcluster: --max-memory: "1e9" is not a size/],
+    [['--max-memory', '0'], /^rcluster: --max-memory: 0 is out of range/],
+    [['--max-memory', '0M'], /^rcluster: --max-memory: 0M is out of range/],
+    [['--hang-timeout', '0'], /^rcluster: --hang-timeout: 0 is out of range/],
+    [['--hang-timeout', '1e3'], /^rcluster: --hang-timeout: "1e3" is not a duration/],
+    [['--max-age', '0x10'], /^rcluster: --max-age: "0x10" is not a duration/],
+    [['--max-age', '0s'], /^rcluster: --max-age: 0s is out of range/],
+    [['--kill-timeout', '1.5'], /^rcluster: --kill-timeout: "1.5" is not a duration/],
+    [['--kill-timeout', '0'], /^rcluster: --kill-timeout: 0 is out of range/],
+    [['--kill-timeout', '25d'], /^rcluster: --kill-timeout: "25d" is not a duration/],
+    // setTimeout fires at once beyond 2^31-1 ms: that would be no grace at all.
+    [['--kill-timeout', '2147483648'], /^rcluster: --kill-timeout: 2147483648 is out of range \(1ms to 2147483647ms\)/],
+    [['--policy', 'fifo'], /^rcluster: --policy: "fifo" is not reuseport, rr or none$/],
+  ];
+  const runs = cases.map(([args, expected]) => [[...args, app], expected]);
+  runs.push([['-i'], /^rcluster: -i needs a value$/]);
+  for (const [args, expected] of runs) {
+    const result = await runToExit(args);
+    const what = `${args.join(' ')}: ${result.stderr}`;
+    assert.equal(result.code, 2, what);
+    const lines = result.stderr.split('\n').filter(Boolean);
+    assert.equal(lines.length, 1, what);
+    assert.match(lines[0], expected, what);
+    assert.doesNotMatch(lines[0], /options\./, what);
+  }
+});
+
+test('valid sizes and durations with units are accepted', async () => {
+  const port = await freePort();
+  const run = runCli(['-i', '1', '--max-memory', '512M', '--max-age', '1h', '--hang-timeout', '30s',
+    '--kill-timeout', '5000ms', app], { PORT: String(port) });
+  await run.until(/listening on/);
+  assert.match(await get(port), /^\d+$/);
+  run.child.kill('SIGTERM');
+  assert.equal((await run.exited).code, 0);
+});
+
+test('a missing app is one line naming it, exit 2, and no worker starts', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rcluster-cli-'));
+  try {
+    const pids = path.join(dir, 'pids');
+    fs.mkdirSync(pids);
+    const result = await runToExit(['-i', '2', 'nope.js'], { cwd: dir, env: { ...process.env, PID_DIR: pids } });
+    assert.equal(result.code, 2, result.stderr);
+    assert.equal(result.stderr, `rcluster: cannot find app "nope.js" (looked for ${path.join(dir, 'nope.js')})\n`);
+    assert.deepEqual(fs.readdirSync(pids), []);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the app is found the way `node app` finds it', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rcluster-cli-'));
+  try {
+    // Each app prints its name and leaves, so the CLI exits 0 once its one worker has.
+    const leave = (name) => `console.log(${JSON.stringify(name)}); process.exit(0);\n`;
+    fs.writeFileSync(path.join(dir, 'plain.js'), leave('plain'));
+    fs.mkdirSync(path.join(dir, 'withindex'));
+    fs.writeFileSync(path.join(dir, 'withindex', 'index.js'), leave('index'));
+    fs.mkdirSync(path.join(dir, 'withmain', 'lib'), { recursive: true });
+    fs.writeFileSync(path.join(dir, 'withmain', 'package.json'), '{"main": "lib/start.js"}');
+    fs.writeFileSync(path.join(dir, 'withmain', 'lib', 'start.js'), leave('main'));
+    fs.writeFileSync(path.join(dir, 'esm.mjs'), leave('mjs'));
+    fs.writeFileSync(path.join(dir, 'common.cjs'), leave('cjs'));
+    const cases = [['plain', 'plain'], ['plain.js', 'plain'], ['withindex', 'index'], ['./withindex/', 'index'],
+      ['withmain', 'main'], ['esm.mjs', 'mjs'], ['common.cjs', 'cjs']];
+    for (const [appArg, printed] of cases) {
+      const result = await runToExit(['-q', '-i', '1', appArg], { cwd: dir });
+      assert.equal(result.code, 0, `${appArg}: ${result.stderr}`);
+      assert.equal(result.stdout, `${printed}\n`, appArg);
+    }
+    // Node adds no extension but .js: `node esm` fails, so does the CLI.
+    const result = await runToExit(['-i', '1', 'esm'], { cwd: dir });
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /^rcluster: cannot find app "esm"/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('SIGTERM during start-up stops the workers started so far and exits 0', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rcluster-cli-'));
+  try {
+    // 64 forks take seconds here (tens of ms each): the signal lands well inside the start-up.
+    const run = runCli(['-i', '64', app], { PID_DIR: dir });
+    // The first line about a worker ('forked'; main today has only 'online', after all forks).
+    await run.until(/\(pid \d+, slot \d+\) (forked|online)$/);
+    run.child.kill('SIGTERM');
+    const timer = setTimeout(() => run.child.kill('SIGKILL'), 30000);
+    const { code, signal } = await run.exited;
+    clearTimeout(timer);
+    assert.equal(signal, null, run.stderr());
+    assert.equal(code, 0, run.stderr());
+    assert.match(run.stderr(), /SIGTERM: shutting down/);
+    assert.match(run.stderr(), /all workers stopped/);
+    const reported = [...new Set([...run.stderr().matchAll(/\(pid (\d+), slot \d+\)/g)].map((m) => Number(m[1])))];
+    assert.ok(reported.length >= 1 && reported.length < 64, `started ${reported.length} of 64 before stopping`);
+    const ran = fs.readdirSync(dir).map(Number);
+    for (const pid of ran) assert.ok(reported.includes(pid), `worker ${pid} was reported`);
+    for (const pid of reported) assert.equal(isGone(pid), true, `worker ${pid} gone`);
+  } finally {
+    for (const name of fs.readdirSync(dir)) workerPids.add(Number(name)); // killed in test.after if still there
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });
 

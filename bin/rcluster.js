@@ -2,46 +2,101 @@
 'use strict';
 // rcluster CLI: runs an app that knows nothing of clustering on N workers.
 //
-//   rcluster [-i N|max] [--restart] [--hang-timeout ms] app.js [args…]
+//   rcluster [-i N|max] [--restart] [--hang-timeout T] … app [args…]   (see USAGE)
 
 const path = require('node:path');
 const cluster = require('..');
 const { cpuCount } = require('../lib/cpus');
 const { version } = require('../package.json');
 
-const USAGE = `Usage: rcluster [options] app.js [args…]
+// More workers than this is a typo (`-i 100000`), not a deployment: each one is
+// a whole Node process (tens of MB of RSS, its own V8 heap and pipes), so 1024
+// is already far past what one host runs usefully. A fixed cap, unlike one tied
+// to the CPU count, keeps a command line valid on every machine it is copied to.
+const MAX_INSTANCES = 1024;
+// --kill-timeout is a JS timer, and setTimeout fires at once beyond 2^31-1 ms.
+const MAX_TIMER_MS = 2 ** 31 - 1;
+// --hang-timeout and --max-age are timed by the core: the API's own bound (~31 years).
+const MAX_CORE_MS = 1e12;
+const DURATION_UNITS = { ms: 1, s: 1000, m: 60 * 1000, h: 60 * 60 * 1000 };
+const SIZE_UNITS = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };
 
-Runs app.js on several workers sharing its listening sockets.
+const USAGE = `Usage: rcluster [options] app [args…]
+
+Runs app on several workers sharing its listening sockets. app is found the
+way \`node app\` finds it (app.js, app/index.js, app/package.json "main"…).
 
 Options:
-  -i, --instances N|max  number of workers (default: max = CPUs allowed by
-                         affinity and the container's CPU quota)
+  -i, --instances N|max  number of workers, 1 to ${MAX_INSTANCES} (default: max = CPUs
+                         allowed by affinity and the container's CPU quota)
       --restart          restart crashed workers (exponential backoff, stops
                          on a crash loop)
-      --hang-timeout MS  replace a worker whose event loop is silent this long
-      --max-memory SIZE  replace a worker whose RSS exceeds SIZE (e.g. 512M)
-      --max-age MS       replace a worker older than MS
-      --kill-timeout MS  grace period for workers to exit (default 10000)
+      --hang-timeout T   replace a worker whose event loop is silent this long
+      --max-memory SIZE  replace a worker whose RSS exceeds SIZE
+      --max-age T        replace a worker older than T
+      --kill-timeout T   grace period for workers to exit (default 10s,
+                         at most 24 days), then SIGKILL
       --policy P         reuseport (default on Linux), rr or none
   -q, --quiet            no lifecycle lines on stderr
   -h, --help             this text
   -v, --version          rcluster's version
 
-Signals: SIGHUP reloads the workers one by one without dropping connections;
-SIGTERM and SIGINT stop them gracefully and exit 0.`;
+N is a decimal integer. T is a decimal integer of milliseconds, or one with a
+unit: 500ms, 30s, 10m, 1h. SIZE is a decimal integer of bytes, or one with a
+unit: 512K, 512M, 1G (binary units; KB, MB, GB mean the same). All must be
+greater than 0. Invalid options exit 2.
 
+Signals: SIGHUP reloads the workers one by one without dropping connections;
+SIGTERM and SIGINT stop them gracefully (also during start-up) and exit 0.`;
+
+// One line on stderr, exit 2: bad command lines name the flag as typed.
 function fail(message) {
-  process.stderr.write(`rcluster: ${message}\n\n${USAGE}\n`);
+  process.stderr.write(`rcluster: ${message}\n`);
   process.exit(2);
+}
+
+function parseInstances(flag, v) {
+  if (v === 'max') return 'max';
+  if (!/^[0-9]+$/.test(v)) fail(`${flag}: ${JSON.stringify(v)} is not a whole number or 'max'`);
+  const n = Number(v);
+  if (n < 1 || n > MAX_INSTANCES) fail(`${flag}: ${v} is out of range (1 to ${MAX_INSTANCES}, or max)`);
+  return n;
+}
+
+function parseDuration(flag, v, max) {
+  const m = /^([0-9]+)(ms|s|m|h)?$/.exec(v);
+  if (!m) fail(`${flag}: ${JSON.stringify(v)} is not a duration (use e.g. 5000, 30s, 10m)`);
+  const n = Number(m[1]) * DURATION_UNITS[m[2] || 'ms'];
+  if (n < 1 || n > max) fail(`${flag}: ${v} is out of range (1ms to ${max}ms)`);
+  return n;
+}
+
+function parseSize(flag, v) {
+  const m = /^([0-9]+)(?:([kmg])b?|b)?$/i.exec(v);
+  if (!m) fail(`${flag}: ${JSON.stringify(v)} is not a size (use e.g. 512M, 1G)`);
+  const n = Number(m[1]) * SIZE_UNITS[(m[2] || '').toLowerCase()];
+  if (n < 1 || n > Number.MAX_SAFE_INTEGER) {
+    fail(`${flag}: ${v} is out of range (1 byte to ${Number.MAX_SAFE_INTEGER})`);
+  }
+  return n;
+}
+
+// The file `node app` would run, checked before any worker starts so a typo
+// is one line here rather than a MODULE_NOT_FOUND stack per worker. The
+// workers still get the path as given, so their process.argv[1] is unchanged.
+function checkApp(app) {
+  const file = path.resolve(app);
+  try {
+    require.resolve(file);
+  } catch (err) {
+    if (err.code === 'MODULE_NOT_FOUND') fail(`cannot find app ${JSON.stringify(app)} (looked for ${file})`);
+    fail(`cannot load app ${JSON.stringify(app)}: ${String(err.message).split('\n')[0]}`);
+  }
+  return file;
 }
 
 function parseArgs(argv) {
   const opts = { instances: 'max', restart: false, killTimeout: 10000, quiet: false };
-  const ms = (name, v) => {
-    const n = Number(v);
-    if (!Number.isFinite(n) || n <= 0) fail(`${name} wants a positive number of milliseconds, got ${JSON.stringify(v)}`);
-    return n;
-  };
   let i = 0;
   for (; i < argv.length; i++) {
     const a = argv[i];
@@ -56,22 +111,20 @@ function parseArgs(argv) {
       process.stdout.write(`${version}\n`);
       process.exit(0);
     } else if (a === '-i' || a === '--instances') {
-      const v = value();
-      if (v !== 'max' && !(Number.isInteger(Number(v)) && Number(v) > 0)) fail(`-i wants a positive integer or 'max', got ${JSON.stringify(v)}`);
-      opts.instances = v;
+      opts.instances = parseInstances(a, value());
     } else if (a === '--restart') {
       opts.restart = true;
     } else if (a === '--hang-timeout') {
-      opts.hangTimeout = ms(a, value());
+      opts.hangTimeout = parseDuration(a, value(), MAX_CORE_MS);
     } else if (a === '--max-age') {
-      opts.maxAge = ms(a, value());
+      opts.maxAge = parseDuration(a, value(), MAX_CORE_MS);
     } else if (a === '--kill-timeout') {
-      opts.killTimeout = ms(a, value());
+      opts.killTimeout = parseDuration(a, value(), MAX_TIMER_MS);
     } else if (a === '--max-memory') {
-      opts.maxMemory = value();
+      opts.maxMemory = parseSize(a, value());
     } else if (a === '--policy') {
       const v = value();
-      if (!['rr', 'none', 'reuseport'].includes(v)) fail(`--policy wants rr, none or reuseport, got ${JSON.stringify(v)}`);
+      if (!['rr', 'none', 'reuseport'].includes(v)) fail(`${a}: ${JSON.stringify(v)} is not reuseport, rr or none`);
       opts.policy = v;
     } else if (a === '-q' || a === '--quiet') {
       opts.quiet = true;
@@ -79,13 +132,16 @@ function parseArgs(argv) {
       i++;
       break;
     } else if (a.startsWith('-')) {
-      fail(`unknown option ${a}`);
+      fail(`unknown option ${a} (rcluster --help lists them)`);
     } else {
       break;
     }
   }
-  if (i >= argv.length) fail('no app to run');
-  opts.app = path.resolve(argv[i]);
+  if (i >= argv.length) {
+    process.stderr.write(`rcluster: no app to run\n\n${USAGE}\n`);
+    process.exit(2);
+  }
+  opts.app = checkApp(argv[i]);
   opts.args = argv.slice(i + 1);
   return opts;
 }
@@ -93,10 +149,11 @@ function parseArgs(argv) {
 function main() {
   const opts = parseArgs(process.argv.slice(2));
   const say = opts.quiet ? () => {} : (line) => process.stderr.write(`[rcluster] ${line}\n`);
-  const count = opts.instances === 'max' ? cpuCount() : Number(opts.instances);
+  const count = opts.instances === 'max' ? Math.min(cpuCount(), MAX_INSTANCES) : opts.instances;
 
   if (opts.policy) {
-    cluster.schedulingPolicy = { rr: cluster.SCHED_RR, none: cluster.SCHED_NONE, reuseport: cluster.SCHED_REUSEPORT }[opts.policy];
+    const policies = { rr: cluster.SCHED_RR, none: cluster.SCHED_NONE, reuseport: cluster.SCHED_REUSEPORT };
+    cluster.schedulingPolicy = policies[opts.policy];
   }
   try {
     cluster.setupPrimary({
@@ -114,6 +171,7 @@ function main() {
   }
 
   const who = (w) => `worker ${w.id} (pid ${w.process.pid}, slot ${w.slot})`;
+  cluster.on('fork', (w) => say(`${who(w)} forked`));
   cluster.on('online', (w) => say(`${who(w)} online`));
   cluster.on('listening', (w, a) => {
     const where = a.addressType === -1 ? a.address : `${a.address || '*'}:${a.port}`;
@@ -150,7 +208,16 @@ function main() {
   });
 
   say(`starting ${count} worker${count === 1 ? '' : 's'} for ${path.relative(process.cwd(), opts.app) || opts.app}`);
-  for (let i = 0; i < count; i++) cluster.fork();
+  // One fork per turn of the event loop: a fork takes tens of ms, and a signal
+  // that arrives meanwhile must stop the start-up instead of waiting behind it.
+  let forked = 0;
+  const forkNext = () => {
+    if (stopping || forked >= count) return;
+    forked++;
+    cluster.fork();
+    setImmediate(forkNext);
+  };
+  forkNext();
 
   // The CLI exits when nothing is left to run (the core keeps it alive while
   // a restart is pending): 1 if workers crashed for good, else 0.
