@@ -461,6 +461,8 @@ describe('supervision', () => {
       "reload({killTimeout: 'x'})": ['ERR_INVALID_ARG_TYPE', 'killTimeout'],
       "shutdown('x')": ['ERR_INVALID_ARG_TYPE', 'options'],
       'shutdown({timeout: -1})': ['ERR_OUT_OF_RANGE', 'timeout'],
+      'shutdown({timeout: 3e9})': ['ERR_OUT_OF_RANGE', '<= 2147483647'],
+      'reload({killTimeout: 2 ** 31})': ['ERR_OUT_OF_RANGE', 'killTimeout'],
     };
     const classes = { ERR_INVALID_ARG_TYPE: 'TypeError', ERR_INVALID_ARG_VALUE: 'TypeError', ERR_OUT_OF_RANGE: 'RangeError' };
     assert.deepEqual(Object.keys(r.bad).sort(), Object.keys(expected).sort());

@@ -13,8 +13,11 @@ const DEFAULT_KILL_TIMEOUT = 10000;
 // Heartbeats come this many times per hangTimeout.
 const HEARTBEATS_PER_TIMEOUT = 4;
 
-// Durations beyond this (~31 years) are certainly mistakes.
+// Durations the core times beyond this (~31 years) are certainly mistakes.
 const MAX_MS = 1e12;
+// The longest delay a JS timer holds (longer ones fire after 1 ms): the bound
+// for the timeouts reload/scale/shutdown time here.
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 const SIZE_UNITS = { '': 1, b: 1, k: 1024, kb: 1024, m: 1024 ** 2, mb: 1024 ** 2, g: 1024 ** 3, gb: 1024 ** 3 };
 
@@ -35,10 +38,10 @@ function parseBytes(value, name) {
   throw codes.ERR_INVALID_ARG_TYPE(name, ['number', 'string'], value);
 }
 
-function parseMs(value, name, { allowZero = false } = {}) {
+function parseMs(value, name, { allowZero = false, max = MAX_MS } = {}) {
   if (typeof value !== 'number') throw codes.ERR_INVALID_ARG_TYPE(name, 'number', value);
-  if (!Number.isFinite(value) || value < 0 || (!allowZero && value === 0) || value > MAX_MS) {
-    throw codes.ERR_OUT_OF_RANGE(name, `${allowZero ? '>= 0' : '> 0'} && <= ${MAX_MS}`, value);
+  if (!Number.isFinite(value) || value < 0 || (!allowZero && value === 0) || value > max) {
+    throw codes.ERR_OUT_OF_RANGE(name, `${allowZero ? '>= 0' : '> 0'} && <= ${max}`, value);
   }
   return value;
 }
@@ -290,7 +293,7 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker 
     validateObject(options, name);
     const out = {};
     for (const key of ['readyTimeout', 'killTimeout', 'timeout']) {
-      if (options[key] !== undefined) out[key] = parseMs(options[key], `${name}.${key}`);
+      if (options[key] !== undefined) out[key] = parseMs(options[key], `${name}.${key}`, { max: MAX_TIMER_MS });
     }
     return out;
   }
