@@ -5,6 +5,7 @@
 const EventEmitter = require('node:events');
 const path = require('node:path');
 const { fileURLToPath } = require('node:url');
+const { getSystemErrorName } = require('node:util');
 
 const binding = require('./binding');
 const { Worker, WorkerProcess } = require('./worker');
@@ -177,6 +178,9 @@ function workerSpec(env) {
   };
 }
 
+// The spawn errors Node reports with an 'error' event; it throws the others.
+const ASYNC_SPAWN_ERRORS = new Set(['EACCES', 'EAGAIN', 'EMFILE', 'ENFILE', 'ENOENT']);
+
 function removeWorker(worker) {
   delete cluster.workers[worker.id];
   if (Object.keys(cluster.workers).length === 0) intercom.emit('disconnect');
@@ -277,11 +281,18 @@ function attachWorker(id, slot, spec, started) {
   procs.set(id, proc);
 
   if (started.pid === undefined || started.pid === null) {
-    // Node reports spawn failures (ENOENT, EACCES, EAGAIN…) as an 'error'
-    // on the process, which the worker re-emits.
-    proc.exitCode = started.errno;
+    // A process that never started, reported as Node does (ENOENT, EACCES,
+    // EAGAIN…): 'error' on the next tick, then, once the channel reads end of
+    // file on a later turn of the loop, 'close' and 'disconnect'. No 'exit'.
+    proc.connected = true;
     retire(id);
     process.nextTick(() => {
+      proc.exitCode = started.errno;
+      setImmediate(() => {
+        proc.connected = false;
+        proc.emit('close', proc.exitCode, null);
+        process.nextTick(() => proc.emit('disconnect'));
+      });
       const err = errnoException(started.errno, `spawn ${spec.file}`);
       err.path = spec.file;
       err.spawnargs = spec.args;
@@ -307,6 +318,11 @@ function startWorker(env, slot, standby = false) {
   if (slot === undefined) slot = supervisor.freeSlot();
   Object.assign(spec, supervisor.nativeOptions(slot), { standby });
   const started = binding.fork(spec, onCoreEvent);
+  if (started.pid == null && !ASYNC_SPAWN_ERRORS.has(getSystemErrorName(started.errno))) {
+    // Node throws the spawn errors that are not "run-time" ones (EPERM from
+    // uid/gid, ENOTDIR from cwd…); no Worker exists then.
+    throw errnoException(started.errno, 'spawn');
+  }
   const worker = attachWorker(started.id, slot, spec, started);
   // A successor (reload, recycle) starts with the env its predecessor had.
   worker._env = env;
