@@ -110,3 +110,19 @@ test('fork() throws EPERM in a primary that may not take the uid/gid it asks for
   assert.notEqual(node.uid, 0, 'the fixture primary runs as non-root');
   assert.deepEqual(ours, node);
 });
+
+for (const name of ['exec-buffer', 'exec-url']) {
+  test(`setupPrimary({ exec }) takes a ${name === 'exec-url' ? 'file: URL' : 'Buffer'}, as node:cluster`, async () => {
+    const { ours, node } = await bothSpawnCase(name);
+    assert.equal(node.argv[0], spawnFixture, JSON.stringify(node));
+    assert.deepEqual(ours, node);
+  });
+}
+
+for (const name of ['exec-number', 'exec-object', 'exec-buffer-nul']) {
+  test(`${name}: fork() throws node:cluster's error class, code and message`, async () => {
+    const { ours, node } = await bothSpawnCase(name);
+    assert.equal(node.threw, true, JSON.stringify(node));
+    assert.deepEqual(ours, node);
+  });
+}

@@ -5,7 +5,7 @@
 const EventEmitter = require('node:events');
 const path = require('node:path');
 const { fileURLToPath } = require('node:url');
-const { getSystemErrorName } = require('node:util');
+const { getSystemErrorName, types: { isUint8Array } } = require('node:util');
 
 const binding = require('./binding');
 const { Worker, WorkerProcess } = require('./worker');
@@ -132,13 +132,25 @@ function toPath(value, name) {
   return value;
 }
 
+// `exec` as child_process.fork takes it: a string, a file: URL or a
+// Uint8Array (a Buffer). The array becomes an argument by string conversion,
+// as in Node: a Buffer's text, a plain Uint8Array's comma-separated bytes.
+function modulePathOf(value) {
+  const p = value instanceof URL ? fileURLToPath(value) : value;
+  if (typeof p !== 'string' && !isUint8Array(p)) {
+    throw codes.ERR_INVALID_ARG_TYPE('modulePath', ['string', 'Buffer', 'URL'], p);
+  }
+  if (typeof p === 'string' ? p.includes('\u0000') : p.includes(0)) {
+    throw codes.ERR_INVALID_ARG_VALUE('modulePath', p, 'must be a string, Uint8Array, or URL without null bytes');
+  }
+  return String(p);
+}
+
 // Everything Node's child_process.fork would check, checked before spawning.
 // (The core adds NODE_UNIQUE_ID, as it numbers the workers.)
 function workerSpec(env) {
   const s = cluster.settings;
-  const exec = s.exec instanceof URL ? fileURLToPath(s.exec) : s.exec;
-  validateString(exec, 'modulePath');
-  validateNoNullBytes(exec, 'modulePath');
+  const exec = modulePathOf(s.exec);
   const args = s.args == null ? [] : s.args;
   validateStringArray(args, 'args');
   const execArgv = [...(s.execArgv || process.execArgv)];
