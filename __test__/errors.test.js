@@ -52,3 +52,77 @@ for (const [name, code] of cases) {
     assert.deepEqual(ours, node);
   });
 }
+
+// Workers that cannot be started (fixtures/spawn-primary.js): what node:cluster
+// throws or emits, and in which order, rcluster does too.
+const spawnFixture = path.join(__dirname, 'fixtures', 'spawn-primary.js');
+
+function runSpawnCase(caseName, module) {
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [spawnFixture, caseName], {
+      env: { ...process.env, CLUSTER_MODULE: module },
+      timeout: 15000,
+      killSignal: 'SIGKILL',
+    }, (err, stdout, stderr) => {
+      try {
+        resolve(JSON.parse(stdout.trim().split('\n').pop()));
+      } catch {
+        reject(new Error(`${module} ${caseName}: no result (${err && err.message})\n${stderr}`));
+      }
+    });
+  });
+}
+
+async function bothSpawnCase(caseName) {
+  const [ours, node] = await Promise.all([runSpawnCase(caseName, 'rcluster'), runSpawnCase(caseName, 'node')]);
+  assert.equal(node.error, undefined, `node:cluster baseline: ${JSON.stringify(node)}`);
+  return { ours, node };
+}
+
+test("a cwd that does not exist: 'error', then 'close' (-2) and 'disconnect'; the worker is forgotten", async () => {
+  const { ours, node } = await bothSpawnCase('bad-cwd');
+  const steps = node.trace.map((t) => `${t.on} ${t.ev || ''}`.trim());
+  assert.deepEqual(steps, ['fork()', 'worker error', 'process error', 'cluster fork', 'process close',
+    'worker disconnect', 'cluster disconnect', 'process disconnect', 'later'], 'node:cluster baseline');
+  assert.equal(node.disconnectCallback, true);
+  assert.deepEqual(ours, node);
+});
+
+test('a missing exec file is no spawn failure: the worker starts, exits with code 1, and is forgotten', async () => {
+  const { ours, node } = await bothSpawnCase('missing-exec');
+  assert.ok(node.trace.some((t) => t.on === 'worker' && t.ev === 'exit' && t.args[0] === 1), 'node:cluster baseline');
+  // pids differ
+  const strip = (r) => r.trace.map(({ pid, ...rest }) => ({ ...rest, hadPid: typeof pid === 'number' || undefined }));
+  assert.deepEqual(strip(ours), strip(node));
+  assert.deepEqual(ours.workers, []);
+});
+
+test('fork() throws the spawn errors Node throws: ENOTDIR for a cwd that is a file', async () => {
+  const { ours, node } = await bothSpawnCase('enotdir');
+  assert.equal(node.code, 'ENOTDIR', JSON.stringify(node));
+  assert.equal(node.syscall, 'spawn');
+  assert.deepEqual(ours, node);
+});
+
+test('fork() throws EPERM in a primary that may not take the uid/gid it asks for', async () => {
+  const { ours, node } = await bothSpawnCase('uid-eperm');
+  assert.equal(node.code, 'EPERM', JSON.stringify(node));
+  assert.notEqual(node.uid, 0, 'the fixture primary runs as non-root');
+  assert.deepEqual(ours, node);
+});
+
+for (const name of ['exec-buffer', 'exec-url']) {
+  test(`setupPrimary({ exec }) takes a ${name === 'exec-url' ? 'file: URL' : 'Buffer'}, as node:cluster`, async () => {
+    const { ours, node } = await bothSpawnCase(name);
+    assert.equal(node.argv[0], spawnFixture, JSON.stringify(node));
+    assert.deepEqual(ours, node);
+  });
+}
+
+for (const name of ['exec-number', 'exec-object', 'exec-buffer-nul']) {
+  test(`${name}: fork() throws node:cluster's error class, code and message`, async () => {
+    const { ours, node } = await bothSpawnCase(name);
+    assert.equal(node.threw, true, JSON.stringify(node));
+    assert.deepEqual(ours, node);
+  });
+}

@@ -6,6 +6,7 @@ const path = require('node:path');
 const os = require('node:os');
 const fs = require('node:fs');
 const { once } = require('node:events');
+const { execFile } = require('node:child_process');
 const cluster = require('..');
 
 const exec = path.join(__dirname, 'fixtures', 'settings-worker.js');
@@ -94,6 +95,35 @@ test('uid and gid are applied', async () => {
   await finish(w);
   cluster.setupPrimary({ uid: undefined, gid: undefined });
 });
+
+// A primary of its own (fixtures/spawn-primary.js, with root's extra groups
+// when run as root) per module, so the two can be compared.
+function runGroupsCase(caseName, module) {
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [path.join(__dirname, 'fixtures', 'spawn-primary.js'), caseName], {
+      env: { ...process.env, CLUSTER_MODULE: module },
+      timeout: 15000,
+      killSignal: 'SIGKILL',
+    }, (err, stdout, stderr) => {
+      try {
+        resolve(JSON.parse(stdout.trim().split('\n').pop()));
+      } catch {
+        reject(new Error(`${module} ${caseName}: no result (${err && err.message})\n${stderr}`));
+      }
+    });
+  });
+}
+
+for (const [name, what] of [['groups-gid', 'gid'], ['groups-uid-gid', 'uid and gid']]) {
+  test(`with ${what} set, the worker keeps none of the primary's supplementary groups, as with node:cluster`, async () => {
+    const [ours, node] = await Promise.all([runGroupsCase(name, 'rcluster'), runGroupsCase(name, 'node')]);
+    if (process.getuid() === 0) {
+      assert.deepEqual(node.groups, [65534], `node:cluster baseline: ${JSON.stringify(node)}`);
+      assert.equal(node.gid, 65534);
+    }
+    assert.deepEqual(ours, node);
+  });
+}
 
 test('advanced serialization carries Maps and Buffers both ways', async () => {
   cluster.setupPrimary({ exec, serialization: 'advanced' });

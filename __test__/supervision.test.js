@@ -229,6 +229,30 @@ describe('supervision', () => {
     assert.deepEqual(final.final, { code: 0, forks: 3, live: 0, events: 9 }, 'nothing was restarted after the crash loop');
   });
 
+  it('restarts that cannot be spawned count as crashes (backoff, then crashloop); the primary carries on', { timeout: TEST_TIMEOUT }, async () => {
+    // The worker's cwd is removed, then it crashes: every restart fails with ENOENT.
+    const heard = start('sup-spawn-fail.js', { SUP_ERROR_LISTENER: '1' });
+    const unheard = start('sup-spawn-fail.js');
+    const [r, u] = await Promise.all([heard.result(), unheard.result()]);
+    assert.deepEqual(r.info, { slot: 0, crashes: 3 });
+    assert.equal(r.crashloopWorker, 1, "crashloop's worker is the slot's last (dead) worker");
+    const names = (events) => events.map((e) => e.ev);
+    assert.deepEqual(names(r.events), ['fork', 'exit', 'restarting', 'restarting', 'crashloop', 'fork'],
+      JSON.stringify(r.events));
+    assert.deepEqual(r.events.filter((e) => e.ev === 'restarting').map((e) => e.args[0]), [20, 40], 'backoff grows');
+    const failure = { code: 'ERR_RCLUSTER_RESTART', slot: 0, cause: 'ENOENT' };
+    assert.deepEqual(r.errors, [1, 2].map(() => ({ ...failure, syscall: `spawn ${process.execPath}` })));
+    assert.deepEqual(r.warnings, []);
+    // Nobody listens for 'error' on cluster: process warnings, no crash.
+    assert.deepEqual(names(u.events), names(r.events));
+    assert.deepEqual(u.warnings, [failure, failure]);
+    // After the crash loop the slot is free again; scale(1)'s new worker cannot
+    // be spawned either, and scale() rejects with that error.
+    assert.equal(r.scaled, 'ENOENT');
+    assert.deepEqual(r.workers, []);
+    for (const fx of [heard, unheard]) assert.deepEqual(await fx.waitExit(), { code: 0, signal: null });
+  });
+
   it("restart is off by default: forking in the program's own 'exit' handler gives one replacement, as with node:cluster", { timeout: TEST_TIMEOUT }, async () => {
     const ours = start('sup-norestart.js');
     const node = start('sup-norestart.js', { SUP_IMPL: 'node' });

@@ -5,6 +5,7 @@
 const EventEmitter = require('node:events');
 const path = require('node:path');
 const { fileURLToPath } = require('node:url');
+const { getSystemErrorName, types: { isUint8Array } } = require('node:util');
 
 const binding = require('./binding');
 const { Worker, WorkerProcess } = require('./worker');
@@ -131,13 +132,25 @@ function toPath(value, name) {
   return value;
 }
 
+// `exec` as child_process.fork takes it: a string, a file: URL or a
+// Uint8Array (a Buffer). The array becomes an argument by string conversion,
+// as in Node: a Buffer's text, a plain Uint8Array's comma-separated bytes.
+function modulePathOf(value) {
+  const p = value instanceof URL ? fileURLToPath(value) : value;
+  if (typeof p !== 'string' && !isUint8Array(p)) {
+    throw codes.ERR_INVALID_ARG_TYPE('modulePath', ['string', 'Buffer', 'URL'], p);
+  }
+  if (typeof p === 'string' ? p.includes('\u0000') : p.includes(0)) {
+    throw codes.ERR_INVALID_ARG_VALUE('modulePath', p, 'must be a string, Uint8Array, or URL without null bytes');
+  }
+  return String(p);
+}
+
 // Everything Node's child_process.fork would check, checked before spawning.
 // (The core adds NODE_UNIQUE_ID, as it numbers the workers.)
 function workerSpec(env) {
   const s = cluster.settings;
-  const exec = s.exec instanceof URL ? fileURLToPath(s.exec) : s.exec;
-  validateString(exec, 'modulePath');
-  validateNoNullBytes(exec, 'modulePath');
+  const exec = modulePathOf(s.exec);
   const args = s.args == null ? [] : s.args;
   validateStringArray(args, 'args');
   const execArgv = [...(s.execArgv || process.execArgv)];
@@ -176,6 +189,9 @@ function workerSpec(env) {
     serialization,
   };
 }
+
+// The spawn errors Node reports with an 'error' event; it throws the others.
+const ASYNC_SPAWN_ERRORS = new Set(['EACCES', 'EAGAIN', 'EMFILE', 'ENFILE', 'ENOENT']);
 
 function removeWorker(worker) {
   delete cluster.workers[worker.id];
@@ -277,11 +293,18 @@ function attachWorker(id, slot, spec, started) {
   procs.set(id, proc);
 
   if (started.pid === undefined || started.pid === null) {
-    // Node reports spawn failures (ENOENT, EACCES, EAGAIN…) as an 'error'
-    // on the process, which the worker re-emits.
-    proc.exitCode = started.errno;
+    // A process that never started, reported as Node does (ENOENT, EACCES,
+    // EAGAIN…): 'error' on the next tick, then, once the channel reads end of
+    // file on a later turn of the loop, 'close' and 'disconnect'. No 'exit'.
+    proc.connected = true;
     retire(id);
     process.nextTick(() => {
+      proc.exitCode = started.errno;
+      setImmediate(() => {
+        proc.connected = false;
+        proc.emit('close', proc.exitCode, null);
+        process.nextTick(() => proc.emit('disconnect'));
+      });
       const err = errnoException(started.errno, `spawn ${spec.file}`);
       err.path = spec.file;
       err.spawnargs = spec.args;
@@ -307,6 +330,11 @@ function startWorker(env, slot, standby = false) {
   if (slot === undefined) slot = supervisor.freeSlot();
   Object.assign(spec, supervisor.nativeOptions(slot), { standby });
   const started = binding.fork(spec, onCoreEvent);
+  if (started.pid == null && !ASYNC_SPAWN_ERRORS.has(getSystemErrorName(started.errno))) {
+    // Node throws the spawn errors that are not "run-time" ones (EPERM from
+    // uid/gid, ENOTDIR from cwd…); no Worker exists then.
+    throw errnoException(started.errno, 'spawn');
+  }
   const worker = attachWorker(started.id, slot, spec, started);
   // A successor (reload, recycle) starts with the env its predecessor had.
   worker._env = env;

@@ -5,7 +5,7 @@
 // workers from here.
 
 const binding = require('./binding');
-const { codes } = require('./errors');
+const { codes, errnoException } = require('./errors');
 const { validateObject, validateBoolean } = require('./validate');
 
 const DEFAULT_READY_TIMEOUT = 30000;
@@ -186,6 +186,28 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker 
         cluster.emit('recycle', worker, ev.reason);
         enqueue(() => replace(worker, {}).catch(report));
         break;
+      // A restart of `worker`'s slot could not be spawned (its cwd is gone,
+      // say): the core counts it as a crash, then retries after the backoff
+      // ('restarting') or gives up ('crashloop').
+      case 'restartFailed': {
+        const [file, ...args] = (slots.get(ev.slot) || {}).spec || [process.execPath];
+        const cause = errnoException(ev.code, `spawn ${file}`);
+        cause.path = file;
+        cause.spawnargs = args;
+        const err = new Error(`cannot restart slot ${ev.slot}: ${cause.message}`, { cause });
+        err.code = 'ERR_RCLUSTER_RESTART';
+        err.slot = ev.slot;
+        report(err);
+        break;
+      }
+      case 'restarting':
+        pendingSlots.add(ev.slot);
+        cluster.emit('restarting', worker, ev.ms);
+        break;
+      case 'crashloop':
+        pendingSlots.delete(ev.slot);
+        cluster.emit('crashloop', worker, { slot: ev.slot, crashes: ev.crashes });
+        break;
       default:
         break;
     }
@@ -236,7 +258,8 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker 
   }
 
   // Resolves once `fresh` listens on every address in `keys` (or is online,
-  // when there are none); rejects if it dies or takes longer than `timeout`.
+  // when there are none); rejects if it dies, cannot be spawned, or takes
+  // longer than `timeout`.
   function waitReady(fresh, keys, timeout) {
     return new Promise((resolve, reject) => {
       const pending = new Set(keys);
@@ -245,6 +268,7 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker 
         fresh.off('listening', onListening);
         fresh.off('online', onOnline);
         fresh.off('exit', onExit);
+        fresh.off('error', done);
         if (err) reject(err);
         else resolve();
       };
@@ -268,6 +292,8 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker 
       fresh.on('listening', onListening);
       fresh.on('online', onOnline);
       fresh.once('exit', onExit);
+      // A successor that cannot be spawned (ENOENT, EACCES…) never exits.
+      fresh.once('error', done);
     });
   }
 

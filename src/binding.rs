@@ -112,8 +112,8 @@ pub struct WorkerEvent {
   /// The worker the event is about.
   pub id: u32,
   /// online | listening | message | exitedAfterDisconnect | disconnect | exit |
-  /// error | sent | internal | forked | restarting | crashloop | unresponsive |
-  /// recycle
+  /// error | sent | internal | forked | restarting | restartFailed | crashloop |
+  /// unresponsive | recycle
   pub kind: String,
   /// `message`: the frame's payload.
   pub data: Option<Buffer>,
@@ -124,6 +124,7 @@ pub struct WorkerEvent {
   pub handle_type: Option<String>,
   /// What `fd` is: tcp, tcp-server, pipe, pipe-server, udp4, udp6.
   pub socket: Option<String>,
+  /// `exit`: the exit code; `restartFailed`: the spawn's negative errno.
   pub code: Option<i32>,
   pub signal: Option<String>,
   pub token: Option<u32>,
@@ -242,6 +243,11 @@ impl From<Event> for WorkerEvent {
         slot: Some(slot),
         ms: Some(delay.as_secs_f64() * 1000.0),
         ..WorkerEvent::new("restarting")
+      },
+      Event::RestartFailed { slot, errno } => WorkerEvent {
+        slot: Some(slot),
+        code: Some(errno),
+        ..WorkerEvent::new("restartFailed")
       },
       Event::CrashLoop { slot, crashes } => WorkerEvent {
         slot: Some(slot),

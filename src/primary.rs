@@ -84,6 +84,12 @@ pub enum Event {
     slot: u32,
     delay: Duration,
   },
+  /// The replacement for this (dead) worker could not be spawned; `errno`
+  /// is negative, as in `ForkResult`. Counts as a crash of the slot.
+  RestartFailed {
+    slot: u32,
+    errno: i32,
+  },
   /// This worker's slot crashed too often and will not be restarted.
   CrashLoop {
     slot: u32,
@@ -1151,13 +1157,20 @@ impl State {
         let current = self.slots.get(&slot_id).map(|s| s.current).unwrap_or(0);
         sink(
           current,
-          Event::Error {
-            message: format!("cannot restart slot {slot_id}: {e}"),
-            code: "ERR_RCLUSTER_RESTART".into(),
+          Event::RestartFailed {
+            slot: slot_id,
+            errno: -e.raw_os_error().unwrap_or(libc::EINVAL),
           },
         );
         match decision {
           Decision::Restart { after } => {
+            sink(
+              current,
+              Event::Restarting {
+                slot: slot_id,
+                delay: after,
+              },
+            );
             let tx = self.tx.clone();
             tokio::spawn(async move {
               tokio::time::sleep(after).await;

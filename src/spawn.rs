@@ -161,6 +161,10 @@ pub fn spawn(spec: &SpawnSpec) -> io::Result<Spawned> {
   let mut temps: Vec<RawFd> = vec![-1; placed.len()];
   let parent = std::process::id() as libc::pid_t;
   let death_signal = spec.death_signal;
+  // libuv drops the supplementary groups whenever uid or gid is set; std only
+  // does so for uid (before this closure runs, so only the gid-only case is
+  // left).
+  let drop_groups = spec.gid.is_some() && spec.uid.is_none();
   // SAFETY: only async-signal-safe calls between fork and exec.
   unsafe {
     cmd.pre_exec(move || {
@@ -180,6 +184,10 @@ pub fn spawn(spec: &SpawnSpec) -> io::Result<Spawned> {
       }
       for fd in &inherit {
         libc::fcntl(*fd, libc::F_SETFD, 0);
+      }
+      // Best effort, as in libuv: it fails (EPERM) without CAP_SETGID.
+      if drop_groups {
+        libc::setgroups(0, std::ptr::null());
       }
       if death_signal && libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) == -1 {
         return Err(io::Error::last_os_error());
