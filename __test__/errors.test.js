@@ -79,6 +79,13 @@ async function bothSpawnCase(caseName) {
   return { ours, node };
 }
 
+test("a started worker emits 'spawn' before 'fork', and 'close' even when nobody reads its output", async () => {
+  const { ours, node } = await bothSpawnCase('silent-close');
+  assert.equal(node.closed, true, 'node:cluster baseline');
+  assert.ok(node.steps.indexOf('process spawn') < node.steps.indexOf('cluster fork'), 'node:cluster baseline');
+  assert.deepEqual(ours, node);
+});
+
 test("a cwd that does not exist: 'error', then 'close' (-2) and 'disconnect'; the worker is forgotten", async () => {
   const { ours, node } = await bothSpawnCase('bad-cwd');
   const steps = node.trace.map((t) => `${t.on} ${t.ev || ''}`.trim());

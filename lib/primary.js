@@ -315,6 +315,7 @@ function attachWorker(id, slot, spec, started) {
     proc.connected = true;
     proc._attachStdio(started);
     while (spec.stdio && proc.stdio.length < spec.stdio.length) proc.stdio.push(null);
+    process.nextTick(() => proc.emit('spawn'));
   }
 
   process.nextTick(() => cluster.emit('fork', worker));

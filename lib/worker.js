@@ -112,6 +112,12 @@ class WorkerProcess extends EventEmitter {
     });
   }
 
+  // 'close' waits for the output pipes to end, and a pipe nobody reads never
+  // does: once the process is gone, read them to the end, as child_process does.
+  _flushStdio() {
+    for (const stream of this.stdio) if (stream && stream.readable) stream.resume();
+  }
+
   _maybeClose() {
     if (--this._closeWaits === 0) this.emit('close', this.exitCode, this.signalCode);
   }
@@ -254,7 +260,10 @@ class WorkerProcess extends EventEmitter {
         // Pending send callbacks whose frames never left get their errors
         // through `sent`; anything else left now is moot.
         this.emit('exit', this.exitCode, this.signalCode);
-        process.nextTick(() => this._maybeClose());
+        process.nextTick(() => {
+          this._flushStdio();
+          this._maybeClose();
+        });
         return;
       default:
         // online, listening, exitedAfterDisconnect, rcluster: cluster-level.
