@@ -148,6 +148,22 @@ pub fn bind_pipe(path: &Path) -> Result<Socket, i32> {
   make().map_err(|e| neg_errno(&e))
 }
 
+/// `listen({ readableAll, writableAll })`: adds read and/or write permission
+/// for everyone to the socket file, on top of what the umask left, as libuv's
+/// `uv_pipe_chmod` does (by path: fchmod on a socket does not reach the file).
+pub fn chmod_pipe(path: &Path, readable_all: bool, writable_all: bool) -> Result<(), i32> {
+  use std::os::unix::fs::PermissionsExt;
+  let wanted = if readable_all { 0o444 } else { 0 } | if writable_all { 0o222 } else { 0 };
+  if wanted == 0 {
+    return Ok(());
+  }
+  let mode = std::fs::metadata(path).map_err(|e| neg_errno(&e))?.permissions().mode() & 0o7777;
+  if mode & wanted == wanted {
+    return Ok(());
+  }
+  std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | wanted)).map_err(|e| neg_errno(&e))
+}
+
 /// The shortest usable spelling of a socket path (Unix paths are limited to
 /// ~107 bytes), as Node's primary does.
 pub fn shortest_path(path: &str) -> PathBuf {
