@@ -517,27 +517,4 @@ mod tests {
     assert_eq!(b(json!(".5e1")), 5);
     assert_eq!(b(json!("5.")), 5);
   }
-
-  #[test]
-  fn pipe_modes_add_to_what_the_umask_left() {
-    use std::os::unix::fs::PermissionsExt;
-    let path = std::env::temp_dir().join(format!("rcluster-chmod-{}", std::process::id()));
-    let mode = || std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
-    let set = |m: u32| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(m)).unwrap();
-    std::fs::write(&path, b"").unwrap();
-    for (start, readable, writable, end) in [
-      (0o700, false, false, 0o700),
-      (0o700, true, false, 0o744),
-      (0o700, false, true, 0o722),
-      (0o700, true, true, 0o766),
-      (0o755, true, true, 0o777),
-      (0o755, true, false, 0o755),
-    ] {
-      set(start);
-      sockets::chmod_pipe(&path, readable, writable).unwrap();
-      assert_eq!(mode(), end, "{start:o} readable {readable} writable {writable}");
-    }
-    std::fs::remove_file(&path).unwrap();
-    assert_eq!(sockets::chmod_pipe(&path, true, false), Err(-libc::ENOENT));
-  }
 }
