@@ -139,8 +139,9 @@ fn js_to_int32(n: f64) -> i32 {
   n.trunc().rem_euclid(4_294_967_296.0) as u32 as i32
 }
 
-/// JavaScript's ToNumber for strings: surrounding whitespace ignored, "" is
-/// 0, decimal and 0x/0o/0b literals, `Infinity`; anything else is NaN.
+/// JavaScript's ToNumber for strings, as far as ToInt32 can tell: surrounding
+/// whitespace ignored, "" is 0, decimal and 0x/0o/0b literals; anything else
+/// is NaN (like `Infinity`, which ToInt32 also turns into 0).
 fn js_string_to_number(s: &str) -> f64 {
   let t = s.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
   if t.is_empty() {
@@ -162,23 +163,10 @@ fn js_string_to_number(s: &str) -> f64 {
       .try_fold(0.0, |acc, c| c.to_digit(radix).map(|d| acc * radix as f64 + d as f64))
       .unwrap_or(f64::NAN);
   }
-  match t.strip_prefix(['+', '-']).unwrap_or(t) {
-    "Infinity" => {
-      return if t.starts_with('-') {
-        f64::NEG_INFINITY
-      } else {
-        f64::INFINITY
-      }
-    }
-    // Rust also parses "inf" and "nan", JavaScript does not.
-    body
-      if !body
-        .bytes()
-        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-')) =>
-    {
-      return f64::NAN
-    }
-    _ => {}
+  // Rust also parses "inf" and "nan", JavaScript does not.
+  let decimal = |b: u8| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-');
+  if !t.bytes().all(decimal) {
+    return f64::NAN;
   }
   t.parse().unwrap_or(f64::NAN)
 }
@@ -516,5 +504,8 @@ mod tests {
     assert_eq!(b(json!("1_0")), 0);
     assert_eq!(b(json!(".5e1")), 5);
     assert_eq!(b(json!("5.")), 5);
+    assert_eq!(b(json!(" +3 ")), 3);
+    assert_eq!(b(json!("\u{a0}5")), 5);
+    assert_eq!(b(json!("1e")), 0);
   }
 }
