@@ -8,9 +8,11 @@ const fs = require('node:fs');
 const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
+const { spawn } = require('node:child_process');
 const { fixtureRunner, runOnce, assertOk } = require('./helpers');
 
 const FIXTURE = path.join(__dirname, 'fixtures', 'listen-fixture.js');
+const HOLD_FIXTURE = path.join(__dirname, 'fixtures', 'listen-hold-fixture.js');
 const FIXTURE_TIMEOUT_MS = 20000;
 const POLICIES = ['rr', 'none', 'reuseport'];
 
@@ -254,3 +256,174 @@ for (const policy of POLICIES) {
     }
   });
 }
+
+// ------------------------------------------- listen options the primary applies --
+
+// Processes of listen-hold-fixture.js runs; SIGKILLed in `after` whatever
+// happened (SIGKILL also ends a stopped process).
+const heldPids = new Set();
+after(() => {
+  for (const pid of heldPids) {
+    try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+  }
+});
+
+// Starts listen-hold-fixture.js; resolves with its ready line plus stop(),
+// which lets the primary (and with it the worker) go.
+function startHeld(label, env) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [HOLD_FIXTURE], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    heldPids.add(child.pid);
+    let stdout = '';
+    let stderr = '';
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${label}: not ready within ${FIXTURE_TIMEOUT_MS} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
+    }, FIXTURE_TIMEOUT_MS);
+    child.stderr.setEncoding('utf8').on('data', (d) => { stderr += d; });
+    child.stdout.setEncoding('utf8').on('data', (d) => {
+      stdout += d;
+      const nl = stdout.indexOf('\n');
+      if (nl < 0) return;
+      clearTimeout(timer);
+      const { ready } = JSON.parse(stdout.slice(0, nl));
+      if (ready.error) {
+        child.kill('SIGKILL');
+        reject(new Error(`${label}: ${ready.error}\nstderr: ${stderr}`));
+        return;
+      }
+      heldPids.add(ready.worker);
+      const closed = new Promise((done) => child.once('close', done));
+      resolve({ ...ready, stop: () => { child.stdin.end(); return closed; } });
+    });
+  });
+}
+
+// SIGSTOPs `pid` and waits until every thread of it is stopped, so none can
+// still be inside accept(2) when the probe starts.
+async function stopProcess(pid) {
+  process.kill(pid, 'SIGSTOP');
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    const states = fs.readdirSync(`/proc/${pid}/task`).map((tid) => {
+      const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      return stat[stat.lastIndexOf(')') + 2];
+    });
+    if (states.every((st) => st === 'T')) return;
+    if (Date.now() > deadline) throw new Error(`process ${pid} not stopped: thread states ${states}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+// Connects to a listener nobody accepts on, one client at a time, and counts
+// the handshakes that complete. Linux queues backlog + 1 connections; once
+// the queue is full it drops the next SYN (and every retransmission, as the
+// queue stays full), so the count is exact and the last wait only decides
+// how long to watch a client that cannot connect.
+async function completedHandshakes(port, max) {
+  const clients = [];
+  let completed = 0;
+  try {
+    while (completed < max) {
+      const connected = await new Promise((resolve) => {
+        const c = net.connect({ host: '127.0.0.1', port });
+        clients.push(c);
+        const timer = setTimeout(() => resolve(false), 1500);
+        c.once('connect', () => { clearTimeout(timer); resolve(true); });
+        c.once('error', () => { clearTimeout(timer); resolve(false); });
+      });
+      if (!connected) break;
+      completed++;
+    }
+  } finally {
+    for (const c of clients) c.destroy();
+  }
+  return completed;
+}
+
+// The primary's listening socket under SCHED_RR (the worker's otherwise)
+// must have the backlog the worker asked for: node:cluster listens in the
+// primary with `backlog || 511` (ToInt32 of what the worker passed). The
+// probe fills the accept queue with both processes stopped; it needs
+// nothing beyond procfs (no `ss`). Checked against node:cluster: backlog 3
+// -> 4 handshakes, '5' -> 6, none -> 512, under each of its policies.
+describe('listen({ backlog }) sizes the accept queue', () => {
+  const cases = [
+    ...POLICIES.map((policy) => ({ policy, backlog: 3, expected: 4 })),
+    { policy: 'rr', backlog: '5', expected: 6 },
+    { policy: 'rr', backlog: undefined, expected: 512 },
+  ];
+  for (const { policy, backlog, expected } of cases) {
+    test(`policy ${policy}: backlog ${JSON.stringify(backlog)} -> ${expected} queued connections`, async () => {
+      const options = { port: 0, host: '127.0.0.1', backlog };
+      const env = { ...process.env, NODE_CLUSTER_SCHED_POLICY: policy, LISTEN_OPTIONS: JSON.stringify([options]) };
+      const held = await startHeld(`backlog/${policy}`, env);
+      let completed;
+      try {
+        await stopProcess(held.primary);
+        await stopProcess(held.worker);
+        completed = await completedHandshakes(held.addresses[0].port, expected + 8);
+      } finally {
+        for (const pid of [held.primary, held.worker]) {
+          try { process.kill(pid, 'SIGCONT'); } catch { /* gone */ }
+        }
+      }
+      await held.stop();
+      assert.equal(completed, expected);
+    });
+  }
+});
+
+// Node's primary chmods the socket file after listening under SCHED_RR (its
+// default): with libuv < 1.51 (Node 20) read and/or write for everyone is
+// added to what the umask left; since then the mode is exactly 0444, 0222 or
+// 0666. rcluster does the same as the running Node under every policy
+// (node:cluster ignores the options under SCHED_NONE; see README).
+// node:cluster is the oracle here.
+describe('listen({ path, readableAll, writableAll }) sets the socket file mode', () => {
+  const FLAGS = [
+    { name: 'neither' },
+    { name: 'readableAll', readableAll: true },
+    { name: 'writableAll', writableAll: true },
+    { name: 'both', readableAll: true, writableAll: true },
+  ];
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rcluster-modes-'));
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  // Modes (octal strings) by flag name, of one fixture run.
+  async function modes(tag, umask, env) {
+    const options = FLAGS.map(({ name, ...flags }) => ({
+      path: path.join(dir, `${tag}-${umask}-${name}.sock`),
+      ...flags,
+    }));
+    for (const o of options) fs.rmSync(o.path, { force: true });
+    const held = await startHeld(`modes/${tag}`, {
+      ...process.env, ...env, LISTEN_UMASK: umask, LISTEN_OPTIONS: JSON.stringify(options),
+    });
+    try {
+      const mode = (file) => (fs.statSync(file).mode & 0o7777).toString(8);
+      return Object.fromEntries(FLAGS.map((f, i) => [f.name, mode(options[i].path)]));
+    } finally {
+      await held.stop();
+    }
+  }
+
+  for (const umask of ['022', '077']) {
+    const nodeModes = runOnce(() => modes('node', umask, { LISTEN_CLUSTER: 'node', NODE_CLUSTER_SCHED_POLICY: 'rr' }));
+    for (const policy of POLICIES) {
+      test(`umask ${umask}, policy ${policy}: same modes as node:cluster`, async () => {
+        const expected = await nodeModes();
+        // What node:cluster gave when this test was written (Node 20, 22, 24).
+        const [major, minor] = process.versions.uv.split('.').map(Number);
+        const neither = umask === '022' ? '755' : '700';
+        const known = major > 1 || minor >= 51
+          ? { neither, readableAll: '444', writableAll: '222', both: '666' }
+          : umask === '022'
+            ? { neither, readableAll: '755', writableAll: '777', both: '777' }
+            : { neither, readableAll: '744', writableAll: '722', both: '766' };
+        assert.deepEqual(expected, known, 'node:cluster itself changed');
+        assert.deepEqual(await modes(policy, umask, { NODE_CLUSTER_SCHED_POLICY: policy }), expected);
+      });
+    }
+  }
+});

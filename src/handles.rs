@@ -28,7 +28,7 @@ use crate::protocol::Fields;
 use crate::sockets::{self, Kind};
 
 /// The backlog the primary listens with before a worker sets its own (Node's
-/// default for servers).
+/// default for servers, also used when `listen()` got no usable backlog).
 const DEFAULT_BACKLOG: i32 = 511;
 
 /// How long a departed worker's socket is kept (steered away from, drained)
@@ -61,6 +61,12 @@ pub struct Query {
   pub port: u16,
   pub fd: Option<i32>,
   pub flags: u32,
+  /// What `listen()` in a Node primary would pass to listen(2) for the
+  /// worker's `backlog`; used for the socket the primary itself listens on.
+  pub backlog: i32,
+  /// `listen({ path, readableAll, writableAll })`.
+  pub readable_all: bool,
+  pub writable_all: bool,
   pub data: Value,
 }
 
@@ -86,6 +92,10 @@ impl Query {
         .filter(|fd| *fd >= 0)
         .map(|fd| fd as i32),
       flags: f.get("flags").and_then(Value::as_u64).unwrap_or(0) as u32,
+      backlog: listen_backlog(f.get("backlog")),
+      // Node's `listen()` honours these only when exactly `true`.
+      readable_all: f.get("readableAll") == Some(&Value::Bool(true)),
+      writable_all: f.get("writableAll") == Some(&Value::Bool(true)),
       data: f.get("data").cloned().unwrap_or(Value::Null),
     })
   }
@@ -97,6 +107,68 @@ impl Query {
       sockets::bind_tcp(self.kind, self.address.as_deref(), port, self.flags, reuseport)
     }
   }
+}
+
+/// The backlog a Node primary listens with for a worker's `backlog` (sent
+/// as given to `listen()`): `listen(backlog || 511)`, where the binding
+/// converts the value with JavaScript's ToInt32. The kernel caps it at
+/// `net.core.somaxconn` (negative values included).
+fn listen_backlog(v: Option<&Value>) -> i32 {
+  let n = match v {
+    None | Some(Value::Null) | Some(Value::Bool(false)) => return DEFAULT_BACKLOG,
+    Some(Value::Bool(true)) => 1.0,
+    Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
+    Some(Value::String(s)) if s.is_empty() => return DEFAULT_BACKLOG,
+    // Any other string is truthy, even one that converts to 0.
+    Some(Value::String(s)) => return js_to_int32(js_string_to_number(s)),
+    // Arrays and objects are truthy; ToNumber gives NaN (0) for all but
+    // one-element arrays, which are not worth a special case.
+    Some(_) => return 0,
+  };
+  if n == 0.0 || n.is_nan() {
+    return DEFAULT_BACKLOG;
+  }
+  js_to_int32(n)
+}
+
+/// JavaScript's ToInt32.
+fn js_to_int32(n: f64) -> i32 {
+  if !n.is_finite() {
+    return 0;
+  }
+  n.trunc().rem_euclid(4_294_967_296.0) as u32 as i32
+}
+
+/// JavaScript's ToNumber for strings, as far as ToInt32 can tell: surrounding
+/// whitespace ignored, "" is 0, decimal and 0x/0o/0b literals; anything else
+/// is NaN (like `Infinity`, which ToInt32 also turns into 0).
+fn js_string_to_number(s: &str) -> f64 {
+  let t = s.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
+  if t.is_empty() {
+    return 0.0;
+  }
+  let radix = match t.get(..2) {
+    Some("0x" | "0X") => 16,
+    Some("0o" | "0O") => 8,
+    Some("0b" | "0B") => 2,
+    _ => 10,
+  };
+  if radix != 10 {
+    let digits = &t[2..];
+    if digits.is_empty() {
+      return f64::NAN;
+    }
+    return digits
+      .chars()
+      .try_fold(0.0, |acc, c| c.to_digit(radix).map(|d| acc * radix as f64 + d as f64))
+      .unwrap_or(f64::NAN);
+  }
+  // Rust also parses "inf" and "nan", JavaScript does not.
+  let decimal = |b: u8| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-');
+  if !t.bytes().all(decimal) {
+    return f64::NAN;
+  }
+  t.parse().unwrap_or(f64::NAN)
 }
 
 /// Where accepted connections go: the core's queue for this handle.
@@ -170,8 +242,17 @@ impl ServerHandle {
         (Kind::Pipe, p) => {
           let path = sockets::shortest_path(q.address.as_deref().unwrap_or(""));
           let sock = sockets::bind_pipe(&path)?;
+          // Whoever listens, the primary owns the file: it sets the modes
+          // (as Node's primary does when it listens under SCHED_RR).
+          let listened = match p {
+            Policy::RoundRobin => sockets::listen(&sock, q.backlog),
+            _ => Ok(()),
+          };
+          if let Err(e) = listened.and_then(|_| sockets::chmod_pipe(&path, q.readable_all, q.writable_all)) {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+          }
           if p == Policy::RoundRobin {
-            sockets::listen(&sock, DEFAULT_BACKLOG)?;
             let d = deliver.clone();
             Shape::RoundRobin(RoundRobin::start(sock, Some(path), move |c| d(c))?)
           } else {
@@ -210,7 +291,8 @@ impl ServerHandle {
         }
         (k, Policy::RoundRobin) if !k.is_udp() => {
           let s = q.bind(q.port, false)?;
-          sockets::listen(&s, DEFAULT_BACKLOG)?;
+          // The worker never listens on this socket: its backlog is ours.
+          sockets::listen(&s, q.backlog)?;
           let d = deliver.clone();
           Shape::RoundRobin(RoundRobin::start(s, None, move |c| d(c))?)
         }
@@ -381,5 +463,49 @@ impl Drop for ServerHandle {
     if let Some(p) = path {
       let _ = std::fs::remove_file(p);
     }
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use serde_json::json;
+
+  /// What `listen(backlog || 511)` passes to listen(2) in a Node primary,
+  /// checked against Node for each value.
+  #[test]
+  fn backlog_as_node_converts_it() {
+    let b = |v: Value| listen_backlog(Some(&v));
+    assert_eq!(listen_backlog(None), 511);
+    assert_eq!(b(Value::Null), 511);
+    assert_eq!(b(json!(3)), 3);
+    assert_eq!(b(json!(0)), 511);
+    assert_eq!(b(json!(false)), 511);
+    assert_eq!(b(json!(true)), 1);
+    assert_eq!(b(json!("")), 511);
+    assert_eq!(b(json!(2.9)), 2);
+    assert_eq!(b(json!(0.5)), 0);
+    assert_eq!(b(json!(-1)), -1);
+    assert_eq!(b(json!(4294967298.0)), 2);
+    assert_eq!(b(json!(2147483648.0)), i32::MIN);
+    assert_eq!(b(json!("5")), 5);
+    assert_eq!(b(json!(" 7\n")), 7);
+    assert_eq!(b(json!("0x10")), 16);
+    assert_eq!(b(json!("0b11")), 3);
+    assert_eq!(b(json!("1e2")), 100);
+    assert_eq!(b(json!("-4")), -4);
+    assert_eq!(b(json!(" ")), 0);
+    assert_eq!(b(json!("abc")), 0);
+    assert_eq!(b(json!("inf")), 0);
+    assert_eq!(b(json!("Infinity")), 0);
+    assert_eq!(b(json!("0x")), 0);
+    assert_eq!(b(json!({})), 0);
+    assert_eq!(b(json!("-0x5")), 0);
+    assert_eq!(b(json!("1_0")), 0);
+    assert_eq!(b(json!(".5e1")), 5);
+    assert_eq!(b(json!("5.")), 5);
+    assert_eq!(b(json!(" +3 ")), 3);
+    assert_eq!(b(json!("\u{a0}5")), 5);
+    assert_eq!(b(json!("1e")), 0);
   }
 }

@@ -148,6 +148,49 @@ pub fn bind_pipe(path: &Path) -> Result<Socket, i32> {
   make().map_err(|e| neg_errno(&e))
 }
 
+/// `listen({ readableAll, writableAll })` on the socket file, as the libuv
+/// of the Node running us does it (`uv_pipe_chmod`): read and/or write for
+/// everyone. Since libuv 1.51 (Node 22) that is the whole mode (0444, 0222 or
+/// 0666); before, the bits were added to what the umask left.
+pub fn chmod_pipe(path: &Path, readable_all: bool, writable_all: bool) -> Result<(), i32> {
+  set_pipe_mode(path, readable_all, writable_all, pipe_chmod_sets_whole_mode())
+}
+
+fn set_pipe_mode(path: &Path, readable_all: bool, writable_all: bool, whole: bool) -> Result<(), i32> {
+  use std::os::unix::fs::PermissionsExt;
+  let wanted = if readable_all { 0o444 } else { 0 } | if writable_all { 0o222 } else { 0 };
+  if wanted == 0 {
+    return Ok(());
+  }
+  let mode = if whole {
+    wanted
+  } else {
+    let old = std::fs::metadata(path).map_err(|e| neg_errno(&e))?.permissions().mode() & 0o7777;
+    if old & wanted == wanted {
+      return Ok(());
+    }
+    old | wanted
+  };
+  // By path: fchmod on a socket does not reach the file on every system.
+  std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| neg_errno(&e))
+}
+
+/// Whether the host's libuv is 1.51 or later. Node exports libuv's symbols
+/// (for addons); outside Node (`cargo test`) assume a current libuv.
+fn pipe_chmod_sets_whole_mode() -> bool {
+  static WHOLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+  *WHOLE.get_or_init(|| {
+    // SAFETY: a symbol lookup; `uv_version` takes no arguments and returns
+    // the version as 0xMMmmpp.
+    let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"uv_version".as_ptr()) };
+    if sym.is_null() {
+      return true;
+    }
+    let uv_version: extern "C" fn() -> libc::c_uint = unsafe { std::mem::transmute(sym) };
+    uv_version() >= 0x01_33_00
+  })
+}
+
 /// The shortest usable spelling of a socket path (Unix paths are limited to
 /// ~107 bytes), as Node's primary does.
 pub fn shortest_path(path: &str) -> PathBuf {
@@ -406,5 +449,35 @@ mod tests {
     assert_eq!(describe(p.as_raw_fd()), "pipe");
     assert_eq!(bind_pipe(&dir).err(), Some(-libc::EADDRINUSE));
     std::fs::remove_file(&dir).unwrap();
+  }
+
+  #[test]
+  fn pipe_modes_as_libuv_sets_them() {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::temp_dir().join(format!("rcluster-chmod-{}", std::process::id()));
+    let mode = || std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+    let set = |m: u32| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(m)).unwrap();
+    std::fs::write(&path, b"").unwrap();
+    // (mode before, readableAll, writableAll, mode after: libuv < 1.51, >= 1.51)
+    for (start, readable, writable, added, whole) in [
+      (0o700, false, false, 0o700, 0o700),
+      (0o700, true, false, 0o744, 0o444),
+      (0o700, false, true, 0o722, 0o222),
+      (0o700, true, true, 0o766, 0o666),
+      (0o755, true, true, 0o777, 0o666),
+      (0o755, true, false, 0o755, 0o444),
+    ] {
+      for (is_whole, end) in [(false, added), (true, whole)] {
+        set(start);
+        set_pipe_mode(&path, readable, writable, is_whole).unwrap();
+        assert_eq!(
+          mode(),
+          end,
+          "{start:o} readable {readable} writable {writable} whole {is_whole}"
+        );
+      }
+    }
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(set_pipe_mode(&path, true, false, false), Err(-libc::ENOENT));
   }
 }
