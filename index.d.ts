@@ -174,5 +174,7 @@ declare namespace rcluster {
   }
 }
 
-declare const rcluster: rcluster.Cluster;
+// `default`, as @types/node's node:cluster has: `import * as cluster from 'rcluster'` (esModuleInterop) gives it.
+// (`import cluster = require('rcluster')` does not, at runtime, as with node:cluster.)
+declare const rcluster: rcluster.Cluster & { readonly default: rcluster.Cluster };
 export = rcluster;

@@ -1,6 +1,7 @@
 // Ordinary node:cluster code, CommonJS with esModuleInterop. Compiled twice with `--strict`: with
 // 'cluster-under-test' mapped to node:cluster (tsconfig.node.json: the code is valid there) and to rcluster
-// (tsconfig.json: so it is valid with rcluster too). Nothing here may be rcluster-only.
+// (tsconfig.json: so it is valid with rcluster too), and so again with node10 resolution (tsconfig.node10*.json).
+// Every file in compat/ is compiled so (the configs include the folder); nothing here may be rcluster-only.
 import cluster, { Worker, type Address, type ClusterSettings } from 'cluster-under-test';
 import type { ChildProcess } from 'node:child_process';
 import * as http from 'node:http';
