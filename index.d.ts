@@ -2,7 +2,8 @@
 //
 // Built on @types/node's `node:cluster` types (Worker extends its Worker, Cluster extends its Cluster), so
 // code that type-checks against node:cluster type-checks against rcluster: the shapes are the same by
-// construction. The reference makes that hold whatever `types` the consumer's tsconfig lists.
+// construction. The reference makes that hold whatever `types` the consumer's tsconfig lists. @types/node is an
+// optional peer dependency (">=18"): a TypeScript project for Node has it already; JavaScript users need nothing.
 
 /// <reference types="node" />
 

@@ -24,7 +24,7 @@ test.after(() => {
   if (work) fs.rmSync(work, { recursive: true, force: true });
 });
 
-test('npm pack → install in a fresh app → clustered server (CJS and ESM)', { timeout: 120000 }, () => {
+test('npm pack → install in a fresh app → clustered server and types (CJS and ESM)', { timeout: 120000 }, () => {
   work = fs.mkdtempSync(path.join(os.tmpdir(), 'rcluster-pack-'));
   const binary = `rcluster.${platformDir}.node`;
   assert.ok(fs.existsSync(path.join(root, binary)), `${binary} is built`);
