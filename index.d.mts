@@ -3,13 +3,17 @@ import cluster = require('./index.js');
 
 export default cluster;
 export type {
-  Worker as WorkerInstance, Address, ClusterSettings, RestartOptions, ReloadOptions, ShutdownOptions, WorkerStats, ClusterStats, Cluster,
-  WorkerProcess, WorkerEvents, ClusterEvents,
+  Address, ClusterSettings, SetupSettings, RestartOptions, ReloadOptions, ShutdownOptions, WorkerStats, ClusterStats,
+  Cluster, WorkerProcess, WorkerEvents, ClusterEvents,
 } from './index.js';
+/** The Worker class: a value (`instanceof Worker`) and the type of a worker. */
+export type Worker = cluster.Worker;
+export declare const Worker: cluster.Cluster['Worker'];
+/** @deprecated the type of a worker; use `Worker` */
+export type WorkerInstance = cluster.Worker;
 export declare const isPrimary: boolean;
 export declare const isMaster: boolean;
 export declare const isWorker: boolean;
-export declare const Worker: cluster.Cluster['Worker'];
 export declare const SCHED_NONE: 1;
 export declare const SCHED_RR: 2;
 export declare const SCHED_REUSEPORT: 3;

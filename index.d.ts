@@ -1,32 +1,38 @@
 // Type definitions for rcluster: node:cluster's API, plus rcluster's additions.
+//
+// Built on @types/node's `node:cluster` types (Worker extends its Worker, Cluster extends its Cluster), so
+// code that type-checks against node:cluster type-checks against rcluster: the shapes are the same by
+// construction. The reference makes that hold whatever `types` the consumer's tsconfig lists. @types/node is an
+// optional peer dependency (">=18"): a TypeScript project for Node has it already; JavaScript users need nothing.
 
 /// <reference types="node" />
 
-import { EventEmitter } from 'node:events';
-import { ChildProcess, StdioOptions, Serializable, SendHandle, MessageOptions } from 'node:child_process';
+import type * as NodeCluster from 'node:cluster';
+import type { ChildProcess, StdioOptions } from 'node:child_process';
+import type { EventEmitter } from 'node:events';
+import type * as net from 'node:net';
+
+/** A worker: node:cluster's Worker, plus rcluster's `slot`. */
+declare class RclusterWorker extends NodeCluster.Worker {
+  // Node's Worker takes EventEmitter's options, in the types; it reads these.
+  constructor(
+    options?: { id?: number | undefined; process?: ChildProcess | undefined; state?: string | undefined }
+      & ConstructorParameters<typeof EventEmitter>[0],
+  );
+  /** `'none' | 'online' | 'listening' | 'disconnected' | 'dead'` */
+  state: string;
+  /** (rcluster, primary only) The worker's slot: 0…n-1, kept by replacements. */
+  slot?: number;
+  /** Signals the worker's process (default `'SIGTERM'`); a name or a number. */
+  kill(signal?: string | number): void;
+  destroy(signal?: string | number): void;
+}
 
 declare namespace rcluster {
-  /** Settings for {@link Cluster.setupPrimary}; the same as node:cluster's. */
-  interface ClusterSettings {
-    /** Node options for workers. Default: `process.execArgv`. */
-    execArgv?: string[] | undefined;
-    /** The worker script. Default: `process.argv[1]`. */
-    exec?: string | undefined;
-    /** Arguments for the worker script. Default: `process.argv.slice(2)`. */
-    args?: string[] | undefined;
-    /** Pipe the workers' stdio to the primary (`worker.process.stdout` …). */
-    silent?: boolean | undefined;
-    /** Workers' stdio; must contain `'ipc'`. Overrides `silent`. */
-    stdio?: StdioOptions | undefined;
-    uid?: number | undefined;
-    gid?: number | undefined;
-    cwd?: string | URL | undefined;
-    /** Inspector port for each worker (with `--inspect` in execArgv). */
-    inspectPort?: number | (() => number) | undefined;
-    serialization?: 'json' | 'advanced' | undefined;
-    windowsHide?: boolean | undefined;
+  type Worker = RclusterWorker;
 
-    // rcluster's supervision (off unless set).
+  /** `cluster.settings`: node:cluster's settings, plus rcluster's supervision. */
+  interface ClusterSettings extends NodeCluster.ClusterSettings {
     /** Replace crashed workers in the same slot, after a backoff. */
     restart?: boolean | RestartOptions | undefined;
     /** Replace a worker whose heartbeat is silent this long (ms). */
@@ -37,6 +43,13 @@ declare namespace rcluster {
     maxAge?: number | undefined;
     /** SIGTERM/SIGINT → shutdown() then exit 0; SIGHUP → reload(). */
     signals?: boolean | undefined;
+  }
+
+  /** What {@link Cluster.setupPrimary} accepts: {@link ClusterSettings}, with `cwd` also a URL and any `stdio`. */
+  interface SetupSettings extends Omit<ClusterSettings, 'cwd' | 'stdio'> {
+    cwd?: string | URL | undefined;
+    /** Workers' stdio; must contain `'ipc'`. Overrides `silent`. */
+    stdio?: StdioOptions | undefined;
   }
 
   interface RestartOptions {
@@ -88,66 +101,29 @@ declare namespace rcluster {
     primary: { pid: number; rss: number | null; cpu: { user: number; system: number } | null };
   }
 
-  /** `address` as reported by the `'listening'` events. */
-  interface Address {
-    address: string | null;
-    port: number;
-    /** 4, 6, -1 (Unix socket), 'udp4' or 'udp6'. */
-    addressType: 4 | 6 | -1 | 'udp4' | 'udp6';
-    fd?: number | undefined;
-  }
+  /** `address` as reported by the `'listening'` events (as in node:cluster). */
+  type Address = NodeCluster.Address;
 
-  /** `worker.process`: behaves like a `ChildProcess` for the worker. */
-  interface WorkerProcess extends EventEmitter {
-    readonly pid: number | undefined;
-    readonly spawnfile: string;
-    readonly spawnargs: string[];
-    readonly exitCode: number | null;
-    readonly signalCode: NodeJS.Signals | null;
-    readonly killed: boolean;
-    readonly connected: boolean;
-    readonly stdin: ChildProcess['stdin'];
-    readonly stdout: ChildProcess['stdout'];
-    readonly stderr: ChildProcess['stderr'];
-    readonly stdio: ChildProcess['stdio'];
-    kill(signal?: NodeJS.Signals | number): boolean;
-    send(message: Serializable, callback?: (error: Error | null) => void): boolean;
-    send(message: Serializable, sendHandle?: SendHandle, callback?: (error: Error | null) => void): boolean;
-    send(
-      message: Serializable,
-      sendHandle?: SendHandle,
-      options?: MessageOptions,
-      callback?: (error: Error | null) => void,
-    ): boolean;
-    disconnect(): void;
-    ref(): void;
-    unref(): void;
+  /** `worker.process`: the worker's process, typed as node:cluster types it. */
+  type WorkerProcess = ChildProcess;
 
-    on(event: 'exit', listener: (code: number | null, signal: NodeJS.Signals | null) => void): this;
-    on(event: 'close', listener: (code: number | null, signal: NodeJS.Signals | null) => void): this;
-    on(event: 'disconnect', listener: () => void): this;
-    on(event: 'error', listener: (error: Error) => void): this;
-    on(event: 'message', listener: (message: any, handle?: SendHandle) => void): this;
-    on(event: string | symbol, listener: (...args: any[]) => void): this;
-  }
-
-  /** A worker's events and their listeners. */
+  /** A worker's events and their listeners, as node:cluster types them. */
   interface WorkerEvents {
     disconnect: () => void;
     error: (error: Error) => void;
-    exit: (code: number | null, signal: NodeJS.Signals | null) => void;
+    exit: (code: number, signal: string) => void;
     listening: (address: Address) => void;
-    message: (message: any, handle?: SendHandle) => void;
+    message: (message: any, handle: net.Socket | net.Server) => void;
     online: () => void;
   }
 
-  /** The cluster's events (Node's, then rcluster's) and their listeners. */
+  /** The cluster's events (node:cluster's, as it types them, then rcluster's) and their listeners. */
   interface ClusterEvents {
     disconnect: (worker: Worker) => void;
-    exit: (worker: Worker, code: number | null, signal: NodeJS.Signals | null) => void;
+    exit: (worker: Worker, code: number, signal: string) => void;
     fork: (worker: Worker) => void;
     listening: (worker: Worker, address: Address) => void;
-    message: (worker: Worker, message: any, handle?: SendHandle) => void;
+    message: (worker: Worker, message: any, handle: net.Socket | net.Server) => void;
     online: (worker: Worker) => void;
     setup: (settings: ClusterSettings) => void;
     restarting: (worker: Worker, delayMs: number) => void;
@@ -156,46 +132,7 @@ declare namespace rcluster {
     recycle: (worker: Worker, reason: 'memory' | 'age') => void;
   }
 
-  interface Worker extends EventEmitter {
-    /** Unique within the primary; starts at 1. */
-    id: number;
-    /** In the primary, the worker's process; in a worker, `process`. */
-    process: WorkerProcess;
-    /** `'none' | 'online' | 'listening' | 'disconnected' | 'dead'` */
-    state: string;
-    /** True after `disconnect()`/`kill()`-initiated exits; false for crashes. */
-    exitedAfterDisconnect: boolean;
-    /** (rcluster, primary only) The worker's slot: 0…n-1, kept by replacements. */
-    slot?: number;
-    send(message: Serializable, callback?: (error: Error | null) => void): boolean;
-    send(message: Serializable, sendHandle?: SendHandle, callback?: (error: Error | null) => void): boolean;
-    send(
-      message: Serializable,
-      sendHandle?: SendHandle,
-      options?: MessageOptions,
-      callback?: (error: Error | null) => void,
-    ): boolean;
-    /** Signals the worker's process (default `'SIGTERM'`). */
-    kill(signal?: NodeJS.Signals | number): void;
-    destroy(signal?: NodeJS.Signals | number): void;
-    /** Closes the worker's servers, then its channel; it then exits by itself. */
-    disconnect(): this;
-    isConnected(): boolean;
-    isDead(): boolean;
-
-    addListener<E extends keyof WorkerEvents>(event: E, listener: WorkerEvents[E]): this;
-    addListener(event: string | symbol, listener: (...args: any[]) => void): this;
-    on<E extends keyof WorkerEvents>(event: E, listener: WorkerEvents[E]): this;
-    on(event: string | symbol, listener: (...args: any[]) => void): this;
-    once<E extends keyof WorkerEvents>(event: E, listener: WorkerEvents[E]): this;
-    once(event: string | symbol, listener: (...args: any[]) => void): this;
-  }
-
-  interface Cluster extends EventEmitter {
-    readonly isPrimary: boolean;
-    /** @deprecated alias of isPrimary */
-    readonly isMaster: boolean;
-    readonly isWorker: boolean;
+  interface Cluster extends NodeCluster.Cluster {
     /** In a worker: this worker. In the primary: undefined. */
     readonly worker?: Worker | undefined;
     /** Live workers by id (primary only). */
@@ -203,15 +140,18 @@ declare namespace rcluster {
     readonly settings: ClusterSettings;
     /** One of the SCHED_* constants; set before the first fork()/setupPrimary(). */
     schedulingPolicy: number;
-    /** The operating system decides: one socket shared by every worker. */
-    readonly SCHED_NONE: 1;
     /** The primary accepts connections (in Rust) and hands them to workers. */
-    readonly SCHED_RR: 2;
-    /** A SO_REUSEPORT socket per worker; the kernel spreads connections. Default on Linux. */
+    readonly SCHED_RR: number;
+    /** The operating system decides: one socket shared by every worker. */
+    readonly SCHED_NONE: number;
+    /** (rcluster) A SO_REUSEPORT socket per worker; the kernel spreads connections. Default on Linux. */
     readonly SCHED_REUSEPORT: 3;
-    Worker: new (options?: { id?: number; process?: WorkerProcess; state?: string }) => Worker;
+    Worker: typeof RclusterWorker;
 
-    setupPrimary(settings?: ClusterSettings): void;
+    setupPrimary(settings?: SetupSettings): void;
+    /** @deprecated alias of setupPrimary */
+    setupMaster(settings?: SetupSettings): void;
+    fork(env?: any): Worker;
 
     // rcluster's additions: primary only (in a worker, rcluster is node:cluster).
     /** Rolling restart, slot by slot; rejects (old workers kept) if a successor is not ready. */
@@ -221,10 +161,6 @@ declare namespace rcluster {
     /** Start or retire workers until there are `n`; resolves with the count. */
     scale(n: number, options?: ReloadOptions): Promise<number>;
     stats(): ClusterStats;
-    /** @deprecated alias of setupPrimary */
-    setupMaster(settings?: ClusterSettings): void;
-    fork(env?: NodeJS.ProcessEnv | Record<string, string | number | boolean | undefined>): Worker;
-    disconnect(callback?: () => void): void;
 
     addListener<E extends keyof ClusterEvents>(event: E, listener: ClusterEvents[E]): this;
     addListener(event: string | symbol, listener: (...args: any[]) => void): this;
@@ -232,8 +168,14 @@ declare namespace rcluster {
     on(event: string | symbol, listener: (...args: any[]) => void): this;
     once<E extends keyof ClusterEvents>(event: E, listener: ClusterEvents[E]): this;
     once(event: string | symbol, listener: (...args: any[]) => void): this;
+    prependListener<E extends keyof ClusterEvents>(event: E, listener: ClusterEvents[E]): this;
+    prependListener(event: string | symbol, listener: (...args: any[]) => void): this;
+    prependOnceListener<E extends keyof ClusterEvents>(event: E, listener: ClusterEvents[E]): this;
+    prependOnceListener(event: string | symbol, listener: (...args: any[]) => void): this;
   }
 }
 
-declare const rcluster: rcluster.Cluster;
+// `default`, as @types/node's node:cluster has: `import * as cluster from 'rcluster'` (esModuleInterop) gives it.
+// (`import cluster = require('rcluster')` does not, at runtime, as with node:cluster.)
+declare const rcluster: rcluster.Cluster & { readonly default: rcluster.Cluster };
 export = rcluster;

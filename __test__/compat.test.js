@@ -71,6 +71,16 @@ test('Worker is callable without new, as in Node', () => {
   assert.equal(obj.state, 'online');
 });
 
+test('a Worker is a node:cluster Worker, none of whose methods it uses', () => {
+  const NodeWorker = require('node:cluster').Worker;
+  const w = new cluster.Worker({ id: 7 });
+  assert.ok(w instanceof NodeWorker);
+  assert.ok(w instanceof require('node:events'));
+  for (const name of Object.getOwnPropertyNames(NodeWorker.prototype)) {
+    if (name !== 'constructor') assert.notEqual(w[name], NodeWorker.prototype[name], name);
+  }
+});
+
 test('a dead primary: workers exit by themselves, blocked ones are killed', async () => {
   const mark = path.join(os.tmpdir(), `rcluster-orphans-${process.pid}-`);
   let pids;

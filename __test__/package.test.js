@@ -1,10 +1,10 @@
 'use strict';
 // The npm package installs into a fresh app without a Rust toolchain when the
 // platform package is there, and clusters a server from there, via CommonJS
-// and ESM.
+// and ESM; its types compile there.
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { execFileSync, spawn } = require('node:child_process');
+const { execFileSync, spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
@@ -24,7 +24,7 @@ test.after(() => {
   if (work) fs.rmSync(work, { recursive: true, force: true });
 });
 
-test('npm pack → install in a fresh app → clustered server (CJS and ESM)', { timeout: 120000 }, () => {
+test('npm pack → install in a fresh app → clustered server and types (CJS and ESM)', { timeout: 120000 }, () => {
   work = fs.mkdtempSync(path.join(os.tmpdir(), 'rcluster-pack-'));
   const binary = `rcluster.${platformDir}.node`;
   assert.ok(fs.existsSync(path.join(root, binary)), `${binary} is built`);
@@ -78,4 +78,28 @@ test('npm pack → install in a fresh app → clustered server (CJS and ESM)', {
   const opts = { cwd: app, encoding: 'utf8', timeout: 30000 };
   assert.match(execFileSync(process.execPath, ['server.js'], opts), /^served by worker [12]$/m);
   assert.equal(execFileSync(process.execPath, ['esm.mjs'], opts).trim(), 'true 3 function');
+
+  // TypeScript, as a consumer sees the installed package: @types/node is an optional peer, so it is not
+  // installed with rcluster; the app brings its own (here, the repo's), and node:cluster code compiles.
+  assert.ok(!fs.existsSync(path.join(app, 'node_modules', '@types', 'node')), '@types/node not installed by rcluster');
+  const typesDir = path.join(app, 'node_modules', '@types');
+  fs.mkdirSync(typesDir, { recursive: true });
+  fs.symlinkSync(path.dirname(require.resolve('@types/node/package.json')), path.join(typesDir, 'node'), 'junction');
+  const tsBody = `
+    const w: Worker = cluster.fork();
+    const p: ChildProcess = w.process;
+    if (w instanceof Worker) w.on('exit', (code: number, signal: string) => void [code, signal, p, w.slot]);
+    cluster.on('exit', (worker, code, signal) => void [worker.id, code + 1, signal.length]);
+    void cluster.reload();
+  `;
+  const imports = "import cluster, { Worker } from 'rcluster';\n"
+    + "import type { ChildProcess } from 'node:child_process';\n";
+  fs.writeFileSync(path.join(app, 'check.ts'), imports + tsBody);
+  fs.writeFileSync(path.join(app, 'check.mts'), imports + tsBody);
+  fs.writeFileSync(path.join(app, 'tsconfig.json'), JSON.stringify({
+    compilerOptions: { strict: true, noEmit: true, module: 'node16', moduleResolution: 'node16', types: ['node'] },
+    files: ['check.ts', 'check.mts'],
+  }));
+  const tsc = spawnSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', app], opts);
+  assert.equal(tsc.status, 0, tsc.stdout + tsc.stderr);
 });

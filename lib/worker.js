@@ -4,6 +4,7 @@
 // owns the real process and its channel.
 
 const EventEmitter = require('node:events');
+const { Worker: NodeWorker } = require('node:cluster');
 const net = require('node:net');
 const dgram = require('node:dgram');
 const { constants: { signals } } = require('node:os');
@@ -340,8 +341,10 @@ function Worker(options) {
     this.process.on('message', (message, handle) => this.emit('message', message, handle));
   }
 }
-Object.setPrototypeOf(Worker.prototype, EventEmitter.prototype);
-Object.setPrototypeOf(Worker, EventEmitter);
+// A node:cluster Worker too (`instanceof`, as the types say): every method of
+// Node's Worker.prototype is replaced, below and in primary.js.
+Object.setPrototypeOf(Worker.prototype, NodeWorker.prototype);
+Object.setPrototypeOf(Worker, NodeWorker);
 
 Worker.prototype.kill = function kill(...args) {
   return this.destroy(...args);

@@ -24,8 +24,9 @@ if (cluster.isPrimary) {
     void port;
   });
   w.on('exit', (code, signal) => {
-    const c: number | null = code;
-    const s: NodeJS.Signals | null = signal;
+    // As @types/node types them.
+    const c: number = code;
+    const s: string = signal;
     void c;
     void s;
   });

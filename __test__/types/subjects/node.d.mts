@@ -1,0 +1,3 @@
+// The module under test, as node:cluster (ESM importers). @types/node declares `node:cluster` the same way.
+export * from 'node:cluster';
+export { default } from 'node:cluster';
