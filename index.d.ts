@@ -130,6 +130,12 @@ declare namespace rcluster {
     crashloop: (worker: Worker, info: { slot: number; crashes: number }) => void;
     unresponsive: (worker: Worker, silentMs: number) => void;
     recycle: (worker: Worker, reason: 'memory' | 'age') => void;
+    /**
+     * A background reload or recycle that failed, or a restart that could not be spawned
+     * (`code: 'ERR_RCLUSTER_RESTART'`, with `slot` and the spawn error as `cause`). Emitted only
+     * while something listens; otherwise it becomes a process warning.
+     */
+    error: (error: Error & { code?: string; slot?: number }) => void;
   }
 
   interface Cluster extends NodeCluster.Cluster {

@@ -51,3 +51,6 @@ const badSlot: string | undefined = w.slot;
 // @ts-expect-error shutdown's timeout is a number
 void cluster.shutdown({ timeout: '5s' });
 void badSlot;
+
+// Background failures reach 'error' on the cluster, with the slot when there is one.
+cluster.on('error', (err) => void [err.message, err.code, err.slot]);
