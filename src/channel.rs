@@ -380,10 +380,14 @@ pub async fn read_loop(sock: Arc<AsyncFd<OwnedFd>>, mode: Serialization, events:
       }
       Err(_would_block) => continue,
     };
-    if n < buf.len() {
+    if n < buf.len() && received.is_empty() {
       // A short read drained the socket: skip the read that would only say
       // EAGAIN. (tokio keeps readiness that arrived since this guard was
-      // taken, so nothing is missed.)
+      // taken, so nothing is missed.) Not so when fds came along: the kernel
+      // ends a read at the end of the chunk that carried them, so the rest of
+      // a large sendmsg may already be queued behind it. Clearing readiness
+      // then waits for an edge that never comes once the sender is blocked on
+      // a full socket buffer: the message (and the sender) hang forever.
       guard.clear_ready();
     }
     unclaimed.extend(received.drain(..));
