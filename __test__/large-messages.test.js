@@ -24,4 +24,15 @@ for (const mode of ['json', 'advanced']) {
       assert.deepEqual(r.failures, []);
       assert.equal(r.delivered, r.rounds);
     });
+
+  test(`${mode}: a ~100 MB message arrives intact, primary → worker and worker → primary`, async () => {
+    const r = await runFixture('large', mode);
+    assertOk(r);
+    assert.ok(r.downSummary.length > 50e6, `payload of ${r.downSummary.length}`);
+    assert.deepEqual(r.workerGot, r.downSummary, 'as the worker received it');
+    assert.equal(r.sendErr, null);
+    assert.deepEqual(r.primaryGot, r.upSummary, 'as the primary received it');
+    assert.deepEqual(r.errors, []);
+    assert.equal(r.connected, true);
+  });
 }
