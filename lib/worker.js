@@ -278,7 +278,8 @@ class WorkerProcess extends EventEmitter {
       value = this._serialization.decode(ev.data);
     } catch (e) {
       if (ev.fd != null) binding.closeFd(ev.fd);
-      this._onEvent({ kind: 'error', message: `undecodable message: ${e.message}` });
+      const message = `undecodable message: ${e.message}`;
+      this._onEvent({ kind: 'error', errorCode: 'ERR_RCLUSTER_BAD_MESSAGE', message });
       binding.closeChannel(this._id);
       return;
     }

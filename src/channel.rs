@@ -19,12 +19,12 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::protocol::{self, Inbound};
 
-/// A worker that sends a frame larger than this is broken or hostile: it gets
-/// an error and is disconnected rather than growing the primary's memory.
-pub const MAX_FRAME_BYTES: usize = 64 << 20;
-
 /// How many times a handle the peer NACKs is sent again (Node uses 3 too).
 const MAX_HANDLE_RETRANSMISSIONS: u32 = 3;
+
+/// A decoder keeps at most this much buffer capacity between messages, so one
+/// huge message does not pin its memory for the life of the channel.
+const DECODER_KEPT_CAPACITY: usize = 1 << 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Serialization {
@@ -50,22 +50,6 @@ impl Serialization {
   }
 }
 
-#[derive(Debug, PartialEq, Eq)]
-pub enum FrameError {
-  TooLarge(usize),
-}
-
-impl std::fmt::Display for FrameError {
-  fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-    match self {
-      FrameError::TooLarge(n) => write!(
-        f,
-        "IPC message of at least {n} bytes exceeds the {MAX_FRAME_BYTES}-byte limit"
-      ),
-    }
-  }
-}
-
 /// Registers an owned socket with the runtime's reactor.
 pub fn register<T: AsRawFd>(inner: T, interest: tokio::io::Interest) -> io::Result<AsyncFd<T>> {
   // SAFETY: every `T` we pass (OwnedFd, socket2::Socket) owns its fd, which
@@ -74,7 +58,8 @@ pub fn register<T: AsRawFd>(inner: T, interest: tokio::io::Interest) -> io::Resu
 }
 
 /// Splits a byte stream into frames (the payload without its delimiter or
-/// length prefix).
+/// length prefix). There is no size limit, as in Node: a JSON line is as long
+/// as the sender made it, an advanced frame as its 4-byte length says.
 pub struct Decoder {
   mode: Serialization,
   buf: Vec<u8>,
@@ -83,28 +68,26 @@ pub struct Decoder {
   /// JSON only: how far past `start` we already know there is no newline, so a
   /// long line arriving in many reads is scanned once, not once per read.
   scanned: usize,
-  max: usize,
 }
 
 impl Decoder {
   pub fn new(mode: Serialization) -> Self {
-    Self::with_limit(mode, MAX_FRAME_BYTES)
-  }
-
-  pub fn with_limit(mode: Serialization, max: usize) -> Self {
     Decoder {
       mode,
       buf: Vec::new(),
       start: 0,
       scanned: 0,
-      max,
     }
   }
 
   pub fn push(&mut self, data: &[u8]) {
-    if self.start > 0 && self.start == self.buf.len() {
-      self.buf.clear();
+    if self.start == self.buf.len() {
       self.start = 0;
+      if self.buf.capacity() > DECODER_KEPT_CAPACITY {
+        self.buf = Vec::new();
+      } else {
+        self.buf.clear();
+      }
     } else if self.start > 64 * 1024 && self.start * 2 > self.buf.len() {
       self.buf.drain(..self.start);
       self.start = 0;
@@ -112,41 +95,47 @@ impl Decoder {
     self.buf.extend_from_slice(data);
   }
 
-  pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+  pub fn next_frame(&mut self) -> Option<Vec<u8>> {
     let pending = &self.buf[self.start..];
-    match self.mode {
+    let (offset, len, skip) = match self.mode {
       Serialization::Json => match pending[self.scanned..].iter().position(|&b| b == b'\n') {
         Some(i) => {
-          let end = self.scanned + i;
-          let frame = pending[..end].to_vec();
-          self.start += end + 1;
+          let len = self.scanned + i;
           self.scanned = 0;
-          Ok(Some(frame))
+          (0, len, len + 1)
         }
         None => {
           self.scanned = pending.len();
-          if pending.len() > self.max {
-            return Err(FrameError::TooLarge(pending.len()));
-          }
-          Ok(None)
+          return None;
         }
       },
       Serialization::Advanced => {
-        if pending.len() < 4 {
-          return Ok(None);
-        }
-        let len = u32::from_be_bytes([pending[0], pending[1], pending[2], pending[3]]) as usize;
-        if len > self.max {
-          return Err(FrameError::TooLarge(len));
-        }
+        let header: [u8; 4] = pending.get(..4)?.try_into().unwrap();
+        let len = u32::from_be_bytes(header) as usize;
         if pending.len() < 4 + len {
-          return Ok(None);
+          return None;
         }
-        let frame = pending[4..4 + len].to_vec();
-        self.start += 4 + len;
-        Ok(Some(frame))
+        (4, len, 4 + len)
       }
+    };
+    Some(self.take(offset, len, skip))
+  }
+
+  /// Removes `skip` bytes at `start` and returns `len` of them from `offset`.
+  fn take(&mut self, offset: usize, len: usize, skip: usize) -> Vec<u8> {
+    let begin = self.start + offset;
+    if len <= DECODER_KEPT_CAPACITY || len * 2 < self.buf.len() {
+      self.start += skip;
+      return self.buf[begin..begin + len].to_vec();
     }
+    // A frame that is most of the buffer: hand the buffer itself over rather
+    // than holding a second copy of a message that may be 100s of MB.
+    let rest = self.buf[self.start + skip..].to_vec();
+    let mut frame = std::mem::replace(&mut self.buf, rest);
+    self.start = 0;
+    frame.truncate(begin + len);
+    frame.drain(..begin);
+    frame
   }
 }
 
@@ -380,10 +369,14 @@ pub async fn read_loop(sock: Arc<AsyncFd<OwnedFd>>, mode: Serialization, events:
       }
       Err(_would_block) => continue,
     };
-    if n < buf.len() {
+    if n < buf.len() && received.is_empty() {
       // A short read drained the socket: skip the read that would only say
       // EAGAIN. (tokio keeps readiness that arrived since this guard was
-      // taken, so nothing is missed.)
+      // taken, so nothing is missed.) Not so when fds came along: the kernel
+      // ends a read at the end of the chunk that carried them, so the rest of
+      // a large sendmsg may already be queued behind it. Clearing readiness
+      // then waits for an edge that never comes once the sender is blocked on
+      // a full socket buffer: the message (and the sender) hang forever.
       guard.clear_ready();
     }
     unclaimed.extend(received.drain(..));
@@ -393,22 +386,12 @@ pub async fn read_loop(sock: Arc<AsyncFd<OwnedFd>>, mode: Serialization, events:
       unclaimed.pop_front();
     }
     decoder.push(&buf[..n]);
-    loop {
-      match decoder.next_frame() {
-        Ok(Some(frame)) => {
-          let msg = protocol::classify(mode, frame, &mut unclaimed);
-          if let Inbound::Garbage(reason) = msg {
-            return events(ReaderEvent::End { error: Some(reason) });
-          }
-          events(ReaderEvent::Message(msg));
-        }
-        Ok(None) => break,
-        Err(e) => {
-          return events(ReaderEvent::End {
-            error: Some(e.to_string()),
-          })
-        }
+    while let Some(frame) = decoder.next_frame() {
+      let msg = protocol::classify(mode, frame, &mut unclaimed);
+      if let Inbound::Garbage(reason) = msg {
+        return events(ReaderEvent::End { error: Some(reason) });
       }
+      events(ReaderEvent::Message(msg));
     }
   }
 }
@@ -421,12 +404,12 @@ mod tests {
   fn json_lines_split_across_pushes() {
     let mut d = Decoder::new(Serialization::Json);
     d.push(b"{\"a\":1}\n{\"b\"");
-    assert_eq!(d.next_frame().unwrap().unwrap(), b"{\"a\":1}");
-    assert_eq!(d.next_frame().unwrap(), None);
+    assert_eq!(d.next_frame().unwrap(), b"{\"a\":1}");
+    assert_eq!(d.next_frame(), None);
     d.push(b":2}\n\n");
-    assert_eq!(d.next_frame().unwrap().unwrap(), b"{\"b\":2}");
-    assert_eq!(d.next_frame().unwrap().unwrap(), b"");
-    assert_eq!(d.next_frame().unwrap(), None);
+    assert_eq!(d.next_frame().unwrap(), b"{\"b\":2}");
+    assert_eq!(d.next_frame().unwrap(), b"");
+    assert_eq!(d.next_frame(), None);
   }
 
   #[test]
@@ -434,24 +417,44 @@ mod tests {
     let mut d = Decoder::new(Serialization::Advanced);
     let f = frame(Serialization::Advanced, b"hello");
     d.push(&f[..3]);
-    assert_eq!(d.next_frame().unwrap(), None);
+    assert_eq!(d.next_frame(), None);
     d.push(&f[3..]);
     d.push(&frame(Serialization::Advanced, b""));
-    assert_eq!(d.next_frame().unwrap().unwrap(), b"hello");
-    assert_eq!(d.next_frame().unwrap().unwrap(), b"");
-    assert_eq!(d.next_frame().unwrap(), None);
+    assert_eq!(d.next_frame().unwrap(), b"hello");
+    assert_eq!(d.next_frame().unwrap(), b"");
+    assert_eq!(d.next_frame(), None);
+  }
+
+  fn pushed_in_reads(d: &mut Decoder, bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut frames = Vec::new();
+    for chunk in bytes.chunks(64 * 1024) {
+      d.push(chunk);
+      frames.extend(std::iter::from_fn(|| d.next_frame()));
+    }
+    frames
   }
 
   #[test]
-  fn endless_line_is_refused() {
-    let mut d = Decoder::with_limit(Serialization::Json, 16);
-    d.push(&[b'x'; 10]);
-    assert_eq!(d.next_frame().unwrap(), None);
-    d.push(&[b'x'; 10]);
-    assert_eq!(d.next_frame(), Err(FrameError::TooLarge(20)));
-    let mut a = Decoder::with_limit(Serialization::Advanced, 16);
-    a.push(&1000u32.to_be_bytes());
-    assert_eq!(a.next_frame(), Err(FrameError::TooLarge(1000)));
+  fn large_frames_in_both_modes_have_no_size_limit() {
+    let big: Vec<u8> = (0..(80u32 << 20) + 3).map(|i| b'a' + (i % 26) as u8).collect();
+    for mode in [Serialization::Json, Serialization::Advanced] {
+      let mut d = Decoder::new(mode);
+      let mut wire = frame(mode, b"1");
+      wire.extend(frame(mode, &big));
+      wire.extend(frame(mode, b"2"));
+      let frames = pushed_in_reads(&mut d, &wire);
+      assert_eq!(frames.len(), 3, "{mode:?}");
+      assert_eq!(frames[0], b"1");
+      assert!(frames[1] == big, "{mode:?}: the large frame differs");
+      assert_eq!(frames[2], b"2");
+      // The buffer that held the large frame is not kept.
+      d.push(b"");
+      assert!(
+        d.buf.capacity() <= DECODER_KEPT_CAPACITY,
+        "{mode:?}: {}",
+        d.buf.capacity()
+      );
+    }
   }
 
   #[test]
@@ -466,5 +469,51 @@ mod tests {
     assert_eq!(&buf[..n], b"x\n");
     assert_eq!(fds.len(), 1);
     assert_ne!(fds[0].as_raw_fd(), file.as_raw_fd());
+  }
+
+  #[test]
+  fn large_frame_whose_fd_ends_the_first_read_is_read_to_the_end() {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC).unwrap();
+    let flags = nix::fcntl::fcntl(&ours, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+    let nonblocking = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(&ours, nix::fcntl::FcntlArg::F_SETFL(nonblocking)).unwrap();
+    let payload = format!(
+      r#"{{"cmd":"NODE_HANDLE","type":"net.Socket","msg":"{}"}}"#,
+      "a".repeat(800_000)
+    );
+    let wire = frame(Serialization::Json, payload.as_bytes());
+    // The sender fills the socket buffer before we read at all, as a worker
+    // does when the primary is busy, then blocks on the rest.
+    let sender = std::thread::spawn(move || {
+      let file = std::fs::File::open("/dev/null").unwrap();
+      let mut off = send_with_fd(theirs.as_raw_fd(), &wire, Some(file.as_raw_fd())).unwrap();
+      while off < wire.len() {
+        off += send_with_fd(theirs.as_raw_fd(), &wire[off..], None).unwrap();
+      }
+      theirs
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let rt = tokio::runtime::Builder::new_current_thread()
+      .enable_all()
+      .build()
+      .unwrap();
+    let got = rt.block_on(async move {
+      let sock = Arc::new(register(ours, tokio::io::Interest::READABLE).unwrap());
+      let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+      tokio::spawn(read_loop(sock, Serialization::Json, move |ev| {
+        let _ = tx.send(ev);
+      }));
+      tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv()).await
+    });
+    match got {
+      Ok(Some(ReaderEvent::Message(Inbound::Handle { envelope, fd, .. }))) => {
+        assert_eq!(envelope.len(), payload.len());
+        assert!(fd.is_some(), "the fd was lost");
+      }
+      Ok(_) => panic!("the channel ended or sent something else"),
+      Err(_) => panic!("the frame never arrived: the reader stopped reading"),
+    }
+    drop(sender.join().unwrap());
   }
 }
