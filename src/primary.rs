@@ -1364,7 +1364,7 @@ mod tests {
     std::io::Read::read_to_string(&mut s, &mut out).unwrap();
     assert_eq!(out, "hi");
     drop(s); // server.close() in the worker waits for open connections
-    core.disconnect(1);
+    core.disconnect(1, DEFAULT_KILL_TIMEOUT);
     assert!(matches!(next(&rx), Event::Disconnect));
     match next(&rx) {
       Event::Exit { code, signal, .. } => assert_eq!((code, signal), (Some(0), None)),

@@ -470,6 +470,120 @@ mod tests {
     assert!(!alive(reaper_pid));
   }
 
+  fn reap(pid: i32) -> Duration {
+    let t0 = std::time::Instant::now();
+    let mut st = 0;
+    unsafe { libc::waitpid(pid, &mut st, 0) };
+    t0.elapsed()
+  }
+
+  #[test]
+  fn deadlines() {
+    let grace = GRACE.as_millis() as u64;
+    assert_eq!(kill_deadline(5_000, None), 5_000 + grace);
+    // Leaving: its own deadline, but never less than the short grace.
+    assert_eq!(kill_deadline(5_000, Some(20_000)), 20_000);
+    assert_eq!(kill_deadline(5_000, Some(5_100)), 5_000 + grace);
+    assert_eq!(kill_deadline(u64::MAX - 1, None), u64::MAX);
+  }
+
+  #[test]
+  fn watchlist_tracks_leaving_workers() {
+    let mut w = Watchlist::new();
+    assert!(w.is_empty());
+    w.add(1, 10).unwrap();
+    w.add(2, 11).unwrap();
+    w.add(3, 12).unwrap();
+    w.leave(2, 9_000);
+    w.leave(2, 50_000); // the first request counts
+    w.leave(99, 1); // unknown: ignored
+    assert_eq!(w.remove(3), Some(12));
+    assert_eq!(w.remove(3), None);
+    w.arm(1_000);
+    assert_eq!(w.next_deadline(), Some(2_000));
+    assert_eq!(w.take_due(1_999), None);
+    assert_eq!(w.take_due(2_000), Some(10));
+    assert_eq!(w.take_due(2_000), None);
+    assert_eq!(w.next_deadline(), Some(9_000));
+    assert_eq!(w.take_due(9_000), Some(11));
+    assert!(w.is_empty());
+    assert_eq!(w.next_deadline(), None);
+  }
+
+  #[test]
+  fn watchlist_hands_back_what_does_not_fit() {
+    let mut w = Watchlist::new();
+    for i in 0..CAPACITY {
+      w.add(i as u32, i as RawFd).unwrap();
+    }
+    assert_eq!(w.add(9999, 77), Err(77));
+    assert_eq!(w.remove(5), Some(5));
+    w.add(9999, 77).unwrap();
+    // A reused entry does not inherit its predecessor's deadline.
+    w.leave(4, 0);
+    assert_eq!(w.remove(4), Some(4));
+    w.add(4444, 44).unwrap();
+    w.arm(0);
+    assert_eq!(w.take_due(0), None);
+  }
+
+  /// With nothing left to watch, the reaper exits the moment its owner is
+  /// gone instead of sleeping out a grace period.
+  #[test]
+  fn exits_at_once_when_no_worker_is_alive() {
+    let reaper = Reaper::start().unwrap();
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pidfd = spawn::pidfd_open(child.id() as i32).unwrap();
+    reaper.add(1, pidfd.as_raw_fd()).unwrap();
+    child.wait().unwrap(); // exited, never removed: its pidfd says so
+    let reaper_pid = reaper.pid;
+    drop(reaper);
+    let took = reap(reaper_pid);
+    assert!(took < GRACE / 2, "{took:?}");
+  }
+
+  /// A leaving worker gets its own grace, not the short one.
+  #[test]
+  fn leaving_workers_get_their_grace() {
+    let reaper = Reaper::start().unwrap();
+    let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let pidfd = spawn::pidfd_open(child.id() as i32).unwrap();
+    reaper.add(1, pidfd.as_raw_fd()).unwrap();
+    let grace = GRACE * 2;
+    reaper.leave(1, grace).unwrap();
+    let reaper_pid = reaper.pid;
+    let t0 = std::time::Instant::now();
+    drop(reaper);
+    let status = child.wait().unwrap();
+    let took = t0.elapsed();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    assert!(
+      took >= grace - Duration::from_millis(50) && took < grace * 3,
+      "{took:?}"
+    );
+    reap(reaper_pid);
+  }
+
+  /// `ps -ef` and `pgrep -f` see the title, not the test binary's command line.
+  #[test]
+  fn shows_its_name() {
+    let reaper = Reaper::start().unwrap();
+    let cmdline = (0..100)
+      .map(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        std::fs::read(format!("/proc/{}/cmdline", reaper.pid)).unwrap()
+      })
+      .find(|c| c.starts_with(TITLE))
+      .expect("the reaper renames itself");
+    assert!(cmdline[TITLE.len()..].iter().all(|&b| b == 0), "{cmdline:?}");
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", reaper.pid)).unwrap();
+    assert_eq!(comm.trim_end(), "rcluster-reaper");
+    let reaper_pid = reaper.pid;
+    drop(reaper);
+    reap(reaper_pid);
+  }
+
   #[test]
   fn forgets_removed_workers() {
     let reaper = Reaper::start().unwrap();
