@@ -798,7 +798,7 @@ impl State {
         if let Some(w) = self.workers.get_mut(&id) {
           w.leaving = true;
         }
-        self.reaper_leave(id, self.kill_timeout);
+        self.reaper_leave(id, self.kill_timeout, false);
         self.emit(id, Event::ExitedAfterDisconnect);
         if let Some(seq) = seq {
           self.send_cluster(id, json!({ "ack": seq }), None);
@@ -1018,17 +1018,19 @@ impl State {
   }
 
   /// Tells the reaper before the worker learns it may leave: the worker
-  /// counts on finishing even if the primary dies right after.
-  fn reaper_leave(&self, id: u32, grace: Duration) {
+  /// counts on finishing even if the primary dies right after. With
+  /// `keep_channel`, the reaper holds the channel open till then (see reaper).
+  fn reaper_leave(&self, id: u32, grace: Duration, keep_channel: bool) {
     if let (Some(r), Some(w)) = (&self.reaper, self.workers.get(&id)) {
       if w.exit.is_none() {
-        let _ = r.leave(id, grace);
+        let channel = (keep_channel && w.connected).then(|| w.channel.as_raw_fd());
+        let _ = r.leave(id, grace, channel);
       }
     }
   }
 
   fn disconnect(&mut self, id: u32, grace: Duration) {
-    self.reaper_leave(id, grace);
+    self.reaper_leave(id, grace, true);
     let Some(w) = self.workers.get_mut(&id) else { return };
     w.leaving = true;
     self.send_cluster(id, json!({ "act": "disconnect" }), None);
@@ -1044,7 +1046,7 @@ impl State {
     let _ = w.writer.send(WriterCmd::Abort);
     if error.is_none() {
       // A clean close: the worker is on its way out (process.disconnect()).
-      self.reaper_leave(id, self.kill_timeout);
+      self.reaper_leave(id, self.kill_timeout, false);
     }
     let Some(w) = self.workers.get_mut(&id) else { return };
     // Refuse the rest of a broken stream at once.

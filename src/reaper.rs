@@ -12,7 +12,10 @@
 //! A worker asked to leave (`disconnect()`, or its channel closed cleanly)
 //! may be finishing requests: it gets the primary's kill timeout, counted
 //! from the request, as the primary itself would have given it. Any other
-//! worker gets `GRACE` from the primary's death.
+//! worker gets `GRACE` from the primary's death. The reaper also keeps the
+//! primary's end of the channel of a worker the primary asked to leave: that
+//! worker tells the primary as it closes its servers, and a write to a dead
+//! primary (EPIPE) would crash it, cutting its last requests short.
 //!
 //! The child of `fork()` in a multithreaded process may only make
 //! async-signal-safe calls, so the reaper's loop uses raw syscalls on stack
@@ -86,9 +89,10 @@ impl Reaper {
 
   /// The worker is leaving gracefully: should the primary die, it may take
   /// `grace` from now to finish. The first call for a worker counts.
-  pub fn leave(&self, id: u32, grace: Duration) -> io::Result<()> {
+  /// `channel`: the primary's end of its channel, kept open until it exits.
+  pub fn leave(&self, id: u32, grace: Duration, channel: Option<RawFd>) -> io::Result<()> {
     let ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
-    send(self.control.as_raw_fd(), LEAVE, id, ms, None)
+    send(self.control.as_raw_fd(), LEAVE, id, ms, channel)
   }
 }
 
@@ -138,6 +142,8 @@ struct Watchlist {
   ids: [u32; CAPACITY],
   /// -1: a free entry.
   pidfds: [RawFd; CAPACITY],
+  /// The primary's end of a leaving worker's channel, or -1.
+  channels: [RawFd; CAPACITY],
   /// When a leaving worker's grace ends; `u64::MAX` if it is not leaving.
   leave_by: [u64; CAPACITY],
   /// Set once the primary is gone.
@@ -151,6 +157,7 @@ impl Watchlist {
     Watchlist {
       ids: [0; CAPACITY],
       pidfds: [-1; CAPACITY],
+      channels: [-1; CAPACITY],
       leave_by: [NOT_LEAVING; CAPACITY],
       kill_at: [0; CAPACITY],
     }
@@ -162,6 +169,7 @@ impl Watchlist {
       Some(i) => {
         self.ids[i] = id;
         self.pidfds[i] = pidfd;
+        self.channels[i] = -1;
         self.leave_by[i] = NOT_LEAVING;
         Ok(())
       }
@@ -169,28 +177,38 @@ impl Watchlist {
     }
   }
 
-  /// Forgets worker `id`; returns its pidfd to close.
-  fn remove(&mut self, id: u32) -> Option<RawFd> {
+  /// Forgets worker `id`; returns its fds to close.
+  fn remove(&mut self, id: u32) -> Option<Gone> {
     let i = self.find(id)?;
     Some(self.take(i))
   }
 
-  fn leave(&mut self, id: u32, by: u64) {
-    if let Some(i) = self.find(id) {
-      if self.leave_by[i] == NOT_LEAVING {
-        self.leave_by[i] = by;
-      }
+  /// Returns `channel` when it is not kept (to close).
+  fn leave(&mut self, id: u32, by: u64, channel: RawFd) -> Option<RawFd> {
+    let unwanted = (channel >= 0).then_some(channel);
+    let Some(i) = self.find(id) else { return unwanted };
+    if self.leave_by[i] == NOT_LEAVING {
+      self.leave_by[i] = by;
     }
+    if self.channels[i] >= 0 {
+      return unwanted;
+    }
+    self.channels[i] = channel;
+    None
   }
 
   fn find(&self, id: u32) -> Option<usize> {
     (0..CAPACITY).find(|&i| self.pidfds[i] >= 0 && self.ids[i] == id)
   }
 
-  fn take(&mut self, i: usize) -> RawFd {
-    let fd = self.pidfds[i];
+  fn take(&mut self, i: usize) -> Gone {
+    let gone = Gone {
+      pidfd: self.pidfds[i],
+      channel: self.channels[i],
+    };
     self.pidfds[i] = -1;
-    fd
+    self.channels[i] = -1;
+    gone
   }
 
   /// The primary died at `now`: every worker gets its deadline.
@@ -213,10 +231,27 @@ impl Watchlist {
       .min()
   }
 
-  /// Removes a worker whose deadline has passed; returns its pidfd.
-  fn take_due(&mut self, now: u64) -> Option<RawFd> {
+  /// Removes a worker whose deadline has passed.
+  fn take_due(&mut self, now: u64) -> Option<Gone> {
     let i = (0..CAPACITY).find(|&i| self.pidfds[i] >= 0 && self.kill_at[i] <= now)?;
     Some(self.take(i))
+  }
+}
+
+/// The fds of a worker the reaper no longer watches.
+#[derive(Debug, PartialEq)]
+struct Gone {
+  pidfd: RawFd,
+  /// -1 if none was kept.
+  channel: RawFd,
+}
+
+impl Gone {
+  unsafe fn close(self) {
+    libc::close(self.pidfd);
+    if self.channel >= 0 {
+      libc::close(self.channel);
+    }
   }
 }
 
@@ -365,11 +400,14 @@ unsafe fn run(control: RawFd) -> ! {
         received = -1;
       }
       REMOVE => {
-        while let Some(fd) = watched.remove(id) {
-          libc::close(fd);
+        while let Some(gone) = watched.remove(id) {
+          gone.close();
         }
       }
-      LEAVE => watched.leave(id, now_ms().saturating_add(u64::from_le_bytes(grace))),
+      LEAVE => {
+        let by = now_ms().saturating_add(u64::from_le_bytes(grace));
+        received = watched.leave(id, by, received).unwrap_or(-1);
+      }
       _ => {}
     }
     if received >= 0 {
@@ -385,16 +423,16 @@ unsafe fn run(control: RawFd) -> ! {
   }; CAPACITY];
   while !watched.is_empty() {
     let now = now_ms();
-    while let Some(fd) = watched.take_due(now) {
+    while let Some(gone) = watched.take_due(now) {
       // pidfds never hit a recycled pid; one that exited answers ESRCH.
       libc::syscall(
         libc::SYS_pidfd_send_signal,
-        fd,
+        gone.pidfd,
         libc::SIGKILL,
         std::ptr::null::<u8>(),
         0u32,
       );
-      libc::close(fd);
+      gone.close();
     }
     let Some(deadline) = watched.next_deadline() else { break };
     // A pidfd turns readable when its process exits.
@@ -423,7 +461,7 @@ unsafe fn run(control: RawFd) -> ! {
     for p in &polled[..count] {
       if p.revents != 0 {
         if let Some(i) = (0..CAPACITY).find(|&i| watched.pidfds[i] == p.fd) {
-          libc::close(watched.take(i));
+          watched.take(i).close();
         }
       }
     }
@@ -494,18 +532,20 @@ mod tests {
     w.add(1, 10).unwrap();
     w.add(2, 11).unwrap();
     w.add(3, 12).unwrap();
-    w.leave(2, 9_000);
-    w.leave(2, 50_000); // the first request counts
-    w.leave(99, 1); // unknown: ignored
-    assert_eq!(w.remove(3), Some(12));
+    assert_eq!(w.leave(2, 9_000, 20), None);
+    // The first request counts; a second channel is not kept.
+    assert_eq!(w.leave(2, 50_000, 21), Some(21));
+    assert_eq!(w.leave(2, 50_000, -1), None);
+    assert_eq!(w.leave(99, 1, 22), Some(22)); // unknown worker
+    assert_eq!(w.remove(3), Some(Gone { pidfd: 12, channel: -1 }));
     assert_eq!(w.remove(3), None);
     w.arm(1_000);
     assert_eq!(w.next_deadline(), Some(2_000));
     assert_eq!(w.take_due(1_999), None);
-    assert_eq!(w.take_due(2_000), Some(10));
+    assert_eq!(w.take_due(2_000), Some(Gone { pidfd: 10, channel: -1 }));
     assert_eq!(w.take_due(2_000), None);
     assert_eq!(w.next_deadline(), Some(9_000));
-    assert_eq!(w.take_due(9_000), Some(11));
+    assert_eq!(w.take_due(9_000), Some(Gone { pidfd: 11, channel: 20 }));
     assert!(w.is_empty());
     assert_eq!(w.next_deadline(), None);
   }
@@ -517,11 +557,11 @@ mod tests {
       w.add(i as u32, i as RawFd).unwrap();
     }
     assert_eq!(w.add(9999, 77), Err(77));
-    assert_eq!(w.remove(5), Some(5));
+    assert_eq!(w.remove(5).map(|g| g.pidfd), Some(5));
     w.add(9999, 77).unwrap();
-    // A reused entry does not inherit its predecessor's deadline.
-    w.leave(4, 0);
-    assert_eq!(w.remove(4), Some(4));
+    // A reused entry does not inherit its predecessor's deadline or channel.
+    assert_eq!(w.leave(4, 0, 40), None);
+    assert_eq!(w.remove(4), Some(Gone { pidfd: 4, channel: 40 }));
     w.add(4444, 44).unwrap();
     w.arm(0);
     assert_eq!(w.take_due(0), None);
@@ -550,7 +590,7 @@ mod tests {
     let pidfd = spawn::pidfd_open(child.id() as i32).unwrap();
     reaper.add(1, pidfd.as_raw_fd()).unwrap();
     let grace = GRACE * 2;
-    reaper.leave(1, grace).unwrap();
+    reaper.leave(1, grace, None).unwrap();
     let reaper_pid = reaper.pid;
     let t0 = std::time::Instant::now();
     drop(reaper);
