@@ -8,7 +8,7 @@ const fs = require('node:fs');
 const http = require('node:http');
 const path = require('node:path');
 const cluster = require('..');
-const { isGone, pollUntilGone } = require('./helpers');
+const { isGone, pollUntilGone, trackCluster, waitFor } = require('./helpers');
 
 const fixture = path.join(__dirname, 'fixtures', 'reaper-primary.js');
 const children = new Set();
@@ -68,17 +68,19 @@ function get(port) {
   });
 }
 
-for (const impl of ['node', 'rcluster']) {
-  test(`${impl}: disconnect() then exit(): an in-flight request still completes`, async () => {
-    const p = start('slow-request', { CLUSTER_IMPL: impl });
-    const { port, pids } = await p.next();
-    const response = await get(port).catch((err) => ({ error: err.message }));
-    assert.deepEqual(response, { status: 200, body: 'done' }, p.stderr());
-    // The primary left long before the answer.
-    await p.exited;
-    assert.deepEqual(await pollUntilGone(pids, 5000), [], 'the workers exit once done');
-  });
-}
+// node:cluster loses this race now and then (about 1 run in 4 here): the
+// worker tells the primary as it closes its server, that write to the dead
+// primary fails with EPIPE, and the unhandled error kills the worker.
+test('disconnect() then exit(): an in-flight request still completes', async () => {
+  const p = start('slow-request');
+  const { port, pids } = await p.next();
+  const response = await get(port).catch((err) => ({ error: err.message }));
+  assert.deepEqual(response, { status: 200, body: 'done' }, p.stderr());
+  // The primary left long before the answer.
+  await p.exited;
+  assert.deepEqual(await pollUntilGone(pids, 5000), [], 'the workers exit once done');
+  assert.doesNotMatch(p.stderr(), /EPIPE|ERR_IPC/);
+});
 
 test('a worker that never finishes leaving is killed after killTimeout, not before', async () => {
   const p = start('never-leaves', { KILL_TIMEOUT: '3000' });
@@ -119,4 +121,19 @@ test('setupPrimary() checks killTimeout', () => {
   assert.throws(() => cluster.setupPrimary({ killTimeout: '10s' }), { code: 'ERR_INVALID_ARG_TYPE' });
   cluster.setupPrimary({ killTimeout: 5000 });
   assert.equal(cluster.settings.killTimeout, 5000);
+});
+
+test("shutdown() gives workers settings.killTimeout by default", async () => {
+  const { killAll } = trackCluster(cluster);
+  try {
+    cluster.setupPrimary({ exec: fixture, args: ['never-leaves'], killTimeout: 300 });
+    const w = cluster.fork({ REAPER_CASE: 'never-leaves' });
+    await waitFor(w, 'message');
+    const t0 = Date.now();
+    await cluster.shutdown();
+    assert.equal(w.process.signalCode, 'SIGKILL');
+    assert.ok(Date.now() - t0 < 5000, `shutdown took ${Date.now() - t0} ms`);
+  } finally {
+    await killAll();
+  }
 });
