@@ -82,8 +82,11 @@ test('disconnect() then exit(): an in-flight request still completes', async () 
   assert.doesNotMatch(p.stderr(), /EPIPE|ERR_IPC/);
 });
 
-test('a worker that never finishes leaving is killed after killTimeout, not before', async () => {
-  const p = start('never-leaves', { KILL_TIMEOUT: '3000' });
+for (const [which, what] of [
+  ['never-leaves', 'a worker asked to disconnect that never exits'],
+  ['disconnects-itself', 'a worker that called worker.disconnect() itself and runs on'],
+]) test(`${what} is killed killTimeout after the primary's exit, not before`, async () => {
+  const p = start(which, { KILL_TIMEOUT: '3000' });
   const { pid } = await p.next();
   const t0 = await p.exited;
   // The short grace of an abruptly dead primary (1 s) is long past...
