@@ -43,6 +43,12 @@ declare namespace rcluster {
     maxAge?: number | undefined;
     /** SIGTERM/SIGINT → shutdown() then exit 0; SIGHUP → reload(). */
     signals?: boolean | undefined;
+    /**
+     * How long a worker asked to leave may take before SIGKILL (ms): the default of shutdown()'s
+     * `timeout` and reload()/scale()'s `killTimeout`, and what a disconnecting worker gets to finish
+     * should the primary exit first. Default 10000.
+     */
+    killTimeout?: number | undefined;
   }
 
   /** What {@link Cluster.setupPrimary} accepts: {@link ClusterSettings}, with `cwd` also a URL and any `stdio`. */
@@ -70,12 +76,12 @@ declare namespace rcluster {
   interface ReloadOptions {
     /** How long a successor may take to listen where its predecessor did (ms). Default 30000. */
     readyTimeout?: number | undefined;
-    /** How long a retiring worker may take to exit before SIGKILL (ms). Default 10000. */
+    /** How long a retiring worker may take to exit before SIGKILL (ms). Default: settings.killTimeout. */
     killTimeout?: number | undefined;
   }
 
   interface ShutdownOptions {
-    /** How long workers may take to exit before SIGKILL (ms). Default 10000. */
+    /** How long workers may take to exit before SIGKILL (ms). Default: settings.killTimeout. */
     timeout?: number | undefined;
   }
 

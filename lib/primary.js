@@ -323,10 +323,20 @@ function attachWorker(id, slot, spec, started) {
   return worker;
 }
 
+// How long an exiting primary waits for queued messages to reach its workers.
+const EXIT_FLUSH_MS = 250;
+let flushOnExit = false;
+
 // Starts a worker in `slot` (a free one when undefined). `standby` starts a
 // reload's successor beside the slot's current worker.
 function startWorker(env, slot, standby = false) {
   cluster.setupPrimary();
+  if (!flushOnExit) {
+    flushOnExit = true;
+    // A disconnect() right before process.exit() must still reach the
+    // workers (Node writes it synchronously), or they drop their requests.
+    process.on('exit', () => binding.flush(EXIT_FLUSH_MS));
+  }
   const spec = workerSpec(env);
   if (slot === undefined) slot = supervisor.freeSlot();
   Object.assign(spec, supervisor.nativeOptions(slot), { standby });
@@ -358,11 +368,17 @@ cluster.disconnect = function disconnect(cb) {
   if (typeof cb === 'function') intercom.once('disconnect', cb);
 };
 
+// Should the primary die before the worker is gone, the reaper still gives
+// it `killTimeout` ms to finish.
+function disconnectWorker(worker, killTimeout) {
+  worker.exitedAfterDisconnect = true;
+  binding.disconnect(worker.id, killTimeout);
+  removeWorker(worker);
+  return worker;
+}
+
 Worker.prototype.disconnect = function disconnect() {
-  this.exitedAfterDisconnect = true;
-  binding.disconnect(this.id);
-  removeWorker(this);
-  return this;
+  return disconnectWorker(this, supervisor.killTimeout());
 };
 
 Worker.prototype.destroy = function destroy(signo) {
@@ -371,6 +387,6 @@ Worker.prototype.destroy = function destroy(signo) {
 
 cluster._defaultPolicy = defaultPolicy;
 
-const supervisor = require('./supervisor')(cluster, { startWorker, attachWorker, workerSpec });
+const supervisor = require('./supervisor')(cluster, { startWorker, attachWorker, workerSpec, disconnectWorker });
 
 module.exports = cluster;

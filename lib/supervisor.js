@@ -74,9 +74,11 @@ function parseRestart(value) {
   return out;
 }
 
-module.exports = function createSupervisor(cluster, { startWorker, attachWorker }) {
+module.exports = function createSupervisor(cluster, { startWorker, attachWorker, disconnectWorker }) {
   // What setupPrimary said, parsed.
-  let config = { restart: null, hangTimeout: 0, maxMemory: 0, maxAge: 0 };
+  let config = { restart: null, hangTimeout: 0, maxMemory: 0, maxAge: 0, killTimeout: DEFAULT_KILL_TIMEOUT };
+  // What the core was told (it starts with the default).
+  let coreKillTimeout = DEFAULT_KILL_TIMEOUT;
   // slot -> { spec, restarts } for slots that have had a worker.
   const slots = new Map();
   let queue = Promise.resolve(); // reloads and recycles, one at a time
@@ -103,9 +105,15 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker 
       hangTimeout: settings.hangTimeout === undefined ? 0 : parseMs(settings.hangTimeout, 'options.hangTimeout', { allowZero: true }),
       maxMemory: settings.maxMemory === undefined ? 0 : parseBytes(settings.maxMemory, 'options.maxMemory'),
       maxAge: settings.maxAge === undefined ? 0 : parseMs(settings.maxAge, 'options.maxAge'),
+      killTimeout: settings.killTimeout === undefined
+        ? DEFAULT_KILL_TIMEOUT : parseMs(settings.killTimeout, 'options.killTimeout'),
     };
     if (settings.signals !== undefined) validateBoolean(settings.signals, 'options.signals');
     config = next;
+    if (config.killTimeout !== coreKillTimeout) {
+      binding.setKillTimeout(config.killTimeout);
+      coreKillTimeout = config.killTimeout;
+    }
     if (settings.signals && !signalHandlers) installSignals();
     if (settings.signals === false && signalHandlers) removeSignals();
   }
@@ -241,9 +249,9 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker 
   });
 
   // Asks a worker to leave once (a second disconnect would make Node's
-  // worker-side code throw).
-  function retire(worker) {
-    if (worker.isConnected() && !worker.exitedAfterDisconnect) worker.disconnect();
+  // worker-side code throw), within `killTimeout` ms.
+  function retire(worker, killTimeout) {
+    if (worker.isConnected() && !worker.exitedAfterDisconnect) disconnectWorker(worker, killTimeout);
   }
 
   function waitExit(worker, killTimeout) {
@@ -299,7 +307,7 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker 
 
   // Starts a successor for `old` in its slot, waits until it serves what
   // `old` served, then retires `old` gracefully.
-  async function replace(old, { readyTimeout = DEFAULT_READY_TIMEOUT, killTimeout = DEFAULT_KILL_TIMEOUT }) {
+  async function replace(old, { readyTimeout = DEFAULT_READY_TIMEOUT, killTimeout = config.killTimeout }) {
     if (old.isDead() || !cluster.workers[old.id]) return;
     const keys = listenKeys(old);
     const fresh = startWorker(old._env, old.slot, true);
@@ -310,7 +318,7 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker 
       throw err;
     }
     binding.promote(fresh.id);
-    retire(old);
+    retire(old, killTimeout);
     await waitExit(old, killTimeout);
   }
 
@@ -333,13 +341,13 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker 
   };
 
   cluster.shutdown = function shutdown(options) {
-    const { timeout = DEFAULT_KILL_TIMEOUT } = checkOptions(options, 'options');
+    const { timeout = config.killTimeout } = checkOptions(options, 'options');
     if (shuttingDown) return shuttingDown;
     shuttingDown = (async () => {
       for (const slot of slots.keys()) binding.unsupervise(slot);
       pendingSlots.clear();
       const workers = Object.values(cluster.workers);
-      for (const w of workers) retire(w);
+      for (const w of workers) retire(w, timeout);
       await Promise.all(workers.map((w) => waitExit(w, timeout)));
     })().finally(() => { shuttingDown = null; });
     return shuttingDown;
@@ -348,7 +356,7 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker 
   cluster.scale = function scale(n, options) {
     if (typeof n !== 'number') throw codes.ERR_INVALID_ARG_TYPE('n', 'number', n);
     if (!Number.isInteger(n) || n < 0) throw codes.ERR_OUT_OF_RANGE('n', 'an integer >= 0', n);
-    const { readyTimeout = DEFAULT_READY_TIMEOUT, killTimeout = DEFAULT_KILL_TIMEOUT } = checkOptions(options, 'options');
+    const { readyTimeout = DEFAULT_READY_TIMEOUT, killTimeout = config.killTimeout } = checkOptions(options, 'options');
     return enqueue(async () => {
       const live = liveWorkers().sort((a, b) => a.slot - b.slot);
       // A slot waiting out its restart backoff counts: it will be back.
@@ -373,7 +381,7 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker 
         for (const w of retiring) {
           binding.unsupervise(w.slot);
           slots.delete(w.slot);
-          retire(w);
+          retire(w, killTimeout);
         }
         await Promise.all(retiring.map((w) => waitExit(w, killTimeout)));
       }
@@ -415,5 +423,7 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker 
     return { workers, totals, primary };
   };
 
-  return { configure, workerEnv, nativeOptions, freeSlot, onRespawned, onEvent, beforeExit, afterExit };
+  const killTimeout = () => config.killTimeout;
+
+  return { configure, killTimeout, workerEnv, nativeOptions, freeSlot, onRespawned, onEvent, beforeExit, afterExit };
 };

@@ -386,11 +386,30 @@ pub fn send(id: u32, frame: Buffer, fd: Option<i32>, token: Option<u32>) -> Resu
   }
 }
 
-/// `worker.disconnect()` in the primary.
+/// `worker.disconnect()` in the primary; `graceMs`: how long the reaper lets
+/// it finish should the primary die meanwhile.
 #[napi]
-pub fn disconnect(id: u32) -> Result<()> {
-  core()?.disconnect(id);
+pub fn disconnect(id: u32, grace_ms: Option<f64>) -> Result<()> {
+  let grace = millis(grace_ms).unwrap_or(crate::primary::DEFAULT_KILL_TIMEOUT);
+  core()?.disconnect(id, grace);
   Ok(())
+}
+
+/// `killTimeout` from setupPrimary: the grace of workers that leave by
+/// themselves, should the primary die meanwhile.
+#[napi]
+pub fn set_kill_timeout(ms: f64) -> Result<()> {
+  core()?.set_kill_timeout(millis(Some(ms)).unwrap_or(crate::primary::DEFAULT_KILL_TIMEOUT));
+  Ok(())
+}
+
+/// Called as the primary exits: lets queued messages (a `disconnect()` just
+/// before `process.exit()`) reach the workers, waiting at most `limitMs`.
+#[napi]
+pub fn flush(limit_ms: f64) {
+  if let Some(c) = CORE.get() {
+    c.flush(duration_ms(limit_ms));
+  }
 }
 
 /// `worker.process.disconnect()`: close the channel after queued messages.

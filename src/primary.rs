@@ -38,6 +38,10 @@ const WATCHDOG_TICK: Duration = Duration::from_millis(250);
 /// channel open must not delay `'exit'` for ever.
 const EXIT_WAITS_FOR_EOF: Duration = Duration::from_millis(200);
 
+/// How long a worker asked to leave may take before it is SIGKILLed, unless
+/// JS says otherwise (`killTimeout`). The reaper honours it too.
+pub const DEFAULT_KILL_TIMEOUT: Duration = Duration::from_millis(10_000);
+
 /// Events for JS, per worker.
 #[derive(Debug)]
 pub enum Event {
@@ -196,7 +200,11 @@ enum Msg {
   },
   Disconnect {
     id: u32,
+    grace: Duration,
   },
+  SetKillTimeout(Duration),
+  /// Answered once every earlier message is handled.
+  Barrier(std::sync::mpsc::SyncSender<()>),
   CloseChannel {
     id: u32,
   },
@@ -250,6 +258,7 @@ impl Core {
       watchdog: false,
       reaper: None,
       reaper_tried: false,
+      kill_timeout: DEFAULT_KILL_TIMEOUT,
       policy: default_policy(),
       workers: HashMap::new(),
       handles: HashMap::new(),
@@ -327,9 +336,37 @@ impl Core {
   }
 
   /// `worker.disconnect()`: ask the worker to close its servers and
-  /// disconnect; forget its server handles now, as Node does.
-  pub fn disconnect(&self, id: u32) {
-    let _ = self.tx.send(Msg::Disconnect { id });
+  /// disconnect; forget its server handles now, as Node does. Should the
+  /// primary die meanwhile, the reaper lets it finish for `grace`.
+  pub fn disconnect(&self, id: u32, grace: Duration) {
+    let _ = self.tx.send(Msg::Disconnect { id, grace });
+  }
+
+  /// The grace of workers that leave by themselves (their channel closed).
+  pub fn set_kill_timeout(&self, grace: Duration) {
+    let _ = self.tx.send(Msg::SetKillTimeout(grace));
+  }
+
+  /// Waits (at most `limit`) until what JS asked for so far is handled and
+  /// every open channel's queue is written out: a primary that calls
+  /// `disconnect()` and exits at once must still reach its workers, as
+  /// Node's synchronous pipe writes do.
+  pub fn flush(&self, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let (reply, done) = std::sync::mpsc::sync_channel(1);
+    if self.tx.send(Msg::Barrier(reply)).is_err() || done.recv_timeout(limit).is_err() {
+      return;
+    }
+    while Instant::now() < deadline {
+      let pending = {
+        let reg = self.registry.lock().unwrap();
+        reg.values().any(|w| w.open && w.queued.load(Ordering::Relaxed) > 0)
+      };
+      if !pending {
+        return;
+      }
+      std::thread::sleep(Duration::from_millis(1));
+    }
   }
 
   /// `worker.process.disconnect()`: close the channel once queued messages
@@ -439,6 +476,8 @@ struct State {
   /// get a parent-death signal instead).
   reaper: Option<Reaper>,
   reaper_tried: bool,
+  /// For workers that leave by themselves.
+  kill_timeout: Duration,
   policy: Policy,
   workers: HashMap<u32, Worker>,
   handles: HashMap<String, ServerHandle>,
@@ -487,7 +526,11 @@ impl State {
       Msg::Respawn { slot } => self.respawn(slot),
       Msg::Tick => self.watch(),
       Msg::Send { id, frame } => self.write(id, WriterCmd::Frame(frame)),
-      Msg::Disconnect { id } => self.disconnect(id),
+      Msg::Disconnect { id, grace } => self.disconnect(id, grace),
+      Msg::SetKillTimeout(grace) => self.kill_timeout = grace,
+      Msg::Barrier(reply) => {
+        let _ = reply.send(());
+      }
       Msg::CloseChannel { id } => self.write(id, WriterCmd::Close),
       Msg::SetPolicy(p) => self.policy = p,
       Msg::Read {
@@ -761,6 +804,7 @@ impl State {
         if let Some(w) = self.workers.get_mut(&id) {
           w.leaving = true;
         }
+        self.reaper_leave(id, self.kill_timeout, false);
         self.emit(id, Event::ExitedAfterDisconnect);
         if let Some(seq) = seq {
           self.send_cluster(id, json!({ "ack": seq }), None);
@@ -979,7 +1023,20 @@ impl State {
     self.distribute(&h.key);
   }
 
-  fn disconnect(&mut self, id: u32) {
+  /// Tells the reaper before the worker learns it may leave: the worker
+  /// counts on finishing even if the primary dies right after. With
+  /// `keep_channel`, the reaper holds the channel open till then (see reaper).
+  fn reaper_leave(&self, id: u32, grace: Duration, keep_channel: bool) {
+    if let (Some(r), Some(w)) = (&self.reaper, self.workers.get(&id)) {
+      if w.exit.is_none() {
+        let channel = (keep_channel && w.connected).then(|| w.channel.as_raw_fd());
+        let _ = r.leave(id, grace, channel);
+      }
+    }
+  }
+
+  fn disconnect(&mut self, id: u32, grace: Duration) {
+    self.reaper_leave(id, grace, true);
     let Some(w) = self.workers.get_mut(&id) else { return };
     w.leaving = true;
     self.send_cluster(id, json!({ "act": "disconnect" }), None);
@@ -993,6 +1050,11 @@ impl State {
     }
     w.connected = false;
     let _ = w.writer.send(WriterCmd::Abort);
+    if error.is_none() {
+      // A clean close: the worker is on its way out (process.disconnect()).
+      self.reaper_leave(id, self.kill_timeout, false);
+    }
+    let Some(w) = self.workers.get_mut(&id) else { return };
     // Refuse the rest of a broken stream at once.
     let _ = nix::sys::socket::shutdown(w.channel.as_raw_fd(), nix::sys::socket::Shutdown::Both);
     if let Some(w) = self.registry.lock().unwrap().get_mut(&id) {
@@ -1317,7 +1379,7 @@ mod tests {
     std::io::Read::read_to_string(&mut s, &mut out).unwrap();
     assert_eq!(out, "hi");
     drop(s); // server.close() in the worker waits for open connections
-    core.disconnect(1);
+    core.disconnect(1, DEFAULT_KILL_TIMEOUT);
     assert!(matches!(next(&rx), Event::Disconnect));
     match next(&rx) {
       Event::Exit { code, signal, .. } => assert_eq!((code, signal), (Some(0), None)),

@@ -14,6 +14,7 @@ if (cluster.isPrimary) {
     maxMemory: '512M',
     maxAge: 3_600_000,
     signals: true,
+    killTimeout: 30_000,
   });
   cluster.schedulingPolicy = cluster.SCHED_REUSEPORT;
   const w = cluster.fork({ ROLE: 'web' });
