@@ -122,6 +122,8 @@ test("the reaper does not show the primary's command line", async () => {
 test('setupPrimary() checks killTimeout', () => {
   assert.throws(() => cluster.setupPrimary({ killTimeout: -1 }), { code: 'ERR_OUT_OF_RANGE' });
   assert.throws(() => cluster.setupPrimary({ killTimeout: '10s' }), { code: 'ERR_INVALID_ARG_TYPE' });
+  // What a JS timer holds at most: the setting is also shutdown()'s and reload()'s timer.
+  assert.throws(() => cluster.setupPrimary({ killTimeout: 2 ** 31 }), { code: 'ERR_OUT_OF_RANGE' });
   cluster.setupPrimary({ killTimeout: 5000 });
   assert.equal(cluster.settings.killTimeout, 5000);
 });

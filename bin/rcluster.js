@@ -165,6 +165,8 @@ function main() {
       hangTimeout: opts.hangTimeout,
       maxMemory: opts.maxMemory,
       maxAge: opts.maxAge,
+      // Also what a leaving worker gets if the CLI itself is killed meanwhile.
+      killTimeout: opts.killTimeout,
     });
   } catch (err) {
     fail(err.message);

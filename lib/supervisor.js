@@ -106,7 +106,7 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker,
       maxMemory: settings.maxMemory === undefined ? 0 : parseBytes(settings.maxMemory, 'options.maxMemory'),
       maxAge: settings.maxAge === undefined ? 0 : parseMs(settings.maxAge, 'options.maxAge'),
       killTimeout: settings.killTimeout === undefined
-        ? DEFAULT_KILL_TIMEOUT : parseMs(settings.killTimeout, 'options.killTimeout'),
+        ? DEFAULT_KILL_TIMEOUT : parseMs(settings.killTimeout, 'options.killTimeout', { max: MAX_TIMER_MS }),
     };
     if (settings.signals !== undefined) validateBoolean(settings.signals, 'options.signals');
     config = next;
