@@ -1,7 +1,8 @@
 //! rcluster: a drop-in `node:cluster` whose primary runs in Rust.
 //!
 //! - `spawn`    — starting workers, watching them exit (pidfd)
-//! - `channel`  — IPC framing and fd passing
+//! - `framing`  — Node's two IPC framings (JSON lines, length-prefixed V8)
+//! - `channel`  — IPC reader/writer tasks and fd passing
 //! - `protocol` — Node's cluster messages
 //! - `sockets`  — binding listen sockets
 //! - `handles`  — server handles per scheduling policy
@@ -13,6 +14,7 @@
 
 pub mod channel;
 pub mod dispatch;
+pub mod framing;
 pub mod handles;
 pub mod primary;
 pub mod protocol;

@@ -20,7 +20,7 @@ use std::os::fd::OwnedFd;
 
 use serde_json::{json, Map, Value};
 
-use crate::channel::{self, Serialization};
+use crate::framing::{self, Serialization};
 use crate::v8;
 
 pub type Fields = Map<String, Value>;
@@ -168,7 +168,7 @@ pub fn newconn_frame(mode: Serialization, seq: u64, key: &str) -> Vec<u8> {
       let json = format!(
         r#"{{"cmd":"NODE_HANDLE","type":"net.Native","msg":{{"cmd":"NODE_CLUSTER","act":"newconn","key":{key},"seq":{seq}}}}}"#
       );
-      channel::frame(mode, json.as_bytes())
+      framing::frame(mode, json.as_bytes())
     }
     Serialization::Advanced => encode(
       mode,
@@ -187,8 +187,8 @@ fn memchr_node(frame: &[u8]) -> bool {
 /// Encodes an internal message as a complete frame.
 pub fn encode(mode: Serialization, msg: &Value) -> Vec<u8> {
   match mode {
-    Serialization::Json => channel::frame(mode, msg.to_string().as_bytes()),
-    Serialization::Advanced => channel::frame(mode, &v8::encode(msg)),
+    Serialization::Json => framing::frame(mode, msg.to_string().as_bytes()),
+    Serialization::Advanced => framing::frame(mode, &v8::encode(msg)),
   }
 }
 
