@@ -262,6 +262,23 @@ describe('supervision', () => {
     assert.equal((await ours.waitExit()).code, 0);
   });
 
+  it("a restarted worker gets its slot's extra stdio: its own pipe at fd 4, as worker.process.stdio[4]", { timeout: TEST_TIMEOUT }, async () => {
+    const fx = start('sup-respawn-spec.js', { SUP_CASE: 'stdio' });
+    const r = await fx.result();
+    assert.deepEqual(r.w1, { slot: 0, first: { wrote: true, error: null }, hasPipe: true, line: 'fd4 from 1\n' });
+    assert.deepEqual(r.w2, { slot: 0, replaced: true, first: { wrote: true, error: null }, hasPipe: true, line: 'fd4 from 2\n' });
+    assert.equal((await fx.waitExit()).code, 0);
+  });
+
+  it("a restarted worker keeps its slot's serialization, not the primary's later setting", { timeout: TEST_TIMEOUT }, async () => {
+    const fx = start('sup-respawn-spec.js', { SUP_CASE: 'serialization' });
+    const r = await fx.result();
+    const fine = { first: { ready: true }, echo: { isMap: true, entries: [['a', 1]] } };
+    assert.deepEqual(r.w1, { slot: 0, ...fine });
+    assert.deepEqual(r.w2, { slot: 0, replaced: true, ...fine });
+    assert.equal((await fx.waitExit()).code, 0);
+  });
+
   it('workers that leave on purpose (worker.disconnect(), cluster.worker.disconnect()) are not restarted', { timeout: TEST_TIMEOUT }, async () => {
     const fx = start('sup-graceful.js');
     const r = await fx.result();

@@ -170,19 +170,14 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker,
 
   cluster.on('fork', remember);
 
-  // The core restarted a slot by itself: give the new process a Worker.
+  // The core restarted a slot by itself, with the slot's spawn spec: give the
+  // new process a Worker.
   function onRespawned(ev) {
     pendingSlots.delete(ev.slot);
     const s = slots.get(ev.slot) || { restarts: 0 };
     s.restarts++;
     slots.set(ev.slot, s);
-    const [file, ...args] = s.spec || [process.execPath];
-    const spec = {
-      file,
-      args,
-      serialization: (cluster.settings.serialization || 'json'),
-    };
-    attachWorker(ev.id, ev.slot, spec, ev);
+    attachWorker(ev.id, ev.slot, JSON.parse(ev.json), ev);
   }
 
   function onEvent(worker, ev) {

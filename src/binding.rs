@@ -137,6 +137,9 @@ pub struct WorkerEvent {
   pub stdin: Option<i32>,
   pub stdout: Option<i32>,
   pub stderr: Option<i32>,
+  /// `forked`: pipes at stdio index 3 and up, as in `ForkResult`; `json` then
+  /// holds the slot's spawn spec `{file, args, serialization, stdio}`.
+  pub extra: Option<Vec<i32>>,
   /// `restarting`: the delay; `unresponsive`: how long it was silent (ms).
   pub ms: Option<f64>,
   /// `crashloop`: crashes within the window.
@@ -168,6 +171,7 @@ impl WorkerEvent {
       stdin: None,
       stdout: None,
       stderr: None,
+      extra: None,
       ms: None,
       crashes: None,
       reason: None,
@@ -225,18 +229,22 @@ impl From<Event> for WorkerEvent {
         json: Some(v.to_string()),
         ..WorkerEvent::new("internal")
       },
-      Event::Forked {
-        slot,
-        pid,
-        stdin,
-        stdout,
-        stderr,
-      } => WorkerEvent {
+      Event::Forked { slot, info, spec } => WorkerEvent {
         slot: Some(slot),
-        pid: Some(pid),
-        stdin: stdin.map(IntoRawFd::into_raw_fd),
-        stdout: stdout.map(IntoRawFd::into_raw_fd),
-        stderr: stderr.map(IntoRawFd::into_raw_fd),
+        pid: Some(info.pid),
+        stdin: info.stdin.map(IntoRawFd::into_raw_fd),
+        stdout: info.stdout.map(IntoRawFd::into_raw_fd),
+        stderr: info.stderr.map(IntoRawFd::into_raw_fd),
+        extra: Some(extra_fds(info.extra)),
+        json: Some(
+          serde_json::json!({
+            "file": spec.file,
+            "args": spec.args,
+            "serialization": spec.serialization.as_str(),
+            "stdio": spec.stdio.iter().map(StdioSpec::as_js).collect::<Vec<_>>(),
+          })
+          .to_string(),
+        ),
         ..WorkerEvent::new("forked")
       },
       Event::Restarting { slot, delay } => WorkerEvent {

@@ -76,12 +76,13 @@ pub enum Event {
   Internal(Value),
   /// The core started this worker by itself, to replace a crashed or hung
   /// worker of `slot`.
+  /// `spec` is the slot's: the one its first worker was forked with (so the
+  /// replacement has the same stdio and serialization, whatever the
+  /// primary's settings are by now).
   Forked {
     slot: u32,
-    pid: i32,
-    stdin: Option<OwnedFd>,
-    stdout: Option<OwnedFd>,
-    stderr: Option<OwnedFd>,
+    info: ForkInfo,
+    spec: SpawnSpec,
   },
   /// This (crashed) worker's slot will be restarted after `delay`.
   Restarting {
@@ -139,6 +140,7 @@ impl Supervision {
   }
 }
 
+#[derive(Debug)]
 pub struct ForkInfo {
   pub pid: i32,
   pub stdin: Option<OwnedFd>,
@@ -1198,15 +1200,13 @@ impl State {
     let id = self.next_id.fetch_add(1, Ordering::Relaxed);
     match self.fork(id, spec.clone(), sink.clone(), Some(sup.clone())) {
       Ok(info) => {
-        self.supervise(id, spec, sink.clone(), sup);
+        self.supervise(id, spec.clone(), sink.clone(), sup);
         sink(
           id,
           Event::Forked {
             slot: slot_id,
-            pid: info.pid,
-            stdin: info.stdin,
-            stdout: info.stdout,
-            stderr: info.stderr,
+            info,
+            spec,
           },
         );
       }

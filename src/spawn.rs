@@ -39,6 +39,17 @@ impl StdioSpec {
       n => Self::Fd(n.parse().ok().filter(|fd: &RawFd| *fd >= 0)?),
     })
   }
+
+  /// The entry as JS's resolved `stdio` list spells it (`parse` reads it back).
+  pub fn as_js(&self) -> String {
+    match self {
+      Self::Inherit => "inherit".into(),
+      Self::Pipe => "pipe".into(),
+      Self::Ignore => "ignore".into(),
+      Self::Ipc => "ipc".into(),
+      Self::Fd(fd) => fd.to_string(),
+    }
+  }
 }
 
 #[derive(Clone, Debug)]
