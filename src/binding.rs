@@ -12,7 +12,7 @@ use napi_derive::napi;
 
 use crate::channel::Serialization;
 use crate::handles::Policy;
-use crate::primary::{Core, Event, EventSink, Supervision};
+use crate::primary::{Core, Event, EventSink, ExitDecision, Supervision};
 use crate::sockets;
 use crate::spawn::{SpawnSpec, StdioSpec};
 use crate::supervisor::RestartPolicy;
@@ -202,18 +202,27 @@ impl From<Event> for WorkerEvent {
       }
       Event::ExitedAfterDisconnect => WorkerEvent::new("exitedAfterDisconnect"),
       Event::Disconnect => WorkerEvent::new("disconnect"),
-      Event::Exit { code, signal, then } => {
+      Event::Exit { code, signal, decision } => {
         // What supervision does next rides along: `next` is its kind.
-        let mut ev = match then {
-          Some(next) => WorkerEvent::from(*next),
-          None => WorkerEvent::new("exit"),
+        let mut ev = WorkerEvent {
+          code,
+          signal,
+          ..WorkerEvent::new("exit")
         };
-        ev.next = if ev.kind == "exit" {
-          None
-        } else {
-          Some(std::mem::replace(&mut ev.kind, "exit".into()))
-        };
-        WorkerEvent { code, signal, ..ev }
+        match decision {
+          Some(ExitDecision::Restart { slot, delay }) => {
+            ev.next = Some("restarting".into());
+            ev.slot = Some(slot);
+            ev.ms = Some(delay.as_secs_f64() * 1000.0);
+          }
+          Some(ExitDecision::CrashLoop { slot, crashes }) => {
+            ev.next = Some("crashloop".into());
+            ev.slot = Some(slot);
+            ev.crashes = Some(crashes);
+          }
+          None => {}
+        }
+        ev
       }
       Event::Error { message, code } => WorkerEvent {
         message: Some(message),

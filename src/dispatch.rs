@@ -154,10 +154,10 @@ async fn accept_loop(listener: AsyncFd<Socket>, deliver: impl Fn(Vec<OwnedFd>)) 
   }
 }
 
-/// A connection waiting for a worker's `{accepted}` answer.
+/// A connection waiting for a worker's `{accepted}` answer (kept in that
+/// worker's pending requests, by the `newconn`'s seq).
 pub struct HandOff {
   pub key: String,
-  pub worker: u32,
   pub conn: Arc<OwnedFd>,
 }
 

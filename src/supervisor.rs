@@ -89,6 +89,65 @@ impl Backoff {
   }
 }
 
+/// How a worker is supervised: its slot and what is watched.
+#[derive(Clone, Debug, Default)]
+pub struct Supervision {
+  pub slot: u32,
+  /// Restart after crashes; `None`: no restarts.
+  pub restart: Option<RestartPolicy>,
+  /// Kill and replace a worker that sent heartbeats and then fell silent.
+  pub hang_timeout: Option<Duration>,
+  pub max_memory: Option<u64>,
+  pub max_age: Option<Duration>,
+}
+
+/// What the watchdog found wrong with a worker.
+#[derive(Debug, PartialEq)]
+pub enum Verdict {
+  /// No heartbeat for `silent`: kill it and replace it at once.
+  Hung { silent: Duration },
+  /// Past `maxAge` (`"age"`) or `maxMemory` (`"memory"`): JS replaces it
+  /// gracefully.
+  Recycle { reason: &'static str },
+}
+
+impl Supervision {
+  /// Whether the watchdog has anything to check for this worker.
+  pub fn watched(&self) -> bool {
+    self.hang_timeout.is_some() || self.max_memory.is_some() || self.max_age.is_some()
+  }
+
+  /// Whether the slot's sockets wait for a replacement when its worker dies.
+  pub fn replaces_crashed(&self) -> bool {
+    self.restart.is_some() || self.hang_timeout.is_some()
+  }
+
+  /// One watchdog look at a worker started at `started`; `rss` is asked only
+  /// when a memory limit is set (it reads /proc).
+  pub fn check(
+    &self,
+    now: Instant,
+    started: Instant,
+    last_heartbeat: Option<Instant>,
+    rss: impl FnOnce() -> Option<u64>,
+  ) -> Option<Verdict> {
+    // Only a worker that sent heartbeats can fall silent.
+    if let (Some(limit), Some(last)) = (self.hang_timeout, last_heartbeat) {
+      let silent = now.duration_since(last);
+      if silent > limit {
+        return Some(Verdict::Hung { silent });
+      }
+    }
+    if self.max_age.is_some_and(|age| now.duration_since(started) > age) {
+      return Some(Verdict::Recycle { reason: "age" });
+    }
+    match self.max_memory {
+      Some(max) if rss().is_some_and(|r| r > max) => Some(Verdict::Recycle { reason: "memory" }),
+      _ => None,
+    }
+  }
+}
+
 /// What one process costs now, from /proc.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Usage {
@@ -185,6 +244,37 @@ mod tests {
     let later = t0 + ms(61_000);
     assert_eq!(b.on_crash(later, ms(6000)), Decision::Restart { after: ms(100) });
     assert_eq!(b.on_crash(later + ms(1), ms(1)), Decision::Restart { after: ms(200) });
+  }
+
+  #[test]
+  fn watchdog_verdicts() {
+    let t0 = Instant::now();
+    let sup = Supervision {
+      hang_timeout: Some(ms(1000)),
+      max_age: Some(ms(5000)),
+      max_memory: Some(100),
+      ..Supervision::default()
+    };
+    // No heartbeat yet: never hung, however long it has been.
+    assert_eq!(sup.check(t0 + ms(4000), t0, None, || Some(1)), None);
+    assert_eq!(
+      sup.check(t0 + ms(4000), t0, Some(t0 + ms(2000)), || Some(1)),
+      Some(Verdict::Hung { silent: ms(2000) })
+    );
+    assert_eq!(
+      sup.check(t0 + ms(6000), t0, Some(t0 + ms(5500)), || Some(1)),
+      Some(Verdict::Recycle { reason: "age" })
+    );
+    assert_eq!(
+      sup.check(t0 + ms(10), t0, None, || Some(101)),
+      Some(Verdict::Recycle { reason: "memory" })
+    );
+    let unwatched = Supervision::default();
+    assert!(!unwatched.watched());
+    assert_eq!(
+      unwatched.check(t0 + ms(1 << 30), t0, Some(t0), || panic!("read /proc")),
+      None
+    );
   }
 
   #[test]

@@ -1,0 +1,210 @@
+//! The server handles the primary holds for its workers: one per server key,
+//! which workers use which key, and when a handle is released. The handles
+//! themselves (and each scheduling policy's shape) are in `handles`; the
+//! connection queue of the primary-accepting shapes is `dispatch`.
+//!
+//! Nothing here writes to a worker: methods return what to send or whom to
+//! hand a connection to, and the loop does it.
+
+use std::collections::{HashMap, HashSet};
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use crate::handles::{Deliver, Grant, Policy, Query, ServerHandle};
+use crate::protocol::{self, Fields};
+
+/// The answer to a `queryServer`.
+pub struct QueryReply {
+  /// `{errno, key, ack, data, sockname?}`.
+  pub fields: Value,
+  /// The socket to send with it, and its handle type.
+  pub handle: Option<(Arc<OwnedFd>, &'static str)>,
+  /// The key's queue may now reach this worker.
+  pub distribute: Option<String>,
+}
+
+/// What became of a handle a worker let go of.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Released {
+  /// Still in use, nothing to do.
+  Kept,
+  /// Closed (nobody uses it).
+  Closed,
+  /// Vacant sockets wait for a taker: look again after `VACANT_LINGER`.
+  Lingering,
+}
+
+pub struct Servers {
+  pub policy: Policy,
+  handles: HashMap<String, ServerHandle>,
+  /// The keys each worker holds.
+  held: HashMap<u32, HashSet<String>>,
+  /// Primary-accepting listeners report connections by generation, so a late
+  /// batch from a closed listener never lands in a new one.
+  generations: HashMap<u64, String>,
+  next_generation: u64,
+}
+
+impl Servers {
+  pub fn new(policy: Policy) -> Self {
+    Servers {
+      policy,
+      handles: HashMap::new(),
+      held: HashMap::new(),
+      generations: HashMap::new(),
+      next_generation: 0,
+    }
+  }
+
+  /// `queryServer` from `worker`, answering `ack`. `deliver` makes the sink
+  /// for a new handle's accepted connections, given its generation.
+  pub fn query(&mut self, worker: u32, f: &Fields, deliver: impl FnOnce(u64) -> Deliver) -> QueryReply {
+    let key = protocol::server_key(f);
+    let ack = protocol::seq(f).unwrap_or(0);
+    let refused = |errno: i32, key: &str| QueryReply {
+      fields: json!({ "errno": errno, "key": key, "ack": ack, "data": null }),
+      handle: None,
+      distribute: None,
+    };
+    if !self.handles.contains_key(&key) {
+      let generation = self.next_generation;
+      match Query::from_fields(f).and_then(|q| ServerHandle::create(q, self.policy, deliver(generation))) {
+        Ok(h) => {
+          self.generations.insert(generation, key.clone());
+          self.next_generation += 1;
+          self.handles.insert(key.clone(), h);
+        }
+        // Nothing is kept: the next worker asking tries again, as in Node.
+        Err(errno) => return refused(errno, &key),
+      }
+    }
+    let handle = self.handles.get_mut(&key).expect("just inserted");
+    if handle.data.is_null() {
+      if let Some(d) = f.get("data") {
+        handle.data = d.clone();
+      }
+    }
+    let data = handle.data.clone();
+    let ty = handle.handle_type();
+    let granted = handle.add(worker);
+    match granted {
+      Ok(grant) => {
+        self.held.entry(worker).or_default().insert(key.clone());
+        let mut fields = json!({ "errno": 0, "key": key, "ack": ack, "data": data });
+        match grant {
+          Grant::Handle(fd) => QueryReply {
+            fields,
+            handle: Some((fd, ty)),
+            distribute: None,
+          },
+          Grant::RoundRobin { sockname } => {
+            if let Some(s) = sockname {
+              fields["sockname"] = s;
+            }
+            QueryReply {
+              fields,
+              handle: None,
+              distribute: Some(key),
+            }
+          }
+        }
+      }
+      Err(errno) => {
+        if handle.workers.is_empty() {
+          self.drop_handle(&key);
+        }
+        refused(errno, &key)
+      }
+    }
+  }
+
+  /// `worker` no longer uses `key`. When it was the last one, the address is
+  /// freed at once, as in Node — unless the worker crashed and will be
+  /// restarted (`awaits_replacement`): then the sockets (and their queues)
+  /// wait for the replacement.
+  pub fn release(&mut self, worker: u32, key: &str, awaits_replacement: bool) -> Released {
+    if let Some(keys) = self.held.get_mut(&worker) {
+      keys.remove(key);
+    }
+    let Some(h) = self.handles.get_mut(key) else {
+      return Released::Kept;
+    };
+    let unused = h.remove(worker);
+    if unused && !awaits_replacement {
+      self.drop_handle(key);
+      return Released::Closed;
+    }
+    if unused || h.has_vacancies() {
+      Released::Lingering
+    } else {
+      Released::Kept
+    }
+  }
+
+  /// Releases every key of `worker`; returns those still open, and how.
+  pub fn release_all(&mut self, worker: u32, awaits_replacement: bool) -> Vec<(String, Released)> {
+    let keys = self.held.remove(&worker).unwrap_or_default();
+    keys
+      .into_iter()
+      .map(|key| {
+        let r = self.release(worker, &key, awaits_replacement);
+        (key, r)
+      })
+      .filter(|(_, r)| *r != Released::Closed)
+      .collect()
+  }
+
+  /// Vacant sockets of `key` waited long enough; true if its queue should be
+  /// offered to the workers again.
+  pub fn linger_over(&mut self, key: &str) -> bool {
+    let Some(h) = self.handles.get_mut(key) else {
+      return false;
+    };
+    h.expire_vacancies(Instant::now());
+    if h.workers.is_empty() {
+      self.drop_handle(key);
+      false
+    } else {
+      true
+    }
+  }
+
+  /// Connections a primary-accepting listener accepted; returns their key.
+  pub fn accepted(&mut self, generation: u64, conns: Vec<OwnedFd>) -> Option<String> {
+    let key = self.generations.get(&generation)?.clone();
+    let d = self.handles.get_mut(&key).and_then(ServerHandle::dispatcher)?;
+    d.backlog.extend(conns.into_iter().map(Arc::new));
+    Some(key)
+  }
+
+  /// Puts a connection back in its key's queue: at the front for one a dead
+  /// worker never took, at the back for one a worker refused.
+  pub fn requeue(&mut self, key: &str, conn: Arc<OwnedFd>, front: bool) -> bool {
+    match self.handles.get_mut(key).and_then(ServerHandle::dispatcher) {
+      Some(d) if front => d.backlog.push_front(conn),
+      Some(d) => d.backlog.push_back(conn),
+      None => return false,
+    }
+    true
+  }
+
+  /// The next queued connection of `key` and the worker to hand it to, the
+  /// least loaded by `load` (`None`: not available).
+  pub fn next_handoff(&mut self, key: &str, load: impl Fn(u32) -> Option<usize>) -> Option<(u32, Arc<OwnedFd>)> {
+    let d = self.handles.get_mut(key).and_then(ServerHandle::dispatcher)?;
+    if d.backlog.is_empty() {
+      return None;
+    }
+    let worker = d.pick(load)?;
+    Some((worker, d.backlog.pop_front().expect("checked non-empty")))
+  }
+
+  fn drop_handle(&mut self, key: &str) {
+    if self.handles.remove(key).is_some() {
+      self.generations.retain(|_, k| k != key);
+    }
+  }
+}

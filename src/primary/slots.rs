@@ -1,0 +1,235 @@
+//! Supervised slots: which worker occupies each, the spec its replacements
+//! are spawned with, its backoff, and whether a restart is pending. The
+//! policy (delays, crash loops) is `supervisor`'s; this decides per slot and
+//! returns the decision; the loop spawns and schedules.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use super::events::{EventSink, ExitDecision};
+use super::session::Standing;
+use crate::spawn::SpawnSpec;
+use crate::supervisor::{Backoff, Decision, Supervision};
+
+/// A supervised position in the cluster.
+struct Slot {
+  /// The one spawn spec of the slot: its first worker's (or a reload's
+  /// successor's), used for every restart.
+  spec: SpawnSpec,
+  sink: EventSink,
+  supervision: Supervision,
+  backoff: Option<Backoff>,
+  /// The worker now occupying the slot (during a reload, the newest).
+  current: u32,
+  /// A restart is scheduled.
+  pending: bool,
+}
+
+/// What a restart is spawned with.
+pub struct Respawn {
+  pub spec: SpawnSpec,
+  pub sink: EventSink,
+  pub supervision: Supervision,
+}
+
+#[derive(Default)]
+pub struct Slots {
+  slots: HashMap<u32, Slot>,
+}
+
+impl Slots {
+  /// `id` now occupies its slot (a fork into it, a restart, a promoted
+  /// successor): later restarts use `spec`.
+  pub fn supervise(&mut self, id: u32, spec: SpawnSpec, sink: EventSink, supervision: Supervision) {
+    match self.slots.get_mut(&supervision.slot) {
+      Some(s) => {
+        s.current = id;
+        s.spec = spec;
+        s.sink = sink;
+        s.pending = false;
+      }
+      None => {
+        let backoff = supervision.restart.clone().map(Backoff::new);
+        self.slots.insert(
+          supervision.slot,
+          Slot {
+            spec,
+            sink,
+            supervision,
+            backoff,
+            current: id,
+            pending: false,
+          },
+        );
+      }
+    }
+  }
+
+  /// Scale-down, shutdown: no more restarts for `slot`.
+  pub fn unsupervise(&mut self, slot: u32) {
+    self.slots.remove(&slot);
+  }
+
+  pub fn any_pending(&self) -> bool {
+    self.slots.values().any(|s| s.pending)
+  }
+
+  /// Worker `id` of `slot` is gone after `uptime`, standing as it was.
+  /// `None`: nothing happens (replaced already, left on purpose, no restarts).
+  pub fn worker_gone(
+    &mut self,
+    slot: u32,
+    id: u32,
+    standing: Standing,
+    uptime: Duration,
+    now: Instant,
+  ) -> Option<ExitDecision> {
+    let s = self.slots.get_mut(&slot)?;
+    if s.current != id {
+      return None; // replaced already (reload)
+    }
+    let decision = match (standing, &mut s.backoff) {
+      (Standing::Hung, _) => Decision::Restart { after: Duration::ZERO },
+      // Deliberate: disconnect(), scale-down, shutdown.
+      (Standing::Leaving, _) | (_, None) => {
+        self.slots.remove(&slot);
+        return None;
+      }
+      (_, Some(b)) => b.on_crash(now, uptime),
+    };
+    Some(self.decided(slot, decision))
+  }
+
+  /// The restart of `slot` could not be spawned: a crash of the slot.
+  /// Returns the slot's current (dead) worker and what happens next.
+  pub fn respawn_failed(&mut self, slot: u32, now: Instant) -> Option<(u32, ExitDecision)> {
+    let s = self.slots.get_mut(&slot)?;
+    let decision = match s.backoff.as_mut() {
+      Some(b) => b.on_crash(now, Duration::ZERO),
+      None => Decision::CrashLoop { crashes: 1 },
+    };
+    let current = s.current;
+    Some((current, self.decided(slot, decision)))
+  }
+
+  /// The spec to restart `slot` with, if its restart is still wanted.
+  pub fn respawn(&self, slot: u32) -> Option<Respawn> {
+    let s = self.slots.get(&slot).filter(|s| s.pending)?;
+    Some(Respawn {
+      spec: s.spec.clone(),
+      sink: s.sink.clone(),
+      supervision: s.supervision.clone(),
+    })
+  }
+
+  fn decided(&mut self, slot: u32, decision: Decision) -> ExitDecision {
+    match decision {
+      Decision::Restart { after } => {
+        if let Some(s) = self.slots.get_mut(&slot) {
+          s.pending = true;
+        }
+        ExitDecision::Restart { slot, delay: after }
+      }
+      Decision::CrashLoop { crashes } => {
+        self.slots.remove(&slot);
+        ExitDecision::CrashLoop { slot, crashes }
+      }
+    }
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use crate::framing::Serialization;
+  use crate::supervisor::RestartPolicy;
+  use std::sync::Arc;
+
+  fn spec() -> SpawnSpec {
+    SpawnSpec {
+      file: "node".into(),
+      args: vec![],
+      env: vec![],
+      cwd: None,
+      stdio: vec![],
+      uid: None,
+      gid: None,
+      serialization: Serialization::Advanced,
+      death_signal: false,
+    }
+  }
+
+  fn supervised(slot: u32, restart: bool) -> Supervision {
+    Supervision {
+      slot,
+      restart: restart.then(|| RestartPolicy {
+        max_restarts: 1,
+        ..RestartPolicy::default()
+      }),
+      ..Supervision::default()
+    }
+  }
+
+  fn slots_with(slot: u32, id: u32, restart: bool) -> Slots {
+    let mut s = Slots::default();
+    s.supervise(id, spec(), Arc::new(|_, _| {}), supervised(slot, restart));
+    s
+  }
+
+  #[test]
+  fn a_crash_restarts_with_the_slots_spec_until_the_crash_loop() {
+    let now = Instant::now();
+    let mut s = slots_with(0, 1, true);
+    let d = s.worker_gone(0, 1, Standing::Serving, Duration::ZERO, now);
+    assert_eq!(
+      d,
+      Some(ExitDecision::Restart {
+        slot: 0,
+        delay: Duration::from_millis(100)
+      })
+    );
+    assert!(s.any_pending());
+    let r = s.respawn(0).expect("pending");
+    assert_eq!(r.spec.serialization, Serialization::Advanced);
+    s.supervise(2, r.spec, r.sink, r.supervision);
+    assert!(!s.any_pending());
+    let d = s.worker_gone(0, 2, Standing::Recycling, Duration::ZERO, now);
+    assert_eq!(d, Some(ExitDecision::CrashLoop { slot: 0, crashes: 2 }));
+    assert!(s.respawn(0).is_none(), "the slot is given up");
+  }
+
+  #[test]
+  fn leaving_replaced_and_unrestarted_workers_are_not_restarted() {
+    let now = Instant::now();
+    let mut s = slots_with(0, 1, true);
+    assert_eq!(
+      s.worker_gone(0, 7, Standing::Serving, Duration::ZERO, now),
+      None,
+      "not the current worker"
+    );
+    assert_eq!(s.worker_gone(0, 1, Standing::Leaving, Duration::ZERO, now), None);
+    assert!(s.respawn(0).is_none());
+    let mut s = slots_with(3, 1, false);
+    assert_eq!(s.worker_gone(3, 1, Standing::Serving, Duration::ZERO, now), None);
+    // A hung worker is replaced at once even without a restart policy.
+    let mut s = slots_with(3, 1, false);
+    let d = s.worker_gone(3, 1, Standing::Hung, Duration::ZERO, now);
+    assert_eq!(
+      d,
+      Some(ExitDecision::Restart {
+        slot: 3,
+        delay: Duration::ZERO
+      })
+    );
+  }
+
+  #[test]
+  fn failed_restarts_count_as_crashes() {
+    let now = Instant::now();
+    let mut s = slots_with(0, 1, true);
+    s.worker_gone(0, 1, Standing::Serving, Duration::ZERO, now);
+    let (current, d) = s.respawn_failed(0, now).unwrap();
+    assert_eq!(current, 1);
+    assert_eq!(d, ExitDecision::CrashLoop { slot: 0, crashes: 2 });
+  }
+}
