@@ -271,8 +271,6 @@ function attachWorker(id, slot, spec, started) {
     if (!worker.isConnected()) removeWorker(worker);
     worker.exitedAfterDisconnect = !!worker.exitedAfterDisconnect;
     worker.state = 'dead';
-    // Bookkeeping first, so 'exit' listeners already see a pending restart.
-    supervisor.beforeExit(worker, proc._next);
     worker.emit('exit', exitCode, signalCode);
     cluster.emit('exit', worker, exitCode, signalCode);
     supervisor.afterExit(worker, proc._next);

@@ -79,12 +79,9 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker,
   let config = { restart: null, hangTimeout: 0, maxMemory: 0, maxAge: 0, killTimeout: DEFAULT_KILL_TIMEOUT };
   // What the core was told (it starts with the default).
   let coreKillTimeout = DEFAULT_KILL_TIMEOUT;
-  // slot -> { spec, restarts } for slots that have had a worker.
-  const slots = new Map();
+  // Slots (free, pending restarts, restart counts) are the core's: ask it.
   let queue = Promise.resolve(); // reloads and recycles, one at a time
   let signalHandlers = null;
-  // Slots whose worker died and whose restart the core has scheduled.
-  const pendingSlots = new Set();
   let shuttingDown = null;
 
   // A failed background reload/recycle goes to 'error' listeners when there
@@ -140,8 +137,9 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker,
       : {};
   }
 
+  // Every worker tells the core its slot; supervision only when configured.
   function nativeOptions(slot) {
-    if (!supervised()) return {};
+    if (!supervised()) return { slot };
     return {
       slot,
       restart: config.restart || undefined,
@@ -156,27 +154,12 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker,
   }
 
   function freeSlot() {
-    const taken = new Set([...liveWorkers().map((w) => w.slot), ...pendingSlots]);
-    let slot = 0;
-    while (taken.has(slot)) slot++;
-    return slot;
+    return binding.slots().free;
   }
-
-  function remember(worker) {
-    const s = slots.get(worker.slot) || { restarts: 0 };
-    s.spec = worker.process.spawnargs;
-    slots.set(worker.slot, s);
-  }
-
-  cluster.on('fork', remember);
 
   // The core restarted a slot by itself, with the slot's spawn spec: give the
   // new process a Worker.
   function onRespawned(ev) {
-    pendingSlots.delete(ev.slot);
-    const s = slots.get(ev.slot) || { restarts: 0 };
-    s.restarts++;
-    slots.set(ev.slot, s);
     attachWorker(ev.id, ev.slot, JSON.parse(ev.json), ev);
   }
 
@@ -193,7 +176,7 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker,
       // say): the core counts it as a crash, then retries after the backoff
       // ('restarting') or gives up ('crashloop').
       case 'restartFailed': {
-        const [file, ...args] = (slots.get(ev.slot) || {}).spec || [process.execPath];
+        const { file, args } = JSON.parse(ev.json);
         const cause = errnoException(ev.code, `spawn ${file}`);
         cause.path = file;
         cause.spawnargs = args;
@@ -204,11 +187,9 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker,
         break;
       }
       case 'restarting':
-        pendingSlots.add(ev.slot);
         cluster.emit('restarting', worker, ev.ms);
         break;
       case 'crashloop':
-        pendingSlots.delete(ev.slot);
         cluster.emit('crashloop', worker, { slot: ev.slot, crashes: ev.crashes });
         break;
       default:
@@ -217,12 +198,6 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker,
   }
 
   // A worker's exit carries what the core decided for its slot.
-  function beforeExit(worker, next) {
-    if (!next) return;
-    if (next.kind === 'restarting') pendingSlots.add(next.slot);
-    else pendingSlots.delete(next.slot);
-  }
-
   function afterExit(worker, next) {
     if (!next) return;
     if (next.kind === 'restarting') cluster.emit('restarting', worker, next.ms);
@@ -339,8 +314,7 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker,
     const { timeout = config.killTimeout } = checkOptions(options, 'options');
     if (shuttingDown) return shuttingDown;
     shuttingDown = (async () => {
-      for (const slot of slots.keys()) binding.unsupervise(slot);
-      pendingSlots.clear();
+      for (const slot of binding.slots().occupied) binding.unsupervise(slot);
       const workers = Object.values(cluster.workers);
       for (const w of workers) retire(w, timeout);
       await Promise.all(workers.map((w) => waitExit(w, timeout)));
@@ -353,10 +327,12 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker,
     if (!Number.isInteger(n) || n < 0) throw codes.ERR_OUT_OF_RANGE('n', 'an integer >= 0', n);
     const { readyTimeout = DEFAULT_READY_TIMEOUT, killTimeout = config.killTimeout } = checkOptions(options, 'options');
     return enqueue(async () => {
-      const live = liveWorkers().sort((a, b) => a.slot - b.slot);
-      // A slot waiting out its restart backoff counts: it will be back.
-      const pending = [...pendingSlots].sort((a, b) => a - b);
-      const current = live.length + pending.length;
+      // The core's count: a slot waiting out its restart backoff counts (it
+      // will be back), and so does a restart JS has not heard of yet.
+      const { occupied, pending } = binding.slots();
+      const taken = new Set(occupied);
+      const live = liveWorkers().filter((w) => taken.has(w.slot)).sort((a, b) => a.slot - b.slot);
+      const current = occupied.length;
       if (n > current) {
         const keys = live.length ? listenKeys(live[0]) : new Set();
         const fresh = [];
@@ -367,25 +343,23 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker,
         // Cancel pending restarts first (highest slots), then retire workers.
         for (const slot of pending.reverse()) {
           if (excess === 0) break;
-          binding.unsupervise(slot);
-          pendingSlots.delete(slot);
-          slots.delete(slot);
+          binding.unsupervise(slot, true);
           excess--;
         }
-        const retiring = live.slice(live.length - excess);
+        const retiring = live.slice(Math.max(0, live.length - excess));
         for (const w of retiring) {
-          binding.unsupervise(w.slot);
-          slots.delete(w.slot);
+          binding.unsupervise(w.slot, true);
           retire(w, killTimeout);
         }
         await Promise.all(retiring.map((w) => waitExit(w, killTimeout)));
       }
-      return liveWorkers().length + pendingSlots.size;
+      return binding.slots().occupied.length;
     });
   };
 
   cluster.stats = function stats() {
     const now = Date.now();
+    const restarts = new Map(binding.slots().restarts.map((r) => [r.slot, r.restarts]));
     const workers = [];
     const totals = { workers: 0, rss: 0, cpuUser: 0, cpuSystem: 0, handoffs: 0, restarts: 0 };
     for (const w of Object.values(cluster.workers)) {
@@ -396,7 +370,7 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker,
         slot: w.slot,
         state: w.state,
         uptime: now - w.startedAt,
-        restarts: (slots.get(w.slot) || { restarts: 0 }).restarts,
+        restarts: restarts.get(w.slot) || 0,
         rss: native && native.rss != null ? native.rss : null,
         cpu: native && native.cpuUser != null ? { user: native.cpuUser, system: native.cpuSystem } : null,
         handoffs: native ? native.handoffs : 0,
@@ -408,7 +382,7 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker,
       totals.cpuSystem += entry.cpu ? entry.cpu.system : 0;
       totals.handoffs += entry.handoffs;
     }
-    for (const s of slots.values()) totals.restarts += s.restarts;
+    for (const n of restarts.values()) totals.restarts += n;
     const own = binding.processUsage(process.pid);
     const primary = {
       pid: process.pid,
@@ -420,5 +394,5 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker,
 
   const killTimeout = () => config.killTimeout;
 
-  return { configure, killTimeout, workerEnv, nativeOptions, freeSlot, onRespawned, onEvent, beforeExit, afterExit };
+  return { configure, killTimeout, workerEnv, nativeOptions, freeSlot, onRespawned, onEvent, afterExit };
 };

@@ -261,9 +261,15 @@ impl From<Event> for WorkerEvent {
         ms: Some(delay.as_secs_f64() * 1000.0),
         ..WorkerEvent::new("restarting")
       },
-      Event::RestartFailed { slot, errno } => WorkerEvent {
+      Event::RestartFailed {
+        slot,
+        errno,
+        file,
+        args,
+      } => WorkerEvent {
         slot: Some(slot),
         code: Some(errno),
+        json: Some(serde_json::json!({ "file": file, "args": args }).to_string()),
         ..WorkerEvent::new("restartFailed")
       },
       Event::CrashLoop { slot, crashes } => WorkerEvent {
@@ -501,11 +507,45 @@ pub fn promote(id: u32) -> Result<()> {
   Ok(())
 }
 
-/// Stops restarting `slot` (its worker is being retired on purpose).
+/// Stops restarting `slot` (its worker is being retired on purpose); with
+/// `forget`, the slot is gone (scale-down) and its restart count too.
 #[napi]
-pub fn unsupervise(slot: u32) -> Result<()> {
-  core()?.unsupervise(slot);
+pub fn unsupervise(slot: u32, forget: Option<bool>) -> Result<()> {
+  core()?.unsupervise(slot, forget.unwrap_or(false));
   Ok(())
+}
+
+#[napi(object)]
+pub struct SlotRestarts {
+  pub slot: u32,
+  pub restarts: u32,
+}
+
+/// The slots as the core numbers them (it owns them).
+#[napi(object)]
+pub struct NativeSlots {
+  /// The lowest slot with no live worker and no pending restart.
+  pub free: u32,
+  /// Slots with a live worker or a pending restart, ascending.
+  pub occupied: Vec<u32>,
+  /// Slots waiting out a restart delay, ascending.
+  pub pending: Vec<u32>,
+  pub restarts: Vec<SlotRestarts>,
+}
+
+#[napi]
+pub fn slots() -> Result<NativeSlots> {
+  let v = core()?.slots();
+  Ok(NativeSlots {
+    free: v.free,
+    occupied: v.occupied,
+    pending: v.pending,
+    restarts: v
+      .restarts
+      .into_iter()
+      .map(|(slot, restarts)| SlotRestarts { slot, restarts })
+      .collect(),
+  })
 }
 
 #[napi(object)]

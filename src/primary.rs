@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
 pub use self::events::{Event, EventSink, ExitDecision, ForkInfo, Received, SendError, WorkerStats};
+pub use self::slots::SlotView;
 use crate::channel::{OutFrame, ReaderEvent};
 use crate::handles::Policy;
 use crate::spawn::{self, ExitStatus, SpawnSpec};
@@ -64,7 +65,10 @@ enum Msg {
   /// Stop supervising a slot (scale-down, shutdown): no more restarts.
   Unsupervise {
     slot: u32,
+    /// Also drop its restart count: the slot is gone (scale-down).
+    forget: bool,
   },
+  Slots(std::sync::mpsc::SyncSender<SlotView>),
   Respawn {
     slot: u32,
   },
@@ -258,8 +262,21 @@ impl Core {
     let _ = self.tx.send(Msg::Promote { id });
   }
 
-  pub fn unsupervise(&self, slot: u32) {
-    let _ = self.tx.send(Msg::Unsupervise { slot });
+  /// Stops restarting `slot` (its worker is retired on purpose, or the
+  /// cluster shuts down); `forget` also drops its restart count (the slot
+  /// itself is gone: scale-down).
+  pub fn unsupervise(&self, slot: u32, forget: bool) {
+    let _ = self.tx.send(Msg::Unsupervise { slot, forget });
+  }
+
+  /// Free, occupied and pending slots and restart counts, as the core sees
+  /// them once every earlier call is handled.
+  pub fn slots(&self) -> SlotView {
+    let (reply, view) = std::sync::mpsc::sync_channel(1);
+    if self.tx.send(Msg::Slots(reply)).is_err() {
+      return SlotView::default();
+    }
+    view.recv().unwrap_or_default()
   }
 
   pub fn stats(&self, id: u32) -> Option<WorkerStats> {

@@ -67,6 +67,9 @@ pub enum Event {
   RestartFailed {
     slot: u32,
     errno: i32,
+    /// What was spawned: the slot's `file` and `args`.
+    file: String,
+    args: Vec<String>,
   },
   /// This worker's slot crashed too often and will not be restarted (after a
   /// failed restart; a crash reports it in `Exit`).

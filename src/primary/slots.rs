@@ -3,7 +3,7 @@
 //! policy (delays, crash loops) is `supervisor`'s; this decides per slot and
 //! returns the decision; the loop spawns and schedules.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use super::events::{EventSink, ExitDecision};
@@ -35,6 +35,27 @@ pub struct Respawn {
 #[derive(Default)]
 pub struct Slots {
   slots: HashMap<u32, Slot>,
+  /// Restarts made per slot: kept when the slot stops being supervised
+  /// (crash loop, shutdown), dropped by `forget` (scale-down).
+  restarts: HashMap<u32, u32>,
+}
+
+/// The slots as `cluster.fork()`, `scale()` and `stats()` need them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SlotView {
+  /// The lowest slot neither occupied nor waiting for a restart.
+  pub free: u32,
+  /// Slots with a live worker or a pending restart, ascending.
+  pub occupied: Vec<u32>,
+  /// Slots waiting out their restart delay, ascending.
+  pub pending: Vec<u32>,
+  /// `(slot, restarts)` for every slot that restarted, ascending.
+  pub restarts: Vec<(u32, u32)>,
+}
+
+/// The lowest slot not in `taken`.
+pub fn free_slot(taken: &BTreeSet<u32>) -> u32 {
+  (0..).find(|s| !taken.contains(s)).expect("fewer than 2^32 slots")
 }
 
 impl Slots {
@@ -72,6 +93,31 @@ impl Slots {
 
   pub fn any_pending(&self) -> bool {
     self.slots.values().any(|s| s.pending)
+  }
+
+  /// A restart of `slot` was spawned.
+  pub fn respawned(&mut self, slot: u32) {
+    *self.restarts.entry(slot).or_default() += 1;
+  }
+
+  /// The slot is gone for good (scale-down): its restart count goes too.
+  pub fn forget(&mut self, slot: u32) {
+    self.slots.remove(&slot);
+    self.restarts.remove(&slot);
+  }
+
+  /// The view for JS, given the slots of the workers alive now.
+  pub fn view(&self, live: impl IntoIterator<Item = u32>) -> SlotView {
+    let pending: BTreeSet<u32> = self.slots.iter().filter(|(_, s)| s.pending).map(|(k, _)| *k).collect();
+    let occupied: BTreeSet<u32> = live.into_iter().chain(pending.iter().copied()).collect();
+    let mut restarts: Vec<(u32, u32)> = self.restarts.iter().map(|(k, v)| (*k, *v)).collect();
+    restarts.sort_unstable();
+    SlotView {
+      free: free_slot(&occupied),
+      occupied: occupied.into_iter().collect(),
+      pending: pending.into_iter().collect(),
+      restarts,
+    }
   }
 
   /// Worker `id` of `slot` is gone after `uptime`, standing as it was.
@@ -221,6 +267,24 @@ mod tests {
         delay: Duration::ZERO
       })
     );
+  }
+
+  #[test]
+  fn the_view_numbers_free_slots_around_live_and_pending_ones() {
+    assert_eq!(free_slot(&BTreeSet::new()), 0);
+    assert_eq!(free_slot(&[0, 1, 3].into_iter().collect()), 2);
+    let now = Instant::now();
+    let mut s = slots_with(1, 5, true);
+    s.worker_gone(1, 5, Standing::Serving, Duration::ZERO, now);
+    let v = s.view([0, 2]);
+    assert_eq!((v.free, v.occupied, v.pending), (3, vec![0, 1, 2], vec![1]));
+    s.respawned(1);
+    s.respawned(1);
+    s.unsupervise(1);
+    let v = s.view([0]);
+    assert_eq!((v.free, v.restarts), (1, vec![(1, 2)]), "counts outlive supervision");
+    s.forget(1);
+    assert_eq!(s.view([]).restarts, vec![]);
   }
 
   #[test]

@@ -103,9 +103,21 @@ impl State {
           }
         }
       }
-      Msg::Unsupervise { slot } => {
+      Msg::Unsupervise { slot, forget } => {
         self.timers.cancel(&TimerKey::Respawn(slot));
-        self.slots.unsupervise(slot);
+        if forget {
+          self.slots.forget(slot);
+        } else {
+          self.slots.unsupervise(slot);
+        }
+      }
+      Msg::Slots(reply) => {
+        let live = self.sessions.values().filter(|w| w.life.alive());
+        let _ = reply.send(
+          self
+            .slots
+            .view(live.filter_map(|w| w.supervision.as_ref().map(|s| s.slot))),
+        );
       }
       Msg::Respawn { slot } => {
         self.timers.fired(&TimerKey::Respawn(slot));
@@ -486,6 +498,7 @@ impl State {
     match self.fork(id, r.spec.clone(), r.sink.clone(), Some(r.supervision.clone())) {
       Ok(info) => {
         self.slots.supervise(id, r.spec.clone(), r.sink.clone(), r.supervision);
+        self.slots.respawned(slot);
         (r.sink)(
           id,
           Event::Forked {
@@ -501,7 +514,16 @@ impl State {
           return;
         };
         let errno = -e.raw_os_error().unwrap_or(libc::EINVAL);
-        (r.sink)(current, Event::RestartFailed { slot, errno });
+        let (file, args) = (r.spec.file.clone(), r.spec.args.clone());
+        (r.sink)(
+          current,
+          Event::RestartFailed {
+            slot,
+            errno,
+            file,
+            args,
+          },
+        );
         if let ExitDecision::Restart { delay, .. } = decision {
           self
             .timers
