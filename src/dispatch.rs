@@ -6,7 +6,6 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -14,6 +13,7 @@ use socket2::Socket;
 use tokio::io::unix::AsyncFd;
 use tokio::task::JoinHandle;
 
+use crate::handles::Unlink;
 use crate::sockets;
 
 /// Hand-offs a worker may have unanswered; beyond it connections wait in the
@@ -97,14 +97,15 @@ impl Acceptor {
 pub struct RoundRobin {
   pub dispatcher: Dispatcher,
   pub sockname: Option<Value>,
-  pub unlink: Option<PathBuf>,
+  /// A Unix socket's path, removed with the listener.
+  _unlink: Option<Unlink>,
   _acceptor: Acceptor,
 }
 
 impl RoundRobin {
   pub fn start(
     listener: Socket,
-    unlink: Option<PathBuf>,
+    unlink: Option<Unlink>,
     deliver: impl Fn(Vec<OwnedFd>) + Send + 'static,
   ) -> Result<RoundRobin, i32> {
     let sockname = sockets::sockname_json(&listener).filter(|_| unlink.is_none());
@@ -112,7 +113,7 @@ impl RoundRobin {
     Ok(RoundRobin {
       dispatcher: Dispatcher::default(),
       sockname,
-      unlink,
+      _unlink: unlink,
       _acceptor: acceptor,
     })
   }

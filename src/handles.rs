@@ -197,19 +197,94 @@ pub struct ReusePortGroup {
   steering: bool,
 }
 
-pub enum Shape {
-  /// One socket for every worker.
-  Shared {
-    sock: Arc<OwnedFd>,
-    unlink: Option<PathBuf>,
-  },
-  ReusePort(ReusePortGroup),
-  RoundRobin(RoundRobin),
+/// One scheduling policy's shape of a server handle, behind the interface
+/// every policy shares (as Node's `shared_handle.js` and
+/// `round_robin_handle.js` do): what a joining worker gets, what a leaving
+/// one leaves behind.
+pub trait Shape: Send {
+  /// `worker` joins; says what it gets.
+  fn add(&mut self, worker: u32, q: &Query) -> Result<Grant, i32>;
+  /// `worker` leaves; `deliver` takes connections it left queued, if any.
+  fn remove(&mut self, worker: u32, deliver: &Deliver);
+  /// Where connections the primary accepted wait for workers.
+  fn dispatcher(&mut self) -> Option<&mut Dispatcher> {
+    None
+  }
+  /// Sockets a departed worker left, waiting for a taker.
+  fn has_vacancies(&self) -> bool {
+    false
+  }
+  /// Closes vacancies nobody took within `VACANT_LINGER`.
+  fn expire(&mut self, _now: Instant) {}
+}
+
+/// Removes a Unix socket's path when dropped, as libuv does when it closes a
+/// pipe it bound.
+pub struct Unlink(pub PathBuf);
+
+impl Drop for Unlink {
+  fn drop(&mut self) {
+    let _ = std::fs::remove_file(&self.0);
+  }
+}
+
+/// `SCHED_NONE`, UDP, pipes and `listen({ fd })`: one socket for every worker.
+pub struct Shared {
+  /// First, so the path goes before the socket, as it did with libuv.
+  _unlink: Option<Unlink>,
+  sock: Arc<OwnedFd>,
+}
+
+impl Shape for Shared {
+  fn add(&mut self, _worker: u32, _q: &Query) -> Result<Grant, i32> {
+    Ok(Grant::Handle(self.sock.clone()))
+  }
+
+  fn remove(&mut self, _worker: u32, _deliver: &Deliver) {}
+}
+
+impl Shape for RoundRobin {
+  fn add(&mut self, worker: u32, _q: &Query) -> Result<Grant, i32> {
+    self.dispatcher.add_worker(worker);
+    Ok(Grant::RoundRobin {
+      sockname: self.sockname.clone(),
+    })
+  }
+
+  fn remove(&mut self, worker: u32, _deliver: &Deliver) {
+    self.dispatcher.remove_worker(worker);
+  }
+
+  fn dispatcher(&mut self) -> Option<&mut Dispatcher> {
+    Some(&mut self.dispatcher)
+  }
+}
+
+impl Shape for ReusePortGroup {
+  fn add(&mut self, worker: u32, q: &Query) -> Result<Grant, i32> {
+    self.join(worker, q).map(Grant::Handle)
+  }
+
+  fn remove(&mut self, worker: u32, deliver: &Deliver) {
+    self.vacate(worker, deliver);
+  }
+
+  fn dispatcher(&mut self) -> Option<&mut Dispatcher> {
+    Some(&mut self.dispatcher)
+  }
+
+  fn has_vacancies(&self) -> bool {
+    self.slots.iter().any(|s| s.owner.is_none())
+  }
+
+  fn expire(&mut self, now: Instant) {
+    self.expire_vacant(now);
+  }
 }
 
 pub struct ServerHandle {
   pub query: Query,
-  pub shape: Shape,
+  shape: Box<dyn Shape>,
   pub workers: HashSet<u32>,
   /// Custom server data (TLS ticket keys): the first worker's wins.
   pub data: Value,
@@ -228,15 +303,15 @@ impl ServerHandle {
   /// Creates the handle for the first worker asking for a key. Binding errors
   /// come back as negative errno values.
   pub fn create(q: Query, policy: Policy, deliver: Deliver) -> Result<ServerHandle, i32> {
-    let shape = if let Some(fd) = q.fd {
+    let shape: Box<dyn Shape> = if let Some(fd) = q.fd {
       // `listen({ fd })`: the primary's own fd, made non-blocking as libuv
       // would on opening it.
       let dup = sockets::dup_fd(fd)?;
       let _ = crate::spawn::set_nonblocking(dup.as_raw_fd(), true);
-      Shape::Shared {
+      Box::new(Shared {
         sock: Arc::new(dup),
-        unlink: None,
-      }
+        _unlink: None,
+      })
     } else {
       match (q.kind, policy) {
         (Kind::Pipe, p) => {
@@ -254,12 +329,12 @@ impl ServerHandle {
           }
           if p == Policy::RoundRobin {
             let d = deliver.clone();
-            Shape::RoundRobin(RoundRobin::start(sock, Some(path), move |c| d(c))?)
+            Box::new(RoundRobin::start(sock, Some(Unlink(path)), move |c| d(c))?)
           } else {
-            Shape::Shared {
+            Box::new(Shared {
               sock: Arc::new(sock.into()),
-              unlink: Some(path),
-            }
+              _unlink: Some(Unlink(path)),
+            })
           }
         }
         // UDP stays one shared socket, as in Node: a reuseport group would
@@ -277,7 +352,7 @@ impl ServerHandle {
           let first = q.bind(q.port, true)?;
           sockets::listen(&first, DEFAULT_BACKLOG)?;
           let port = sockets::local_port(&first).unwrap_or(q.port);
-          Shape::ReusePort(ReusePortGroup {
+          Box::new(ReusePortGroup {
             port,
             slots: vec![Slot {
               sock: Arc::new(first.into()),
@@ -294,13 +369,13 @@ impl ServerHandle {
           // The worker never listens on this socket: its backlog is ours.
           sockets::listen(&s, q.backlog)?;
           let d = deliver.clone();
-          Shape::RoundRobin(RoundRobin::start(s, None, move |c| d(c))?)
+          Box::new(RoundRobin::start(s, None, move |c| d(c))?)
         }
         // SCHED_NONE, and UDP under the other policies.
-        _ => Shape::Shared {
+        _ => Box::new(Shared {
           sock: Arc::new(q.bind(q.port, false)?.into()),
-          unlink: None,
-        },
+          _unlink: None,
+        }),
       }
     };
     Ok(ServerHandle {
@@ -314,16 +389,7 @@ impl ServerHandle {
 
   /// Adds a worker and says what it gets.
   pub fn add(&mut self, worker: u32) -> Result<Grant, i32> {
-    let grant = match &mut self.shape {
-      Shape::Shared { sock, .. } => Grant::Handle(sock.clone()),
-      Shape::ReusePort(g) => Grant::Handle(g.add(worker, &self.query)?),
-      Shape::RoundRobin(rr) => {
-        rr.dispatcher.add_worker(worker);
-        Grant::RoundRobin {
-          sockname: rr.sockname.clone(),
-        }
-      }
-    };
+    let grant = self.shape.add(worker, &self.query)?;
     self.workers.insert(worker);
     Ok(grant)
   }
@@ -331,33 +397,23 @@ impl ServerHandle {
   /// Removes a worker; true when nobody uses the handle any more.
   pub fn remove(&mut self, worker: u32) -> bool {
     if self.workers.remove(&worker) {
-      match &mut self.shape {
-        Shape::ReusePort(g) => g.vacate(worker, &self.deliver),
-        Shape::RoundRobin(rr) => rr.dispatcher.remove_worker(worker),
-        Shape::Shared { .. } => {}
-      }
+      self.shape.remove(worker, &self.deliver);
     }
     self.workers.is_empty()
   }
 
   /// Where this handle's primary-accepted connections wait for workers.
   pub fn dispatcher(&mut self) -> Option<&mut Dispatcher> {
-    match &mut self.shape {
-      Shape::RoundRobin(rr) => Some(&mut rr.dispatcher),
-      Shape::ReusePort(g) => Some(&mut g.dispatcher),
-      Shape::Shared { .. } => None,
-    }
+    self.shape.dispatcher()
   }
 
   /// Closes vacant reuseport members nobody took over in time.
   pub fn expire_vacancies(&mut self, now: Instant) {
-    if let Shape::ReusePort(g) = &mut self.shape {
-      g.expire(now);
-    }
+    self.shape.expire(now);
   }
 
   pub fn has_vacancies(&self) -> bool {
-    matches!(&self.shape, Shape::ReusePort(g) if g.slots.iter().any(|s| s.owner.is_none()))
+    self.shape.has_vacancies()
   }
 
   pub fn handle_type(&self) -> &'static str {
@@ -366,7 +422,7 @@ impl ServerHandle {
 }
 
 impl ReusePortGroup {
-  fn add(&mut self, worker: u32, q: &Query) -> Result<Arc<OwnedFd>, i32> {
+  fn join(&mut self, worker: u32, q: &Query) -> Result<Arc<OwnedFd>, i32> {
     // Take over a vacant member first: its queue stays with it, so whatever
     // the drain has not accepted yet is the replacement's to serve.
     let idx = match self.slots.iter().position(|s| s.owner.is_none()) {
@@ -408,7 +464,7 @@ impl ReusePortGroup {
     self.steer();
   }
 
-  fn expire(&mut self, now: Instant) {
+  fn expire_vacant(&mut self, now: Instant) {
     for i in (0..self.slots.len()).rev() {
       let s = &self.slots[i];
       if s.owner.is_none() && s.vacated.is_some_and(|t| now.duration_since(t) >= VACANT_LINGER) {
@@ -452,24 +508,55 @@ impl ReusePortGroup {
   }
 }
 
-impl Drop for ServerHandle {
-  fn drop(&mut self) {
-    // Like libuv closing a pipe it bound: the path goes with the socket.
-    let path = match &self.shape {
-      Shape::Shared { unlink: Some(p), .. } => Some(p.clone()),
-      Shape::RoundRobin(rr) => rr.unlink.clone(),
-      _ => None,
-    };
-    if let Some(p) = path {
-      let _ = std::fs::remove_file(p);
-    }
-  }
-}
-
 #[cfg(test)]
 mod tests {
   use super::*;
   use serde_json::json;
+
+  fn loopback(policy: Policy) -> ServerHandle {
+    let f: Fields = serde_json::from_value(json!({"address": "127.0.0.1", "port": 0, "addressType": 4})).unwrap();
+    let deliver: Deliver = Arc::new(|_| {});
+    ServerHandle::create(Query::from_fields(&f).unwrap(), policy, deliver).unwrap()
+  }
+
+  fn handle_fd(g: Grant) -> i32 {
+    match g {
+      Grant::Handle(fd) => fd.as_raw_fd(),
+      Grant::RoundRobin { .. } => panic!("no socket granted"),
+    }
+  }
+
+  /// Every policy answers the same add/remove; what differs is the grant.
+  #[test]
+  fn policies_share_one_interface() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+      .enable_all()
+      .build()
+      .unwrap();
+    rt.block_on(async {
+      let mut none = loopback(Policy::None);
+      let a = handle_fd(none.add(1).unwrap());
+      assert_eq!(handle_fd(none.add(2).unwrap()), a, "one socket for all");
+      assert!(!none.remove(1));
+      assert!(none.remove(2), "unused once the last worker leaves");
+      assert!(none.dispatcher().is_none());
+
+      let mut rr = loopback(Policy::RoundRobin);
+      assert!(matches!(rr.add(1), Ok(Grant::RoundRobin { sockname: Some(_) })));
+      assert_eq!(rr.dispatcher().unwrap().workers, vec![1]);
+      assert!(rr.remove(1));
+      assert!(rr.dispatcher().unwrap().workers.is_empty());
+
+      let mut rp = loopback(Policy::ReusePort);
+      let first = handle_fd(rp.add(1).unwrap());
+      assert_ne!(handle_fd(rp.add(2).unwrap()), first, "a socket per worker");
+      assert!(!rp.has_vacancies());
+      assert!(!rp.remove(1));
+      assert!(rp.has_vacancies(), "the departed worker's socket waits for a taker");
+      assert_eq!(handle_fd(rp.add(3).unwrap()), first, "taken over, queue and all");
+      assert!(!rp.has_vacancies());
+    });
+  }
 
   /// What `listen(backlog || 511)` passes to listen(2) in a Node primary,
   /// checked against Node for each value.
