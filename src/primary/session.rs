@@ -1,9 +1,9 @@
 //! One worker's session: its process, the writer end of its channel, where it
 //! is in its life, and the requests it has not answered yet.
 //!
-//! The lifecycle is one value with two parts, each a small enum: the `Phase`
-//! (is the channel open, has the process exited, was `'exit'` reported) and
-//! the `Standing` (serving, flagged for recycling, leaving on purpose, hung).
+//! The lifecycle is one enum: whether the channel is open, whether the
+//! process exited and its `'exit'` was reported, and until then how the worker
+//! stands (serving, flagged for recycling, leaving on purpose, hung).
 //! Transitions are methods that return what the loop must do, so the order of
 //! `'disconnect'` and `'exit'` is decided here and tested without processes.
 
@@ -72,22 +72,6 @@ impl<T> Pending<T> {
   }
 }
 
-/// Where the channel and the process are.
-#[derive(Clone, Debug, PartialEq)]
-enum Phase {
-  /// Channel open, process running.
-  Running,
-  /// The channel closed; the process still runs.
-  Disconnected,
-  /// The process exited while its channel is still open: `'exit'` waits
-  /// (briefly) for EOF, so `'disconnect'` comes first as users expect.
-  Exited(ExitStatus),
-  /// `'exit'` went out while the channel stayed open (a grandchild holds it).
-  ExitReported,
-  /// Exited, reported and disconnected.
-  Done,
-}
-
 /// What the worker is doing, as far as new work and supervision care.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Standing {
@@ -110,100 +94,120 @@ pub struct ExitReport {
   pub standing: Standing,
 }
 
+/// Where a worker is in its life: whether its channel is open, whether its
+/// process was reaped and its `'exit'` reported, and (until then) how it
+/// stands. It replaces the flags `connected`, `exit`, `exit_emitted`,
+/// `leaving`, `flagged` and `replace_now`.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Lifecycle {
-  phase: Phase,
-  standing: Standing,
+pub enum Lifecycle {
+  /// Channel open, process running.
+  Running(Standing),
+  /// The channel closed; the process still runs.
+  Disconnected(Standing),
+  /// The process exited while its channel is still open: `'exit'` waits
+  /// (briefly) for EOF, so `'disconnect'` comes first as users expect.
+  Exited { status: ExitStatus, standing: Standing },
+  /// `'exit'` went out while the channel stayed open (a grandchild holds it).
+  ExitReported,
+  /// Exited, reported and disconnected: nothing more will happen.
+  Done,
 }
 
 impl Default for Lifecycle {
   fn default() -> Self {
-    Lifecycle {
-      phase: Phase::Running,
-      standing: Standing::Serving,
-    }
+    Lifecycle::Running(Standing::Serving)
   }
 }
 
 impl Lifecycle {
   pub fn connected(&self) -> bool {
-    matches!(self.phase, Phase::Running | Phase::Exited(_) | Phase::ExitReported)
+    matches!(self, Self::Running(_) | Self::Exited { .. } | Self::ExitReported)
   }
 
   /// The process has not been reaped.
   pub fn alive(&self) -> bool {
-    matches!(self.phase, Phase::Running | Phase::Disconnected)
+    matches!(self, Self::Running(_) | Self::Disconnected(_))
   }
 
-  pub fn standing(&self) -> Standing {
-    self.standing
+  /// How it stands, until its exit is reported.
+  pub fn standing(&self) -> Option<Standing> {
+    match self {
+      Self::Running(s) | Self::Disconnected(s) | Self::Exited { standing: s, .. } => Some(*s),
+      Self::ExitReported | Self::Done => None,
+    }
+  }
+
+  fn standing_mut(&mut self) -> Option<&mut Standing> {
+    match self {
+      Self::Running(s) | Self::Disconnected(s) | Self::Exited { standing: s, .. } => Some(s),
+      Self::ExitReported | Self::Done => None,
+    }
+  }
+
+  pub fn leaving(&self) -> bool {
+    self.standing() == Some(Standing::Leaving)
   }
 
   /// May take hand-offs: running, connected, not leaving.
   pub fn takes_connections(&self) -> bool {
-    self.phase == Phase::Running && self.standing != Standing::Leaving
+    matches!(self, Self::Running(s) if *s != Standing::Leaving)
   }
 
   /// May join servers (`queryServer`).
   pub fn takes_servers(&self) -> bool {
-    self.standing != Standing::Leaving && !matches!(self.phase, Phase::ExitReported | Phase::Done)
+    self.standing().is_some_and(|s| s != Standing::Leaving)
   }
 
   /// Worth a watchdog look: alive and not flagged or leaving already.
   pub fn watchable(&self) -> bool {
-    self.alive() && self.standing == Standing::Serving
+    self.alive() && self.standing() == Some(Standing::Serving)
   }
 
   pub fn leave(&mut self) {
-    if self.standing != Standing::Hung {
-      self.standing = Standing::Leaving;
+    if let Some(s) = self.standing_mut().filter(|s| **s != Standing::Hung) {
+      *s = Standing::Leaving;
     }
   }
 
   pub fn recycle(&mut self) {
-    self.standing = Standing::Recycling;
+    if let Some(s) = self.standing_mut() {
+      *s = Standing::Recycling;
+    }
   }
 
   pub fn hung(&mut self) {
-    self.standing = Standing::Hung;
+    if let Some(s) = self.standing_mut() {
+      *s = Standing::Hung;
+    }
   }
 
   /// The channel ended. `None` if it had already; otherwise the exit to
   /// report right after `'disconnect'`, if the process is gone too.
   pub fn channel_closed(&mut self) -> Option<Option<ExitReport>> {
-    let (next, report) = match std::mem::replace(&mut self.phase, Phase::Done) {
-      Phase::Running => (Phase::Disconnected, None),
-      Phase::Exited(status) => (
-        Phase::Done,
-        Some(ExitReport {
-          status,
-          standing: self.standing,
-        }),
-      ),
-      Phase::ExitReported => (Phase::Done, None),
-      closed @ (Phase::Disconnected | Phase::Done) => {
-        self.phase = closed;
+    let (next, report) = match std::mem::replace(self, Self::Done) {
+      Self::Running(s) => (Self::Disconnected(s), None),
+      Self::Exited { status, standing } => (Self::Done, Some(ExitReport { status, standing })),
+      Self::ExitReported => (Self::Done, None),
+      closed @ (Self::Disconnected(_) | Self::Done) => {
+        *self = closed;
         return None;
       }
     };
-    self.phase = next;
+    *self = next;
     Some(report)
   }
 
   /// The process was reaped: report now (channel closed already), or wait
   /// for EOF first (`None`; the loop sets a deadline for it).
   pub fn exited(&mut self, status: ExitStatus) -> Option<ExitReport> {
-    match self.phase {
-      Phase::Running => {
-        self.phase = Phase::Exited(status);
+    match *self {
+      Self::Running(standing) => {
+        *self = Self::Exited { status, standing };
         None
       }
-      Phase::Disconnected => {
-        self.phase = Phase::Done;
-        Some(ExitReport {
-          status,
-          standing: self.standing,
-        })
+      Self::Disconnected(standing) => {
+        *self = Self::Done;
+        Some(ExitReport { status, standing })
       }
       _ => None,
     }
@@ -211,21 +215,17 @@ impl Lifecycle {
 
   /// EOF did not come in time: report the exit anyway.
   pub fn eof_overdue(&mut self) -> Option<ExitReport> {
-    match std::mem::replace(&mut self.phase, Phase::ExitReported) {
-      Phase::Exited(status) => Some(ExitReport {
-        status,
-        standing: self.standing,
-      }),
+    match std::mem::replace(self, Self::ExitReported) {
+      Self::Exited { status, standing } => Some(ExitReport { status, standing }),
       other => {
-        self.phase = other;
+        *self = other;
         None
       }
     }
   }
 
-  /// Exited, reported and disconnected: nothing more will happen.
   pub fn done(&self) -> bool {
-    self.phase == Phase::Done
+    *self == Self::Done
   }
 }
 
@@ -464,8 +464,12 @@ mod tests {
     h.leave();
     assert_eq!(
       h.standing(),
-      Standing::Hung,
+      Some(Standing::Hung),
       "a hung worker is replaced even if asked to leave"
     );
+    h.exited(status(9));
+    assert_eq!(h.eof_overdue().map(|r| r.standing), Some(Standing::Hung));
+    assert_eq!(h.standing(), None, "reported: nothing stands any more");
+    assert!(!h.takes_servers());
   }
 }

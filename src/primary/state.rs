@@ -15,7 +15,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use super::events::{Event, EventSink, ExitDecision, ForkInfo, Received};
 use super::servers::{Released, Servers};
-use super::session::{ExitReport, Session, Standing};
+use super::session::{ExitReport, Session};
 use super::slots::Slots;
 use super::timers::{TimerKey, Timers};
 use super::{default_policy, Msg, Registry, DEFAULT_KILL_TIMEOUT};
@@ -351,11 +351,12 @@ impl State {
   }
 
   /// Lets go of everything `id` holds: its servers, and the connections
-  /// handed to it but not accepted, which go to the others.
-  fn release_all(&mut self, id: u32) {
+  /// handed to it but not accepted, which go to the others. Unless it
+  /// `left` on purpose, a supervised worker's sockets wait for its
+  /// replacement.
+  fn release_all(&mut self, id: u32, left: bool) {
     let Some(w) = self.sessions.get_mut(&id) else { return };
-    let replaced =
-      w.life.standing() != Standing::Leaving && w.supervision.as_ref().is_some_and(Supervision::replaces_crashed);
+    let replaced = !left && w.supervision.as_ref().is_some_and(Supervision::replaces_crashed);
     let unanswered: Vec<HandOff> = w.pending.drain().collect();
     for (key, released) in self.servers.release_all(id, replaced) {
       self.after_release(&key, released);
@@ -421,12 +422,14 @@ impl State {
     self.reaper_leave(id, grace, true);
     let Some(w) = self.sessions.get_mut(&id) else { return };
     w.life.leave();
+    let left = w.life.leaving();
     self.send_cluster(id, json!({ "act": "disconnect" }), None);
-    self.release_all(id);
+    self.release_all(id, left);
   }
 
   fn on_channel_end(&mut self, id: u32, error: Option<String>) {
     let Some(w) = self.sessions.get_mut(&id) else { return };
+    let left = w.life.leaving();
     let Some(then_exit) = w.life.channel_closed() else {
       return;
     };
@@ -445,7 +448,7 @@ impl State {
       let code = "ERR_RCLUSTER_BAD_MESSAGE".into();
       self.emit(id, Event::Error { message, code });
     }
-    self.release_all(id);
+    self.release_all(id, left);
     self.emit(id, Event::Disconnect);
     match then_exit {
       Some(report) => self.report_exit(id, report),
@@ -574,7 +577,8 @@ impl State {
   /// event sink goes with it.
   fn maybe_forget(&mut self, id: u32) {
     if self.sessions.get(&id).is_some_and(Session::forgettable) {
-      self.release_all(id);
+      // Nothing is held by now (the channel's end released it): a safety net.
+      self.release_all(id, true);
       self.sessions.remove(&id);
       self.registry.lock().unwrap().remove(&id);
     }
