@@ -5,11 +5,13 @@
 //! - `channel`  — IPC reader/writer tasks and fd passing
 //! - `protocol` — Node's cluster messages
 //! - `sockets`  — binding listen sockets
-//! - `handles`  — server handles per scheduling policy
+//! - `handles`  — server handles; each policy's shape behind one `Shape` trait
 //! - `dispatch` — round-robin connection hand-off
 //! - `reaper`   — kills workers that outlive a dead primary
-//! - `supervisor` — restart policy, resource usage
-//! - `primary`  — the core thread and its state machine
+//! - `supervisor` — restart policy, watchdog verdicts, resource usage
+//! - `primary`  — the core thread: `Core` (the binding's handle) and its loop,
+//!   with one owner per concept under `primary/` (`session`, `servers`,
+//!   `slots`, `timers`, `events`, `state`)
 //! - `binding`  — the N-API surface (the only module that knows napi)
 
 pub mod channel;
