@@ -524,9 +524,10 @@ pub struct SlotRestarts {
 /// The slots as the core numbers them (it owns them).
 #[napi(object)]
 pub struct NativeSlots {
-  /// The lowest slot with no live worker and no pending restart.
+  /// The lowest slot neither held by a worker nor waiting for a restart.
   pub free: u32,
-  /// Slots with a live worker or a pending restart, ascending.
+  /// Slots held by a worker (alive, not being retired) or waiting for a
+  /// restart, ascending.
   pub occupied: Vec<u32>,
   /// Slots waiting out a restart delay, ascending.
   pub pending: Vec<u32>,

@@ -79,9 +79,12 @@ pub enum Standing {
   /// Past `maxAge`/`maxMemory` and reported: JS replaces it gracefully.
   /// Still serves meanwhile.
   Recycling,
-  /// `worker.disconnect()` or its own `exitedAfterDisconnect`: no new
-  /// servers, no new connections, no restart.
+  /// Its own `exitedAfterDisconnect`: no new servers, no new connections,
+  /// no restart.
   Leaving,
+  /// The primary's `worker.disconnect()`: as `Leaving`, and its slot counts
+  /// as free at once (JS forgets such a worker immediately, as Node does).
+  Retired,
   /// Killed as unresponsive: restarted at once, whatever the backoff says
   /// (even if it was also asked to leave).
   Hung,
@@ -145,17 +148,22 @@ impl Lifecycle {
   }
 
   pub fn leaving(&self) -> bool {
-    self.standing() == Some(Standing::Leaving)
+    matches!(self.standing(), Some(Standing::Leaving | Standing::Retired))
+  }
+
+  /// Holds its slot: alive, and not retired by the primary.
+  pub fn holds_slot(&self) -> bool {
+    self.alive() && self.standing() != Some(Standing::Retired)
   }
 
   /// May take hand-offs: running, connected, not leaving.
   pub fn takes_connections(&self) -> bool {
-    matches!(self, Self::Running(s) if *s != Standing::Leaving)
+    matches!(self, Self::Running(_)) && !self.leaving()
   }
 
   /// May join servers (`queryServer`).
   pub fn takes_servers(&self) -> bool {
-    self.standing().is_some_and(|s| s != Standing::Leaving)
+    self.standing().is_some() && !self.leaving()
   }
 
   /// Worth a watchdog look: alive and not flagged or leaving already.
@@ -163,9 +171,14 @@ impl Lifecycle {
     self.alive() && self.standing() == Some(Standing::Serving)
   }
 
-  pub fn leave(&mut self) {
-    if let Some(s) = self.standing_mut().filter(|s| **s != Standing::Hung) {
-      *s = Standing::Leaving;
+  /// Asked to leave by the primary (`retired`) or by itself.
+  pub fn leave(&mut self, retired: bool) {
+    if let Some(s) = self.standing_mut() {
+      *s = match *s {
+        Standing::Hung | Standing::Retired => return,
+        _ if retired => Standing::Retired,
+        _ => Standing::Leaving,
+      };
     }
   }
 
@@ -445,9 +458,11 @@ mod tests {
     let mut l = Lifecycle::default();
     assert_eq!(l.channel_closed(), Some(None));
     assert!(!l.connected() && l.alive() && !l.takes_connections());
-    l.leave();
+    l.leave(false);
+    assert!(l.holds_slot(), "left by itself: JS still counts it");
     let r = l.exited(status(0)).unwrap();
     assert_eq!(r.standing, Standing::Leaving);
+    assert!(!l.holds_slot());
     assert!(l.done());
   }
 
@@ -457,11 +472,13 @@ mod tests {
     assert!(l.takes_connections() && l.takes_servers() && l.watchable());
     l.recycle();
     assert!(l.takes_connections() && !l.watchable());
-    l.leave();
-    assert!(!l.takes_connections() && !l.takes_servers());
+    l.leave(true);
+    assert!(!l.takes_connections() && !l.takes_servers() && !l.holds_slot());
+    l.leave(false);
+    assert_eq!(l.standing(), Some(Standing::Retired), "retired stays retired");
     let mut h = Lifecycle::default();
     h.hung();
-    h.leave();
+    h.leave(true);
     assert_eq!(
       h.standing(),
       Some(Standing::Hung),

@@ -45,7 +45,8 @@ pub struct Slots {
 pub struct SlotView {
   /// The lowest slot neither occupied nor waiting for a restart.
   pub free: u32,
-  /// Slots with a live worker or a pending restart, ascending.
+  /// Slots held by a worker (alive, not retired by the primary: JS forgets
+  /// those at once) or waiting for a restart, ascending.
   pub occupied: Vec<u32>,
   /// Slots waiting out their restart delay, ascending.
   pub pending: Vec<u32>,
@@ -106,7 +107,7 @@ impl Slots {
     self.restarts.remove(&slot);
   }
 
-  /// The view for JS, given the slots of the workers alive now.
+  /// The view for JS, given the slots the workers hold now.
   pub fn view(&self, live: impl IntoIterator<Item = u32>) -> SlotView {
     let pending: BTreeSet<u32> = self.slots.iter().filter(|(_, s)| s.pending).map(|(k, _)| *k).collect();
     let occupied: BTreeSet<u32> = live.into_iter().chain(pending.iter().copied()).collect();
@@ -137,7 +138,7 @@ impl Slots {
     let decision = match (standing, &mut s.backoff) {
       (Standing::Hung, _) => Decision::Restart { after: Duration::ZERO },
       // Deliberate: disconnect(), scale-down, shutdown.
-      (Standing::Leaving, _) | (_, None) => {
+      (Standing::Leaving | Standing::Retired, _) | (_, None) => {
         self.slots.remove(&slot);
         return None;
       }

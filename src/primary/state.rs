@@ -112,7 +112,7 @@ impl State {
         }
       }
       Msg::Slots(reply) => {
-        let live = self.sessions.values().filter(|w| w.life.alive());
+        let live = self.sessions.values().filter(|w| w.life.holds_slot());
         let _ = reply.send(
           self
             .slots
@@ -304,7 +304,7 @@ impl State {
       }
       Some("exitedAfterDisconnect") => {
         if let Some(w) = self.sessions.get_mut(&id) {
-          w.life.leave();
+          w.life.leave(false);
         }
         self.reaper_leave(id, self.kill_timeout, false);
         self.emit(id, Event::ExitedAfterDisconnect);
@@ -421,7 +421,7 @@ impl State {
   fn disconnect(&mut self, id: u32, grace: Duration) {
     self.reaper_leave(id, grace, true);
     let Some(w) = self.sessions.get_mut(&id) else { return };
-    w.life.leave();
+    w.life.leave(true);
     let left = w.life.leaving();
     self.send_cluster(id, json!({ "act": "disconnect" }), None);
     self.release_all(id, left);
