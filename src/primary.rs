@@ -3,6 +3,8 @@
 //! slots. `Core` is the binding's handle on it: each call becomes a `Msg` for
 //! the loop (`state`), which routes it to the one owner of what it is about:
 //!
+//! - `acts`    — what a worker says on its channel, and the server work it
+//!   leads to (part of the loop)
 //! - `session` — one worker: process, channel writer, lifecycle, the
 //!   requests it has not answered (by seq)
 //! - `servers` — server handles by key, which workers hold them, release
@@ -16,6 +18,7 @@
 //! lives as long as the slot is supervised, so the core can restart the
 //! slot's worker by itself, without waiting for JavaScript.
 
+mod acts;
 mod events;
 mod servers;
 mod session;

@@ -1,7 +1,8 @@
 //! The core's loop: one `State` that routes each `Msg` to the owner of what
 //! it is about — a worker's `Session`, the `Servers`, the `Slots` — and acts
 //! on the decisions they return (writing to channels, emitting events,
-//! scheduling timers). Everything runs on one thread, so nothing here locks
+//! scheduling timers). What workers say on their channels is in `acts`.
+//! Everything runs on one thread, so nothing here locks
 //! on the hot path except the registry the binding reads.
 
 use std::collections::HashMap;
@@ -13,18 +14,16 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
-use super::events::{Event, EventSink, ExitDecision, ForkInfo, Received};
-use super::servers::{Released, Servers};
+use super::events::{Event, EventSink, ExitDecision, ForkInfo};
+use super::servers::Servers;
 use super::session::{ExitReport, Session};
 use super::slots::Slots;
 use super::timers::{TimerKey, Timers};
 use super::{default_policy, Msg, Registry, DEFAULT_KILL_TIMEOUT};
 use crate::channel::{ReaderEvent, WriterCmd};
-use crate::dispatch::HandOff;
-use crate::handles::{Deliver, VACANT_LINGER};
-use crate::protocol::{self, Fields, Inbound};
+use crate::handles::VACANT_LINGER;
+use crate::protocol;
 use crate::reaper::Reaper;
-use crate::sockets;
 use crate::spawn::{self, SpawnSpec};
 use crate::supervisor::{Supervision, Verdict};
 
@@ -45,17 +44,17 @@ enum ReaperState {
 }
 
 pub struct State {
-  tx: UnboundedSender<Msg>,
+  pub(super) tx: UnboundedSender<Msg>,
   registry: Registry,
   next_id: Arc<AtomicU32>,
-  sessions: HashMap<u32, Session>,
-  servers: Servers,
+  pub(super) sessions: HashMap<u32, Session>,
+  pub(super) servers: Servers,
   slots: Slots,
-  timers: Timers,
+  pub(super) timers: Timers,
   watchdog: bool,
   reaper: ReaperState,
   /// For workers that leave by themselves.
-  kill_timeout: Duration,
+  pub(super) kill_timeout: Duration,
 }
 
 impl State {
@@ -217,27 +216,27 @@ impl State {
     }
   }
 
-  fn emit(&self, id: u32, event: Event) {
+  pub(super) fn emit(&self, id: u32, event: Event) {
     if let Some(w) = self.sessions.get(&id) {
       (w.sink)(id, event);
     }
   }
 
-  fn write(&self, id: u32, cmd: WriterCmd) {
+  pub(super) fn write(&self, id: u32, cmd: WriterCmd) {
     if let Some(w) = self.sessions.get(&id) {
       w.channel.command(cmd);
     }
   }
 
   /// Sends an internal message, optionally with an fd.
-  fn send_internal(&self, id: u32, msg: &Value, fd: Option<Arc<OwnedFd>>) {
+  pub(super) fn send_internal(&self, id: u32, msg: &Value, fd: Option<Arc<OwnedFd>>) {
     if let Some(w) = self.sessions.get(&id).filter(|w| w.life.connected()) {
       w.channel.frame(protocol::encode(w.mode, msg), fd);
     }
   }
 
   /// Sends a `NODE_CLUSTER` message that expects no answer.
-  fn send_cluster(&mut self, id: u32, fields: Value, fd: Option<(Arc<OwnedFd>, &str)>) {
+  pub(super) fn send_cluster(&mut self, id: u32, fields: Value, fd: Option<(Arc<OwnedFd>, &str)>) {
     let Some(w) = self.sessions.get_mut(&id) else { return };
     let msg = protocol::cluster_message(w.pending.next_seq(), fields);
     match fd {
@@ -246,170 +245,10 @@ impl State {
     }
   }
 
-  fn on_message(&mut self, id: u32, msg: Inbound) {
-    match msg {
-      Inbound::Cluster(f) => self.on_cluster(id, f),
-      Inbound::NewconnReply { ack, accepted } => self.on_newconn_reply(id, ack, accepted),
-      Inbound::HandleAck => self.write(id, WriterCmd::HandleAck),
-      Inbound::HandleNack => self.write(id, WriterCmd::HandleNack),
-      Inbound::Handle {
-        envelope,
-        handle_type,
-        fd,
-      } => match fd {
-        Some(fd) => {
-          self.send_internal(id, &protocol::handle_ack(true), None);
-          let socket = sockets::describe(fd.as_raw_fd());
-          let handle = Some(Received {
-            fd,
-            handle_type,
-            socket,
-          });
-          self.emit(
-            id,
-            Event::Message {
-              frame: envelope,
-              handle,
-            },
-          );
-        }
-        None => self.send_internal(id, &protocol::handle_ack(false), None),
-      },
-      Inbound::Rcluster(f) => {
-        if f.get("act").and_then(Value::as_str) == Some("heartbeat") {
-          if let Some(w) = self.sessions.get_mut(&id) {
-            w.last_heartbeat = Some(Instant::now());
-          }
-        } else {
-          self.emit(id, Event::Internal(Value::Object(f)));
-        }
-      }
-      Inbound::SocketList(f) => self.emit(id, Event::Internal(Value::Object(f))),
-      Inbound::OtherInternal => {}
-      Inbound::User(frame) => self.emit(id, Event::Message { frame, handle: None }),
-      Inbound::Garbage(reason) => self.on_channel_end(id, Some(reason)),
-    }
-  }
-
-  fn on_cluster(&mut self, id: u32, f: Fields) {
-    match protocol::act(&f) {
-      Some("online") => self.emit(id, Event::Online),
-      Some("queryServer") => self.query_server(id, &f),
-      Some("listening") => self.emit(id, Event::Listening(protocol::listening_info(&f))),
-      Some("close") => {
-        if let Some(key) = f.get("key").and_then(Value::as_str) {
-          let released = self.servers.release(id, key, false);
-          self.after_release(key, released);
-        }
-      }
-      Some("exitedAfterDisconnect") => {
-        if let Some(w) = self.sessions.get_mut(&id) {
-          w.life.leave(false);
-        }
-        self.reaper_leave(id, self.kill_timeout, false);
-        self.emit(id, Event::ExitedAfterDisconnect);
-        if let Some(seq) = protocol::seq(&f) {
-          self.send_cluster(id, json!({ "ack": seq }), None);
-        }
-      }
-      // A reply: the only requests we make that expect one are `newconn`.
-      None => {
-        if let Some(ack) = f.get("ack").and_then(Value::as_u64) {
-          let accepted = f.get("accepted").and_then(Value::as_bool).unwrap_or(false);
-          self.on_newconn_reply(id, ack, accepted);
-        }
-      }
-      Some(_) => {}
-    }
-  }
-
-  fn query_server(&mut self, id: u32, f: &Fields) {
-    if !self.sessions.get(&id).is_some_and(|w| w.life.takes_servers()) {
-      return;
-    }
-    let tx = self.tx.clone();
-    let reply = self.servers.query(id, f, move |generation| -> Deliver {
-      Arc::new(move |conns| {
-        let _ = tx.send(Msg::Accepted { generation, conns });
-      })
-    });
-    self.send_cluster(id, reply.fields, reply.handle);
-    if let Some(key) = reply.distribute {
-      self.distribute(&key);
-    }
-  }
-
-  /// A key was released: look again later at lingering sockets, and offer
-  /// its queue to the remaining workers.
-  fn after_release(&mut self, key: &str, released: Released) {
-    match released {
-      Released::Closed => return,
-      Released::Lingering => self.timers.after(VACANT_LINGER, Msg::Linger { key: key.to_owned() }),
-      Released::Kept => {}
-    }
-    self.distribute(key);
-  }
-
-  /// Lets go of everything `id` holds: its servers, and the connections
-  /// handed to it but not accepted, which go to the others. Unless it
-  /// `left` on purpose, a supervised worker's sockets wait for its
-  /// replacement.
-  fn release_all(&mut self, id: u32, left: bool) {
-    let Some(w) = self.sessions.get_mut(&id) else { return };
-    let replaced = !left && w.supervision.as_ref().is_some_and(Supervision::replaces_crashed);
-    let unanswered: Vec<HandOff> = w.pending.drain().collect();
-    for (key, released) in self.servers.release_all(id, replaced) {
-      self.after_release(&key, released);
-    }
-    let mut touched = Vec::new();
-    for h in unanswered {
-      if self.servers.requeue(&h.key, h.conn, true) && !touched.contains(&h.key) {
-        touched.push(h.key);
-      }
-    }
-    for key in touched {
-      self.distribute(&key);
-    }
-  }
-
-  /// Hands queued connections of `key` to available workers.
-  fn distribute(&mut self, key: &str) {
-    loop {
-      let sessions = &self.sessions;
-      let load = |w| sessions.get(&w).and_then(Session::load);
-      let Some((worker, conn)) = self.servers.next_handoff(key, load) else {
-        return;
-      };
-      let Some(w) = self.sessions.get_mut(&worker) else {
-        return;
-      };
-      let seq = w.pending.request(HandOff {
-        key: key.to_owned(),
-        conn: conn.clone(),
-      });
-      w.channel.frame(protocol::newconn_frame(w.mode, seq, key), Some(conn));
-      w.handoff_total.fetch_add(1, Ordering::Relaxed);
-    }
-  }
-
-  /// A worker's answer to a `newconn`: matched by its `ack` to the hand-off
-  /// it answers; anything else is not an answer we wait for.
-  fn on_newconn_reply(&mut self, id: u32, ack: u64, accepted: bool) {
-    let Some(h) = self.sessions.get_mut(&id).and_then(|w| w.pending.answer(ack)) else {
-      return;
-    };
-    if !accepted {
-      // The worker closed that server or is at maxConnections: try another.
-      self.servers.requeue(&h.key, h.conn, false);
-    }
-    // Dropping an accepted `conn` closes the primary's copy.
-    self.distribute(&h.key);
-  }
-
   /// Tells the reaper before the worker learns it may leave: the worker
   /// counts on finishing even if the primary dies right after. With
   /// `keep_channel`, the reaper holds the channel open till then (see reaper).
-  fn reaper_leave(&self, id: u32, grace: Duration, keep_channel: bool) {
+  pub(super) fn reaper_leave(&self, id: u32, grace: Duration, keep_channel: bool) {
     if let (ReaperState::Running(r), Some(w)) = (&self.reaper, self.sessions.get(&id)) {
       if w.life.alive() {
         let channel = (keep_channel && w.life.connected()).then(|| w.channel.sock.as_raw_fd());
@@ -427,7 +266,7 @@ impl State {
     self.release_all(id, left);
   }
 
-  fn on_channel_end(&mut self, id: u32, error: Option<String>) {
+  pub(super) fn on_channel_end(&mut self, id: u32, error: Option<String>) {
     let Some(w) = self.sessions.get_mut(&id) else { return };
     let left = w.life.leaving();
     let Some(then_exit) = w.life.channel_closed() else {
