@@ -117,7 +117,8 @@ pub struct WorkerEvent {
   pub kind: String,
   /// `message`: the frame's payload.
   pub data: Option<Buffer>,
-  /// `listening` and `internal`: JSON text.
+  /// JSON text: `listening` and `internal`; `forked`: the slot's spawn spec;
+  /// `restartFailed`: `{file, args}` of what could not be spawned.
   pub json: Option<String>,
   /// `message` with a handle: an fd now owned by JS.
   pub fd: Option<i32>,
@@ -137,8 +138,7 @@ pub struct WorkerEvent {
   pub stdin: Option<i32>,
   pub stdout: Option<i32>,
   pub stderr: Option<i32>,
-  /// `forked`: pipes at stdio index 3 and up, as in `ForkResult`; `json` then
-  /// holds the slot's spawn spec `{file, args, serialization, stdio}`.
+  /// `forked`: pipes at stdio index 3 and up, as in `ForkResult`.
   pub extra: Option<Vec<i32>>,
   /// `restarting`: the delay; `unresponsive`: how long it was silent (ms).
   pub ms: Option<f64>,

@@ -2,8 +2,8 @@
 //! it is about — a worker's `Session`, the `Servers`, the `Slots` — and acts
 //! on the decisions they return (writing to channels, emitting events,
 //! scheduling timers). What workers say on their channels is in `acts`.
-//! Everything runs on one thread, so nothing here locks
-//! on the hot path except the registry the binding reads.
+//! Everything runs on one thread, so nothing here locks on the hot path
+//! except the registry the binding reads.
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
