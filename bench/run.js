@@ -210,6 +210,25 @@ function trackChild(child) {
   child.once('exit', () => live.delete(entry));
 }
 
+// The environment of bench/ipc.js for one ipc case.
+function ipcEnv(config, workload, opts) {
+  const messages = ipcMessages(workload, opts);
+  return {
+    ...process.env,
+    BENCH_MODE: config.mode,
+    BENCH_SERIALIZATION: workload.ipc.serialization,
+    BENCH_BYTES: String(workload.ipc.bytes),
+    BENCH_INFLIGHT: String(workload.ipc.inflight),
+    BENCH_MESSAGES: String(messages),
+    BENCH_WARMUP: String(opts.warmup > 0 ? Math.ceil(messages / 10) : 0),
+    BENCH_CAP_MS: String(IPC_CAP_MS),
+  };
+}
+
+function ipcMessages(workload, opts) {
+  return Math.max(100, Math.round(workload.ipc.messages * opts.ipcScale));
+}
+
 function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -272,31 +291,16 @@ class Server {
 
   async start() {
     const ipc = this.workload.ipc;
-    let env;
-    if (ipc) {
-      const messages = ipcMessages(this.workload, this.opts);
-      env = {
-        ...process.env,
-        BENCH_MODE: this.config.mode,
-        BENCH_SERIALIZATION: ipc.serialization,
-        BENCH_BYTES: String(ipc.bytes),
-        BENCH_INFLIGHT: String(ipc.inflight),
-        BENCH_MESSAGES: String(messages),
-        BENCH_WARMUP: String(this.opts.warmup > 0 ? Math.ceil(messages / 10) : 0),
-        BENCH_CAP_MS: String(IPC_CAP_MS),
-      };
-    } else {
-      this.port = await freePort();
-      env = {
-        ...process.env,
-        BENCH_MODE: this.config.mode,
-        BENCH_PORT: String(this.port),
-        BENCH_WORKERS: String(this.opts.workers),
-        BENCH_SLOW: String(this.workload.slowEvery || 0),
-        BENCH_SLOW_MS: String(this.workload.slowMs || 0),
-        BENCH_BUSY: this.workload.busy ? '1' : '0',
-      };
-    }
+    this.port = await freePort();
+    const env = ipc ? ipcEnv(this.config, this.workload, this.opts) : {
+      ...process.env,
+      BENCH_MODE: this.config.mode,
+      BENCH_PORT: String(this.port),
+      BENCH_WORKERS: String(this.opts.workers),
+      BENCH_SLOW: String(this.workload.slowEvery || 0),
+      BENCH_SLOW_MS: String(this.workload.slowMs || 0),
+      BENCH_BUSY: this.workload.busy ? '1' : '0',
+    };
     if (this.config.policy) env.NODE_CLUSTER_SCHED_POLICY = this.config.policy;
     else delete env.NODE_CLUSTER_SCHED_POLICY;
     // Its own process group (workers included) so that one kill takes all.
@@ -376,10 +380,6 @@ class Server {
 }
 
 // ---------------------------------------------------------------- one run
-
-function ipcMessages(workload, opts) {
-  return Math.max(100, Math.round(workload.ipc.messages * opts.ipcScale));
-}
 
 async function runIpcOnce(config, workload, opts) {
   const server = await new Server(config, workload, opts).start();
