@@ -5,21 +5,13 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const path = require('node:path');
-const { startFixture } = require('./helpers');
+const { fixtureResult } = require('./helpers');
 
 const fixture = path.join(__dirname, 'fixtures', 'errors-primary.js');
 
-// A fixture's { result }; then (bounded) its exit, as before the next case.
-async function resultOf(file, caseName, module) {
-  const fx = startFixture(file, { args: [caseName], env: { ...process.env, CLUSTER_MODULE: module } });
-  try {
-    return await fx.result(15000);
-  } catch (e) {
-    throw new Error(`${module} ${caseName}: no result\n${e.message}`);
-  } finally {
-    await fx.waitExit(15000).catch(() => fx.kill());
-  }
-}
+// A fresh primary per case and module.
+const resultOf = (file, caseName, module) =>
+  fixtureResult(file, { args: [caseName], env: { ...process.env, CLUSTER_MODULE: module } }, `${module} ${caseName}`);
 
 const run = (caseName, module) => resultOf(fixture, caseName, module);
 

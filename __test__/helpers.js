@@ -261,6 +261,20 @@ function fixtureRunner(fixture, timeoutMs) {
   };
 }
 
+// One run of a fixture that ends with one result: its { result } (the error
+// names `label`), after (bounded) its exit, as before the next case; a primary
+// that does not exit in time is SIGKILLed.
+async function fixtureResult(file, options, label, ms = 15000) {
+  const fx = startFixture(file, options);
+  try {
+    return await fx.result(ms);
+  } catch (e) {
+    throw new Error(`${label}: no result\n${e.message}`);
+  } finally {
+    await fx.waitExit(ms).catch(() => fx.kill());
+  }
+}
+
 // Runs `start` once, on first call, for several tests that assert on its result.
 function runOnce(start) {
   let p;
@@ -284,6 +298,7 @@ module.exports = {
   startFixture,
   killFixtures,
   fixtureRunner,
+  fixtureResult,
   runOnce,
   assertOk,
 };

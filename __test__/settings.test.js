@@ -6,7 +6,7 @@ const path = require('node:path');
 const os = require('node:os');
 const fs = require('node:fs');
 const { once } = require('node:events');
-const { startFixture } = require('./helpers');
+const { fixtureResult } = require('./helpers');
 const cluster = require('..');
 
 const exec = path.join(__dirname, 'fixtures', 'settings-worker.js');
@@ -98,18 +98,11 @@ test('uid and gid are applied', async () => {
 
 // A primary of its own (fixtures/spawn-primary.js, with root's extra groups
 // when run as root) per module, so the two can be compared.
-async function runGroupsCase(caseName, module) {
-  const fx = startFixture(path.join(__dirname, 'fixtures', 'spawn-primary.js'), {
+function runGroupsCase(caseName, module) {
+  return fixtureResult(path.join(__dirname, 'fixtures', 'spawn-primary.js'), {
     args: [caseName],
     env: { ...process.env, CLUSTER_MODULE: module },
-  });
-  try {
-    return await fx.result(15000);
-  } catch (e) {
-    throw new Error(`${module} ${caseName}: no result\n${e.message}`);
-  } finally {
-    await fx.waitExit(15000).catch(() => fx.kill());
-  }
+  }, `${module} ${caseName}`);
 }
 
 for (const [name, what] of [['groups-gid', 'gid'], ['groups-uid-gid', 'uid and gid']]) {
