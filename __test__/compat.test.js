@@ -2,60 +2,41 @@
 // Behaviours found by running Node's own cluster tests against rcluster.
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const cluster = require('..');
-const { isGone } = require('./helpers');
+const { isGone, startFixture } = require('./helpers');
 
 const fixture = path.join(__dirname, 'fixtures', 'compat-primary.js');
-const children = new Set();
-const pidsToKill = new Set();
-test.after(() => {
-  for (const c of children) c.kill('SIGKILL');
-  for (const pid of pidsToKill) {
-    try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
-  }
-});
 
-// Runs a fixture primary; resolves with its stdout lines and exit code.
-function run(which, env = {}, onLine = () => {}) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [fixture, which], {
-      env: { ...process.env, COMPAT_CASE: which, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    children.add(child);
-    let partial = '';
-    let stderr = '';
-    const all = [];
-    child.stdout.on('data', (d) => {
-      all.push(String(d));
-      const lines = (partial + d).split('\n');
-      partial = lines.pop();
-      for (const l of lines) onLine(l, child);
-    });
-    child.stderr.on('data', (d) => { stderr += d; });
-    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`${which}: timed out\n${stderr}`)); }, 20000);
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      children.delete(child);
-      resolve({ code, signal, lines: all.join('').split('\n').filter(Boolean), stderr });
-    });
-  });
+// Starts a fixture primary (fixtures/harness.js); lines its workers print
+// that are not JSON are in fx.messages as { raw }.
+function start(which, env = {}) {
+  return startFixture(fixture, { args: [which], env: { ...process.env, COMPAT_CASE: which, ...env } });
+}
+
+// Runs a fixture primary until it and its workers are done (bounded).
+async function run(which, env) {
+  const fx = start(which, env);
+  try {
+    await fx.waitExit(20000);
+  } catch (e) {
+    fx.kill();
+    throw new Error(`${which}: ${e.message}`);
+  }
+  return fx;
 }
 
 test("workers inherit the primary's stdout and stderr", async () => {
-  const r = await run('inherit');
-  assert.ok(r.lines.includes('stdout-from-worker'), JSON.stringify(r.lines));
-  assert.match(r.stderr, /stderr-from-worker/);
+  const fx = await run('inherit');
+  assert.ok(fx.messages.some((m) => m.raw === 'stdout-from-worker'), JSON.stringify(fx.messages));
+  assert.match(fx.stderr, /stderr-from-worker/);
 });
 
 test('stdio entries past fd 2 and the ipc position', async () => {
-  const r = await run('fd3');
-  const result = JSON.parse(r.lines.find((l) => l.startsWith('{')));
-  assert.deepEqual(result, { got: 'via-fd3', length: 5, ipcEntry: null });
+  const fx = await run('fd3');
+  assert.deepEqual(await fx.result(), { got: 'via-fd3', length: 5, ipcEntry: null });
 });
 
 test('Worker is callable without new, as in Node', () => {
@@ -83,16 +64,11 @@ test('a Worker is a node:cluster Worker, none of whose methods it uses', () => {
 
 test('a dead primary: workers exit by themselves, blocked ones are killed', async () => {
   const mark = path.join(os.tmpdir(), `rcluster-orphans-${process.pid}-`);
-  let pids;
-  const r = await run('orphans', { MARK_FILE: mark }, (line, child) => {
-    const msg = JSON.parse(line);
-    if (msg.pids) {
-      pids = msg.pids;
-      for (const pid of pids) pidsToKill.add(pid);
-      child.kill('SIGKILL');
-    }
-  });
-  assert.equal(r.signal, 'SIGKILL');
+  const fx = start('orphans', { MARK_FILE: mark });
+  const { pids } = await fx.wait((m) => m.pids, 'the worker pids', 20000);
+  fx.kill();
+  const { signal } = await fx.waitExit(20000);
+  assert.equal(signal, 'SIGKILL');
   assert.equal(pids.length, 2);
   const t0 = Date.now();
   while (!pids.every(isGone) && Date.now() - t0 < 5000) await new Promise((res) => setTimeout(res, 20));
@@ -105,28 +81,20 @@ test('a dead primary: workers exit by themselves, blocked ones are killed', asyn
 });
 
 test("a worker's server.close() completes after the primary closes sockets it was sent", async () => {
-  const r = await run('socket-list');
-  const result = JSON.parse(r.lines.find((l) => l.includes('closed')));
-  assert.deepEqual(result, { closed: true, receivedWasSocket: true });
+  const fx = await run('socket-list');
+  assert.deepEqual(await fx.result(), { closed: true, receivedWasSocket: true });
 });
 
 test('a second primary cannot take a port the first listens on', async () => {
-  let port;
-  let second;
-  await run('bind-twice', { PORT: '0' }, async (line, first) => {
-    const msg = JSON.parse(line);
-    if (msg.listening && !port) {
-      port = msg.listening;
-      second = await run('bind-twice', { PORT: String(port) });
-      first.kill('SIGKILL');
-    }
-  });
-  const line = second.lines.find((l) => l.includes('bindError'));
-  assert.deepEqual(JSON.parse(line), { bindError: 'EADDRINUSE' });
+  const first = start('bind-twice', { PORT: '0' });
+  const { listening: port } = await first.wait((m) => m.listening, 'its port', 20000);
+  const second = await run('bind-twice', { PORT: String(port) });
+  first.kill();
+  await first.waitExit(20000);
+  assert.deepEqual(second.messages.find((m) => 'bindError' in m), { bindError: 'EADDRINUSE' });
 });
 
 test("a crashed worker's Unix socket is removed when no restart is coming", async () => {
-  const r = await run('unix-crash');
-  const result = JSON.parse(r.lines.find((l) => l.startsWith('{')));
-  assert.deepEqual(result, { existed: true, after: false });
+  const fx = await run('unix-crash');
+  assert.deepEqual(await fx.result(), { existed: true, after: false });
 });

@@ -9,8 +9,7 @@
 const { test, after, afterEach } = require('node:test');
 const assert = require('node:assert/strict');
 const path = require('node:path');
-const { spawn } = require('node:child_process');
-const { waitFor, waitForMessage, trackCluster, pollUntilGone } = require('./helpers');
+const { waitFor, waitForMessage, trackCluster, pollUntilGone, startFixture, killFixtures } = require('./helpers');
 
 const cluster = require(process.env.RCLUSTER_TEST_IMPL || '..');
 
@@ -18,9 +17,10 @@ const FIXTURE = path.join(__dirname, 'fixtures', 'cluster-app.js');
 const TEST_TIMEOUT = 15000;
 
 // Every worker forked in this process, so cleanup reaches even those already
-// dropped from cluster.workers; plus child primaries and their workers' pids.
-const { children, strayPids, killAll } = trackCluster(cluster);
+// dropped from cluster.workers; fixture primaries and their workers too.
+const { killAll } = trackCluster(cluster);
 afterEach(killAll);
+afterEach(killFixtures);
 after(killAll);
 
 // Records the order of a worker's 'disconnect' and 'exit' events and what the
@@ -49,32 +49,28 @@ function trackEnd(worker, ms = 10000) {
     });
 }
 
-// Runs the fixture as a separate primary.
+// Runs the fixture as a separate primary (fixtures/harness.js).
 function spawnPrimary(args) {
-  const child = spawn(process.execPath, [FIXTURE, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(child);
-  child.out = '';
-  child.err = '';
-  child.stdout.setEncoding('utf8').on('data', (d) => { child.out += d; child.emit('out'); });
-  child.stderr.setEncoding('utf8').on('data', (d) => { child.err += d; });
-  return child;
+  return startFixture(FIXTURE, { args });
 }
 
-// Resolves with { code, signal } when `child` exits, or rejects after `ms`.
-function waitForExit(child, ms) {
-  return new Promise((resolve, reject) => {
-    if (child.exitCode !== null || child.signalCode !== null) {
-      resolve({ code: child.exitCode, signal: child.signalCode });
-      return;
-    }
-    const timer = setTimeout(() => {
-      reject(new Error(`process did not exit within ${ms} ms; stdout=${child.out} stderr=${child.err}`));
-    }, ms);
-    child.once('exit', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal });
-    });
+// Resolves with { code, signal } when the fixture primary exits, or rejects after `ms`.
+async function waitForExit(fx, ms) {
+  let timer;
+  const timeout = new Promise((resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`process did not exit within ${ms} ms: ${fx.describe()}`)), ms);
   });
+  try {
+    return await Promise.race([fx.exited, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+// What the fixture primary reported of its workers' exits, once all its output is read.
+async function workerExits(fx) {
+  await fx.waitExit(5000);
+  return fx.messages.filter((m) => m.workerExit).map((m) => m.workerExit);
 }
 
 function setup() {
@@ -265,49 +261,37 @@ test('isDead() / isConnected() transitions', { timeout: TEST_TIMEOUT }, async ()
 });
 
 test('the primary exits by itself once its only worker has exited', { timeout: TEST_TIMEOUT }, async () => {
-  const child = spawnPrimary(['exit-alone']);
-  const { code, signal } = await waitForExit(child, 5000);
-  assert.equal(signal, null, `stderr: ${child.err}`);
-  assert.equal(code, 0, `stderr: ${child.err}`);
-  assert.match(child.out, /worker-exit 0 null/);
+  const fx = spawnPrimary(['exit-alone']);
+  const { code, signal } = await waitForExit(fx, 5000);
+  assert.equal(signal, null, `stderr: ${fx.stderr}`);
+  assert.equal(code, 0, `stderr: ${fx.stderr}`);
+  assert.deepEqual(await workerExits(fx), [{ code: 0, signal: null }]);
 });
 
 test('the primary exits by itself after cluster.disconnect()', { timeout: TEST_TIMEOUT }, async () => {
-  const child = spawnPrimary(['disconnect-alone']);
-  const { code, signal } = await waitForExit(child, 5000);
-  assert.equal(signal, null, `stderr: ${child.err}`);
-  assert.equal(code, 0, `stderr: ${child.err}`);
-  assert.match(child.out, /worker-exit 1 0 null/);
-  assert.match(child.out, /worker-exit 2 0 null/);
-  assert.match(child.out, /disconnected/);
+  const fx = spawnPrimary(['disconnect-alone']);
+  const { code, signal } = await waitForExit(fx, 5000);
+  assert.equal(signal, null, `stderr: ${fx.stderr}`);
+  assert.equal(code, 0, `stderr: ${fx.stderr}`);
+  const exits = await workerExits(fx);
+  assert.deepEqual(exits.find((e) => e.id === 1), { id: 1, code: 0, signal: null });
+  assert.deepEqual(exits.find((e) => e.id === 2), { id: 2, code: 0, signal: null });
+  assert.ok(fx.messages.some((m) => m.disconnected), JSON.stringify(fx.output()));
 });
 
 test('workers die when the primary is SIGKILLed', { timeout: TEST_TIMEOUT }, async () => {
-  const child = spawnPrimary(['orphan']);
-  const pids = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no pids from the primary; stdout=${child.out} stderr=${child.err}`)), 10000);
-    const check = () => {
-      const line = child.out.split('\n').find((l) => l.startsWith('{') && l.endsWith('}'));
-      if (!line) return;
-      clearTimeout(timer);
-      child.off('out', check);
-      resolve(JSON.parse(line).pids);
-    };
-    child.on('out', check);
-    check();
-  });
+  const fx = spawnPrimary(['orphan']);
+  const { pids } = await fx.wait((m) => m.pids, 'the pids of its workers', 10000);
   assert.equal(pids.length, 2);
   for (const pid of pids) {
-    strayPids.add(pid);
     assert.equal(process.kill(pid, 0), true, `worker ${pid} is alive before the primary dies`);
   }
 
-  child.kill('SIGKILL');
-  const { signal } = await waitForExit(child, 5000);
+  fx.kill();
+  const { signal } = await waitForExit(fx, 5000);
   assert.equal(signal, 'SIGKILL');
 
   // Orphans may linger briefly as zombies until init reaps them.
   const alive = await pollUntilGone(pids, 3000);
   assert.deepEqual(alive, [], 'workers still alive 3 s after the primary was SIGKILLed');
-  for (const pid of pids) strayPids.delete(pid);
 });

@@ -4,50 +4,20 @@
 // hand-off. Each case runs its own primary (fixtures/) under each policy.
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { spawn } = require('node:child_process');
 const http = require('node:http');
 const path = require('node:path');
+const { startFixture } = require('./helpers');
 
 const fixture = (name) => path.join(__dirname, 'fixtures', name);
-const children = new Set();
-test.after(() => { for (const c of children) c.kill('SIGKILL'); });
 
 function startPrimary(name, policy) {
-  const child = spawn(process.execPath, [fixture(name)], {
-    env: { ...process.env, NODE_CLUSTER_SCHED_POLICY: policy },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  children.add(child);
-  child.on('exit', () => children.delete(child));
-  return child;
-}
-
-function lines(child) {
-  let buf = '';
-  const waiting = [];
-  const queue = [];
-  child.stdout.on('data', (d) => {
-    buf += d;
-    let i;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      if (waiting.length) waiting.shift()(line);
-      else queue.push(line);
-    }
-  });
-  return (ms = 20000) => new Promise((resolve, reject) => {
-    if (queue.length) return resolve(queue.shift());
-    const t = setTimeout(() => reject(new Error('no output from primary')), ms);
-    waiting.push((l) => { clearTimeout(t); resolve(l); });
-  });
+  return startFixture(fixture(name), { env: { ...process.env, NODE_CLUSTER_SCHED_POLICY: policy } });
 }
 
 for (const policy of ['reuseport', 'none', 'rr']) {
   test(`${policy}: connections queued on a SIGKILLed worker are still answered`, async () => {
-    const child = startPrimary('drain-primary.js', policy);
-    const result = JSON.parse(await lines(child)());
-    assert.equal(result.error, undefined);
+    // Rejects on the fixture's { error }.
+    const result = await startPrimary('drain-primary.js', policy).result(20000);
     const answered = Object.entries(result.byWorker)
       .filter(([k]) => !k.startsWith('error'))
       .reduce((n, [, v]) => n + v, 0);
@@ -59,9 +29,8 @@ for (const policy of ['reuseport', 'none', 'rr']) {
 
 for (const policy of ['reuseport', 'rr']) {
   test(`${policy}: a blocked primary event loop does not block connections`, async () => {
-    const child = startPrimary('busy-primary.js', policy);
-    const next = lines(child);
-    const port = Number((await next()).split(' ')[1]);
+    const fx = startPrimary('busy-primary.js', policy);
+    const { port } = await fx.wait((m) => 'port' in m, 'its port', 20000);
     // Give the primary time to enter its 2 s block, then ask 5 times.
     await new Promise((r) => setTimeout(r, 200));
     const started = Date.now();

@@ -4,27 +4,16 @@
 // node:cluster and once with rcluster, and the outcomes are compared.
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { execFile } = require('node:child_process');
 const path = require('node:path');
+const { fixtureResult } = require('./helpers');
 
 const fixture = path.join(__dirname, 'fixtures', 'errors-primary.js');
 
-function run(caseName, module) {
-  return new Promise((resolve, reject) => {
-    execFile(process.execPath, [fixture, caseName], {
-      env: { ...process.env, CLUSTER_MODULE: module },
-      timeout: 15000,
-      killSignal: 'SIGKILL',
-    }, (err, stdout, stderr) => {
-      const line = stdout.trim().split('\n').pop();
-      try {
-        resolve(JSON.parse(line));
-      } catch {
-        reject(new Error(`${module} ${caseName}: no result (${err && err.message})\n${stderr}`));
-      }
-    });
-  });
-}
+// A fresh primary per case and module.
+const resultOf = (file, caseName, module) =>
+  fixtureResult(file, { args: [caseName], env: { ...process.env, CLUSTER_MODULE: module } }, `${module} ${caseName}`);
+
+const run = (caseName, module) => resultOf(fixture, caseName, module);
 
 const cases = [
   ['exec-not-string', 'ERR_INVALID_ARG_TYPE'],
@@ -57,21 +46,7 @@ for (const [name, code] of cases) {
 // throws or emits, and in which order, rcluster does too.
 const spawnFixture = path.join(__dirname, 'fixtures', 'spawn-primary.js');
 
-function runSpawnCase(caseName, module) {
-  return new Promise((resolve, reject) => {
-    execFile(process.execPath, [spawnFixture, caseName], {
-      env: { ...process.env, CLUSTER_MODULE: module },
-      timeout: 15000,
-      killSignal: 'SIGKILL',
-    }, (err, stdout, stderr) => {
-      try {
-        resolve(JSON.parse(stdout.trim().split('\n').pop()));
-      } catch {
-        reject(new Error(`${module} ${caseName}: no result (${err && err.message})\n${stderr}`));
-      }
-    });
-  });
-}
+const runSpawnCase = (caseName, module) => resultOf(spawnFixture, caseName, module);
 
 async function bothSpawnCase(caseName) {
   const [ours, node] = await Promise.all([runSpawnCase(caseName, 'rcluster'), runSpawnCase(caseName, 'node')]);

@@ -9,9 +9,8 @@
 const { test, after, afterEach } = require('node:test');
 const assert = require('node:assert/strict');
 const path = require('node:path');
-const { spawn } = require('node:child_process');
 const { Readable } = require('node:stream');
-const { waitFor, waitForMessage, trackCluster } = require('./helpers');
+const { waitFor, waitForMessage, trackCluster, startFixture, killFixtures } = require('./helpers');
 
 const cluster = require(process.env.RCLUSTER_TEST_IMPL || '..');
 
@@ -19,9 +18,10 @@ const FIXTURE = path.join(__dirname, 'fixtures', 'cluster-app.js');
 const TEST_TIMEOUT = 15000;
 
 // Every worker forked in this process, so cleanup reaches even those already
-// dropped from cluster.workers.
-const { children, killAll } = trackCluster(cluster);
+// dropped from cluster.workers; fixture primaries and theirs too.
+const { killAll } = trackCluster(cluster);
 afterEach(killAll);
+afterEach(killFixtures);
 after(killAll);
 
 // Reads `stream` until its text includes `marker`.
@@ -45,30 +45,16 @@ function readUntil(stream, marker, ms = 10000) {
   });
 }
 
-// Runs the fixture as a separate primary; resolves with its exit and output.
-function runPrimary(args, { execArgv = [], ms = 10000 } = {}) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...execArgv, FIXTURE, ...args], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    children.add(child);
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d) => { stdout += d; });
-    child.stderr.setEncoding('utf8').on('data', (d) => { stderr += d; });
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`primary ${args.join(' ')} did not exit within ${ms} ms; stdout=${stdout} stderr=${stderr}`));
-    }, ms);
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr });
-    });
-    child.on('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-  });
+// Runs the fixture as a separate primary; resolves with its result and exit.
+async function runPrimary(args, { execArgv = [], ms = 10000 } = {}) {
+  const fx = startFixture(FIXTURE, { args, execArgv });
+  try {
+    const result = await fx.result(ms);
+    return { ...(await fx.waitExit(ms)), result, stderr: fx.stderr };
+  } catch (e) {
+    fx.kill();
+    throw new Error(`primary ${args.join(' ')}: ${e.message}`);
+  }
 }
 
 function setup(options = {}) {
@@ -85,14 +71,11 @@ test('cluster.isPrimary / isMaster / isWorker in the primary', () => {
 });
 
 test('setupPrimary() defaults cluster.settings from the primary\'s argv and execArgv', { timeout: TEST_TIMEOUT }, async () => {
-  const { code, signal, stdout, stderr } = await runPrimary(['settings', 'extra-arg'], {
+  const { code, signal, result: out, stderr } = await runPrimary(['settings', 'extra-arg'], {
     execArgv: ['--no-warnings'],
   });
   assert.equal(code, 0, `primary failed: ${stderr}`);
   assert.equal(signal, null);
-  const line = stdout.split('\n').find((l) => l.startsWith('{'));
-  assert.ok(line, `no report from the primary; stdout=${stdout} stderr=${stderr}`);
-  const out = JSON.parse(line);
 
   const expected = {
     args: ['settings', 'extra-arg'],

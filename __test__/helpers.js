@@ -5,6 +5,7 @@
 const { after } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
+const path = require('node:path');
 const { spawn } = require('node:child_process');
 
 // Resolves with the arguments of the next `event`; rejects after `ms`.
@@ -101,59 +102,177 @@ async function pollUntilGone(pids, ms) {
   }
 }
 
-// A runner for fixture primaries that print one `{"fixtureResult": {...}}`
-// line on stdout (listen-fixture.js, msg-fixture.js). Call at the top level
-// of a test file: every primary still running is SIGKILLed in `after`.
-//
-// run(label, args, env) spawns `node fixture ...args` and resolves, once the
-// primary and its workers have closed stdout/stderr, with the result plus
-// { stderr, exit }; rejects (after SIGKILLing the primary) if that takes more
-// than `timeoutMs`, or if no result line was printed.
-function fixtureRunner(fixture, timeoutMs) {
-  const running = new Set();
-  after(() => {
-    for (const child of running) child.kill('SIGKILL');
-    running.clear();
-  });
+// The test side of fixtures/harness.js: a fixture primary started with
+// startFixture(file, { args, env, execArgv, stdin }) and the JSON lines it
+// prints (fx.messages; lines that are not JSON are kept as { raw }).
+//   fx.wait(pred, what, ms)  the first message matching pred
+//   fx.result(ms)            its { result }; rejects on its { error }
+//   fx.waitExit(ms)          { code, signal } once it and its workers closed stdout/stderr
+//   fx.exited                resolves { code, signal, at } when the primary process exits
+//   fx.kill()                SIGKILLs the primary
+// Every fixture still running, and every worker it reported ({ workerPid })
+// that still runs that fixture file, is SIGKILLed by killFixtures(), which
+// runs `after` each test file that requires this module (call it from an
+// afterEach for more).
+const RESULT_TIMEOUT = 30000;
+const runningFixtures = new Set();
+const fixtureWorkers = new Map(); // pid -> fixture file
 
-  return function run(label, args, env) {
-    return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [fixture, ...args], {
-        env,
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      running.add(child);
-      let stdout = '';
-      let stderr = '';
-      child.stdout.setEncoding('utf8').on('data', (d) => { stdout += d; });
-      child.stderr.setEncoding('utf8').on('data', (d) => { stderr += d; });
-      let exited = null;
-      const timer = setTimeout(() => {
-        child.kill('SIGKILL');
-        reject(new Error(`${label}: no result within ${timeoutMs} ms ` +
-          `(exit: ${JSON.stringify(exited)})\nstdout: ${stdout}\nstderr: ${stderr}`));
-      }, timeoutMs);
-      child.on('exit', (code, signal) => {
-        exited = { code, signal };
-        running.delete(child);
-      });
-      // 'close' waits for the workers too (they share stdout/stderr).
-      child.on('close', () => {
-        clearTimeout(timer);
-        running.delete(child);
-        const line = stdout.split('\n').reverse().find((l) => l.startsWith('{"fixtureResult"'));
-        if (!line) {
-          reject(new Error(`${label}: no result line (exit ${JSON.stringify(exited)})\n` +
-            `stdout: ${stdout}\nstderr: ${stderr}`));
-          return;
-        }
-        const result = JSON.parse(line).fixtureResult;
-        result.stderr = stderr;
-        result.exit = exited;
-        resolve(result);
+class Fixture {
+  constructor(file, { args = [], env = process.env, execArgv = [], stdin = 'ignore' } = {}) {
+    this.file = file;
+    this.name = path.basename(file);
+    this.messages = [];
+    this.stdout = '';
+    this.stderr = '';
+    this.waiters = new Set();
+    this.exit = null;
+    this.child = spawn(process.execPath, [...execArgv, file, ...args], { env, stdio: [stdin, 'pipe', 'pipe'] });
+    this.pid = this.child.pid;
+    runningFixtures.add(this);
+    let buf = '';
+    this.child.stdout.setEncoding('utf8');
+    this.child.stdout.on('data', (d) => {
+      if (this.stdout.length < 100000) this.stdout += d;
+      buf += d;
+      let i;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        let msg;
+        try { msg = JSON.parse(line); } catch { msg = { raw: line }; }
+        if (msg === null || typeof msg !== 'object') msg = { raw: line };
+        if (msg.workerPid) fixtureWorkers.set(msg.workerPid, file);
+        this.messages.push(msg);
+        this.check();
+      }
+    });
+    this.child.stderr.setEncoding('utf8');
+    this.child.stderr.on('data', (d) => {
+      if (this.stderr.length < 100000) this.stderr += d;
+    });
+    this.exited = new Promise((resolve) => {
+      this.child.on('exit', (code, signal) => resolve({ code, signal, at: Date.now() }));
+    });
+    this.closed = new Promise((resolve) => {
+      this.child.on('close', (code, signal) => {
+        this.exit = { code, signal };
+        runningFixtures.delete(this);
+        resolve(this.exit);
+        this.check();
       });
     });
+  }
+
+  // Messages that are not the harness's own bookkeeping.
+  output() {
+    return this.messages.filter((m) => !m.workerPid);
+  }
+
+  describe() {
+    const tail = this.stderr.length > 3000 ? `…${this.stderr.slice(-3000)}` : this.stderr;
+    return `${this.name} (pid ${this.pid}, exit ${JSON.stringify(this.exit)})\nstdout: ${
+      JSON.stringify(this.output()).slice(0, 3000)}\nstderr: ${tail}`;
+  }
+
+  check() {
+    for (const w of this.waiters) {
+      const found = this.messages.find(w.pred);
+      if (found) w.done(null, found);
+      else if (this.exit) w.done(new Error(`fixture exited before ${w.what}: ${this.describe()}`));
+    }
+  }
+
+  wait(pred, what, ms = RESULT_TIMEOUT) {
+    return new Promise((resolve, reject) => {
+      const w = {
+        pred,
+        what,
+        done: (err, msg) => {
+          clearTimeout(timer);
+          this.waiters.delete(w);
+          if (err) reject(err);
+          else resolve(msg);
+        },
+      };
+      const timer = setTimeout(() => w.done(new Error(`timed out after ${ms} ms waiting for ${what}: ${this.describe()}`)), ms);
+      this.waiters.add(w);
+      this.check();
+    });
+  }
+
+  async result(ms) {
+    const msg = await this.wait((m) => 'result' in m || 'error' in m, 'its result', ms);
+    if ('error' in msg) throw new Error(`fixture failed in phase "${msg.phase}": ${msg.error}\n${this.describe()}`);
+    return msg.result;
+  }
+
+  async waitExit(ms = 15000) {
+    let timer;
+    const timeout = new Promise((resolve) => { timer = setTimeout(resolve, ms, null); });
+    const exit = await Promise.race([this.closed, timeout]);
+    clearTimeout(timer);
+    if (!exit) throw new Error(`did not exit within ${ms} ms: ${this.describe()}`);
+    return exit;
+  }
+
+  kill() {
+    if (!this.exit) this.child.kill('SIGKILL');
+  }
+}
+
+function startFixture(file, options) {
+  return new Fixture(file, options);
+}
+
+// A worker pid is killed only while it still runs its fixture file (pids get
+// reused; never signal a stranger).
+function killFixtures() {
+  for (const fx of runningFixtures) fx.kill();
+  for (const [pid, file] of fixtureWorkers) {
+    let cmdline = '';
+    try { cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8'); } catch { /* gone */ }
+    if (cmdline.includes(file)) {
+      try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+    } else {
+      fixtureWorkers.delete(pid);
+    }
+  }
+}
+after(killFixtures);
+
+// For fixtures that end with one result: run(label, args, env) starts
+// `fixture`, and resolves, once the primary and its workers have closed
+// stdout/stderr, with the result plus { stderr, exit }; rejects (after
+// SIGKILLing the primary) if that takes more than `timeoutMs`.
+function fixtureRunner(fixture, timeoutMs) {
+  return async function run(label, args, env) {
+    const fx = startFixture(fixture, { args, env });
+    try {
+      const result = await fx.result(timeoutMs);
+      result.exit = await fx.waitExit(timeoutMs);
+      result.stderr = fx.stderr;
+      return result;
+    } catch (e) {
+      fx.kill();
+      e.message = `${label}: ${e.message}`;
+      throw e;
+    }
   };
+}
+
+// One run of a fixture that ends with one result: its { result } (the error
+// names `label`), after (bounded) its exit, as before the next case; a primary
+// that does not exit in time is SIGKILLed.
+async function fixtureResult(file, options, label, ms = 15000) {
+  const fx = startFixture(file, options);
+  try {
+    return await fx.result(ms);
+  } catch (e) {
+    throw new Error(`${label}: no result\n${e.message}`);
+  } finally {
+    await fx.waitExit(ms).catch(() => fx.kill());
+  }
 }
 
 // Runs `start` once, on first call, for several tests that assert on its result.
@@ -167,7 +286,7 @@ function runOnce(start) {
 
 // A fixtureRunner result that did not fail.
 function assertOk(r) {
-  assert.equal(r.ok, true, `fixture failed in phase "${r.phase}": ${r.error}\nstderr: ${r.stderr}`);
+  assert.equal(r.ok, true, `fixture failed: ${JSON.stringify(r)}\nstderr: ${r.stderr}`);
 }
 
 module.exports = {
@@ -176,7 +295,10 @@ module.exports = {
   trackCluster,
   isGone,
   pollUntilGone,
+  startFixture,
+  killFixtures,
   fixtureRunner,
+  fixtureResult,
   runOnce,
   assertOk,
 };

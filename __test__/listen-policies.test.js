@@ -8,8 +8,7 @@ const fs = require('node:fs');
 const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
-const { spawn } = require('node:child_process');
-const { fixtureRunner, runOnce, assertOk } = require('./helpers');
+const { fixtureRunner, runOnce, assertOk, startFixture } = require('./helpers');
 
 const FIXTURE = path.join(__dirname, 'fixtures', 'listen-fixture.js');
 const HOLD_FIXTURE = path.join(__dirname, 'fixtures', 'listen-hold-fixture.js');
@@ -259,44 +258,24 @@ for (const policy of POLICIES) {
 
 // ------------------------------------------- listen options the primary applies --
 
-// Processes of listen-hold-fixture.js runs; SIGKILLed in `after` whatever
-// happened (SIGKILL also ends a stopped process).
-const heldPids = new Set();
-after(() => {
-  for (const pid of heldPids) {
-    try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+// Starts listen-hold-fixture.js; resolves with its ready report plus stop(),
+// which lets the primary (and with it the worker) go. killFixtures()
+// (helpers.js) SIGKILLs both whatever happened (SIGKILL also ends a stopped
+// process).
+async function startHeld(label, env) {
+  const fx = startFixture(HOLD_FIXTURE, { env, stdin: 'pipe' });
+  let ready;
+  try {
+    ({ ready } = await fx.wait((m) => 'ready' in m, 'ready', FIXTURE_TIMEOUT_MS));
+  } catch (e) {
+    fx.kill();
+    throw new Error(`${label}: ${e.message}`);
   }
-});
-
-// Starts listen-hold-fixture.js; resolves with its ready line plus stop(),
-// which lets the primary (and with it the worker) go.
-function startHeld(label, env) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [HOLD_FIXTURE], { env, stdio: ['pipe', 'pipe', 'pipe'] });
-    heldPids.add(child.pid);
-    let stdout = '';
-    let stderr = '';
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`${label}: not ready within ${FIXTURE_TIMEOUT_MS} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
-    }, FIXTURE_TIMEOUT_MS);
-    child.stderr.setEncoding('utf8').on('data', (d) => { stderr += d; });
-    child.stdout.setEncoding('utf8').on('data', (d) => {
-      stdout += d;
-      const nl = stdout.indexOf('\n');
-      if (nl < 0) return;
-      clearTimeout(timer);
-      const { ready } = JSON.parse(stdout.slice(0, nl));
-      if (ready.error) {
-        child.kill('SIGKILL');
-        reject(new Error(`${label}: ${ready.error}\nstderr: ${stderr}`));
-        return;
-      }
-      heldPids.add(ready.worker);
-      const closed = new Promise((done) => child.once('close', done));
-      resolve({ ...ready, stop: () => { child.stdin.end(); return closed; } });
-    });
-  });
+  if (ready.error) {
+    fx.kill();
+    throw new Error(`${label}: ${ready.error}\nstderr: ${fx.stderr}`);
+  }
+  return { ...ready, stop: () => { fx.child.stdin.end(); return fx.waitExit(FIXTURE_TIMEOUT_MS); } };
 }
 
 // SIGSTOPs `pid` and waits until every thread of it is stopped, so none can

@@ -3,58 +3,39 @@
 // exits, and how long the reaper itself stays around.
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { spawn, execFileSync } = require('node:child_process');
+const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');
 const http = require('node:http');
 const path = require('node:path');
 const cluster = require('..');
-const { isGone, pollUntilGone, trackCluster, waitFor } = require('./helpers');
+const { isGone, pollUntilGone, startFixture, trackCluster, waitFor } = require('./helpers');
 
 const fixture = path.join(__dirname, 'fixtures', 'reaper-primary.js');
-const children = new Set();
-const pidsToKill = new Set();
+
+// Reapers the fixtures reported: killFixtures() (helpers.js) reaches the
+// primaries and their workers, not these. Killed only while still a reaper.
+const reapers = new Set();
 test.after(() => {
-  for (const c of children) c.kill('SIGKILL');
-  for (const pid of pidsToKill) {
+  for (const pid of reapers) {
+    let comm = '';
+    try { comm = fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim(); } catch { /* gone */ }
+    if (comm !== 'rcluster-reaper') continue;
     try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
   }
 });
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-// Starts a fixture primary. `lines` yields its stdout lines as parsed JSON;
-// `exited` resolves with the time its process exited.
+// Starts a fixture primary (fixtures/harness.js). report(key) resolves with
+// its first line that has `key`; `exited` with the time its process exited.
 function start(which, env = {}) {
-  const child = spawn(process.execPath, [fixture, which], {
-    env: { ...process.env, REAPER_CASE: which, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.add(child);
-  let stderr = '';
-  child.stderr.on('data', (d) => { stderr += d; });
-  const exited = new Promise((resolve) => child.on('exit', () => {
-    children.delete(child);
-    resolve(Date.now());
-  }));
-  let partial = '';
-  const waiting = [];
-  const queued = [];
-  child.stdout.on('data', (d) => {
-    const lines = (partial + d).split('\n');
-    partial = lines.pop();
-    for (const l of lines) {
-      const msg = JSON.parse(l);
-      for (const pid of [msg.pid, msg.reaper, ...(msg.pids || [])]) if (pid) pidsToKill.add(pid);
-      if (waiting.length) waiting.shift()(msg);
-      else queued.push(msg);
-    }
-  });
-  const next = (ms = 10000) => new Promise((resolve, reject) => {
-    if (queued.length) return resolve(queued.shift());
-    const timer = setTimeout(() => reject(new Error(`${which}: no output within ${ms} ms\n${stderr}`)), ms);
-    waiting.push((msg) => { clearTimeout(timer); resolve(msg); });
-  });
-  return { child, next, exited, stderr: () => stderr };
+  const fx = startFixture(fixture, { args: [which], env: { ...process.env, REAPER_CASE: which, ...env } });
+  const report = async (key, ms = 10000) => {
+    const msg = await fx.wait((m) => key in m, `its ${key}`, ms);
+    if (msg.reaper) reapers.add(msg.reaper);
+    return msg;
+  };
+  return { fx, report, exited: fx.exited.then(({ at }) => at) };
 }
 
 function get(port) {
@@ -73,13 +54,13 @@ function get(port) {
 // primary fails with EPIPE, and the unhandled error kills the worker.
 test('disconnect() then exit(): an in-flight request still completes', async () => {
   const p = start('slow-request');
-  const { port, pids } = await p.next();
+  const { port, pids } = await p.report('port');
   const response = await get(port).catch((err) => ({ error: err.message }));
-  assert.deepEqual(response, { status: 200, body: 'done' }, p.stderr());
+  assert.deepEqual(response, { status: 200, body: 'done' }, p.fx.stderr);
   // The primary left long before the answer.
   await p.exited;
   assert.deepEqual(await pollUntilGone(pids, 5000), [], 'the workers exit once done');
-  assert.doesNotMatch(p.stderr(), /EPIPE|ERR_IPC/);
+  assert.doesNotMatch(p.fx.stderr, /EPIPE|ERR_IPC/);
 });
 
 for (const [which, what] of [
@@ -87,7 +68,7 @@ for (const [which, what] of [
   ['disconnects-itself', 'a worker that called worker.disconnect() itself and runs on'],
 ]) test(`${what} is killed killTimeout after the primary's exit, not before`, async () => {
   const p = start(which, { KILL_TIMEOUT: '3000' });
-  const { pid } = await p.next();
+  const { pid } = await p.report('pid');
   const t0 = await p.exited;
   // The short grace of an abruptly dead primary (1 s) is long past...
   await sleep(Math.max(0, t0 + 1800 - Date.now()));
@@ -99,7 +80,7 @@ for (const [which, what] of [
 
 test('the reaper exits with the primary when no worker is left', async () => {
   const p = start('idle');
-  const { reaper } = await p.next();
+  const { reaper } = await p.report('reaper');
   assert.equal(typeof reaper, 'number', 'the fixture found its reaper');
   const t0 = await p.exited;
   // It used to sleep out a one-second grace first.
@@ -109,12 +90,12 @@ test('the reaper exits with the primary when no worker is left', async () => {
 
 test("the reaper does not show the primary's command line", async () => {
   const p = start('title');
-  const { pid, reaper } = await p.next();
+  const { pid, reaper } = await p.report('pid');
   assert.equal(typeof reaper, 'number', 'the fixture found its reaper');
   const args = execFileSync('ps', ['-o', 'args=', '-p', String(reaper)], { encoding: 'utf8' }).trim();
   assert.equal(args, 'rcluster-reaper');
   assert.doesNotMatch(fs.readFileSync(`/proc/${reaper}/cmdline`, 'latin1'), /reaper-primary/);
-  p.child.kill('SIGKILL');
+  p.fx.kill();
   await p.exited;
   assert.deepEqual(await pollUntilGone([pid, reaper], 5000), []);
 });

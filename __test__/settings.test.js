@@ -6,7 +6,7 @@ const path = require('node:path');
 const os = require('node:os');
 const fs = require('node:fs');
 const { once } = require('node:events');
-const { execFile } = require('node:child_process');
+const { fixtureResult } = require('./helpers');
 const cluster = require('..');
 
 const exec = path.join(__dirname, 'fixtures', 'settings-worker.js');
@@ -99,19 +99,10 @@ test('uid and gid are applied', async () => {
 // A primary of its own (fixtures/spawn-primary.js, with root's extra groups
 // when run as root) per module, so the two can be compared.
 function runGroupsCase(caseName, module) {
-  return new Promise((resolve, reject) => {
-    execFile(process.execPath, [path.join(__dirname, 'fixtures', 'spawn-primary.js'), caseName], {
-      env: { ...process.env, CLUSTER_MODULE: module },
-      timeout: 15000,
-      killSignal: 'SIGKILL',
-    }, (err, stdout, stderr) => {
-      try {
-        resolve(JSON.parse(stdout.trim().split('\n').pop()));
-      } catch {
-        reject(new Error(`${module} ${caseName}: no result (${err && err.message})\n${stderr}`));
-      }
-    });
-  });
+  return fixtureResult(path.join(__dirname, 'fixtures', 'spawn-primary.js'), {
+    args: [caseName],
+    env: { ...process.env, CLUSTER_MODULE: module },
+  }, `${module} ${caseName}`);
 }
 
 for (const [name, what] of [['groups-gid', 'gid'], ['groups-uid-gid', 'uid and gid']]) {

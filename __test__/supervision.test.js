@@ -4,25 +4,20 @@
 // signal handling, all through the public API.
 //
 // Every scenario changes the primary's global settings, so each runs in a
-// primary of its own (fixtures/sup-*.js, helpers in fixtures/sup-common.js)
-// that prints JSON lines; the assertions are made here. Fixtures SIGKILL their
-// workers on any failure or deadline, and this file SIGKILLs every fixture
-// it started after each test (workers die with their primary: the core sets
+// primary of its own (fixtures/sup-*.js, workers in fixtures/sup-worker.js)
+// that reports through fixtures/harness.js; the assertions are made here.
+// Fixtures SIGKILL their workers on any failure or deadline, and this file
+// SIGKILLs every fixture it started after each test (workers die with their primary: the core sets
 // PR_SET_PDEATHSIG). Only loopback is used; nothing asserts speed.
 
-const { describe, it, afterEach, after } = require('node:test');
+const { describe, it, afterEach } = require('node:test');
 const assert = require('node:assert/strict');
-const { spawn } = require('node:child_process');
-const fs = require('node:fs');
 const path = require('node:path');
+const { startFixture, killFixtures } = require('./helpers');
 
 const FIXTURES = path.join(__dirname, 'fixtures');
 // Generous: the machine may be busy with a benchmark.
 const TEST_TIMEOUT = 40000;
-const RESULT_TIMEOUT = 30000;
-
-const running = new Set();
-const workerPids = new Set();
 
 function baseEnv(extra) {
   const env = { ...process.env, ...extra };
@@ -33,125 +28,11 @@ function baseEnv(extra) {
   return env;
 }
 
-// A fixture primary and the JSON lines it prints.
-class Fixture {
-  constructor(name, env = {}) {
-    this.name = name;
-    this.messages = [];
-    this.stderr = '';
-    this.waiters = new Set();
-    this.exit = null;
-    this.child = spawn(process.execPath, [path.join(FIXTURES, name)], {
-      env: baseEnv(env),
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    this.pid = this.child.pid;
-    running.add(this);
-    let buf = '';
-    this.child.stdout.setEncoding('utf8');
-    this.child.stdout.on('data', (d) => {
-      buf += d;
-      let i;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        let msg;
-        try { msg = JSON.parse(line); } catch { msg = { raw: line }; }
-        if (msg.workerPid) workerPids.add(msg.workerPid);
-        this.messages.push(msg);
-        this.check();
-      }
-    });
-    this.child.stderr.setEncoding('utf8');
-    this.child.stderr.on('data', (d) => {
-      if (this.stderr.length < 20000) this.stderr += d;
-    });
-    this.exited = new Promise((resolve) => {
-      this.child.on('close', (code, signal) => {
-        this.exit = { code, signal };
-        running.delete(this);
-        resolve(this.exit);
-        this.check();
-      });
-    });
-  }
-
-  describe() {
-    const tail = this.stderr.length > 3000 ? `…${this.stderr.slice(-3000)}` : this.stderr;
-    return `${this.name} (pid ${this.pid}, exit ${JSON.stringify(this.exit)})\nstdout: ${
-      JSON.stringify(this.messages.filter((m) => !m.workerPid)).slice(0, 3000)}\nstderr: ${tail}`;
-  }
-
-  check() {
-    for (const w of this.waiters) {
-      const found = this.messages.find(w.pred);
-      if (found) w.done(null, found);
-      else if (this.exit) w.done(new Error(`fixture exited before ${w.what}: ${this.describe()}`));
-    }
-  }
-
-  // The first printed message matching pred.
-  wait(pred, what, ms = RESULT_TIMEOUT) {
-    return new Promise((resolve, reject) => {
-      const w = {
-        pred,
-        what,
-        done: (err, msg) => {
-          clearTimeout(timer);
-          this.waiters.delete(w);
-          if (err) reject(err);
-          else resolve(msg);
-        },
-      };
-      const timer = setTimeout(() => w.done(new Error(`timed out after ${ms} ms waiting for ${what}: ${this.describe()}`)), ms);
-      this.waiters.add(w);
-      this.check();
-    });
-  }
-
-  // The fixture's { result }, or a failure carrying its { error }.
-  async result(ms) {
-    const msg = await this.wait((m) => 'result' in m || 'error' in m, 'its result', ms);
-    if (msg.error) throw new Error(`fixture failed: ${msg.error}\n${this.describe()}`);
-    return msg.result;
-  }
-
-  async waitExit(ms = 15000) {
-    let timer;
-    const timeout = new Promise((resolve) => { timer = setTimeout(resolve, ms, null); });
-    const exit = await Promise.race([this.exited, timeout]);
-    clearTimeout(timer);
-    if (!exit) throw new Error(`did not exit within ${ms} ms: ${this.describe()}`);
-    return exit;
-  }
-
-  kill() {
-    if (!this.exit) this.child.kill('SIGKILL');
-  }
-}
-
 function start(name, env) {
-  return new Fixture(name, env);
+  return startFixture(path.join(FIXTURES, name), { env: baseEnv(env) });
 }
 
-// A worker pid is killed only while it still runs one of these fixtures (pids
-// get reused; never signal a stranger).
-function killStrayWorkers() {
-  for (const pid of workerPids) {
-    let cmdline = '';
-    try { cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8'); } catch { /* gone */ }
-    if (cmdline.includes(`${path.sep}fixtures${path.sep}sup-`)) {
-      try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
-    }
-  }
-}
-
-function killEverything() {
-  for (const fx of running) fx.kill();
-  killStrayWorkers();
-}
-afterEach(killEverything);
-after(killEverything);
+afterEach(killFixtures);
 
 function alive(pid) {
   try {

@@ -1,7 +1,8 @@
 'use strict';
-// An SVG bar chart of requests/s per config, one panel per workload (each with
-// its own scale), min–max whiskers over the rounds, and each bar's ratio to
-// node:cluster RR of the same run written above it. No dependencies.
+// An SVG bar chart of requests/s per config (messages/s for the ipc cases),
+// one panel per workload (each with its own scale), min–max whiskers over the
+// rounds, and each bar's ratio to node:cluster RR of the same run written
+// above it. No dependencies.
 
 const COLORS = {
   'rcluster-reuseport': '#1f6fb4',
@@ -13,6 +14,10 @@ const COLORS = {
   single: '#9a9a9a',
 };
 const BASELINE = 'node-rr';
+
+function isIpc(key) {
+  return key.startsWith('ipc-');
+}
 
 function esc(s) {
   return String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
@@ -45,17 +50,22 @@ function renderSvg(data) {
   const perRow = Math.max(1, Math.floor((W - 40) / legendItem));
   const top = 70 + Math.ceil(configs.length / perRow) * 16; // title + legend
   const H = top + rows * PH + 30;
+  const ipcCount = workloads.filter((w) => isIpc(w.key)).length;
+  const what = ipcCount === workloads.length ? 'Messages/s' : ipcCount ? 'Requests/s (ipc: messages/s)' : 'Requests/s';
+  const o = data.options || {};
+  const runShape = ipcCount === workloads.length
+    ? `${o.rounds} rounds`
+    : `${(data.machine || {}).loadgen || ''} -t${o.threads} -c${o.connections}, ` +
+      `${o.rounds} × ${o.duration} s, ${o.workers} workers`;
   const out = [];
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" ` +
     'font-family="Helvetica, Arial, sans-serif" font-size="11">');
   out.push(`<rect width="${W}" height="${H}" fill="#ffffff"/>`);
   out.push(`<text x="${W / 2}" y="24" text-anchor="middle" font-size="16" font-weight="bold">` +
-    `${esc('Requests/s per config (median of rounds, whiskers min–max; ×RR = ratio to node:cluster RR)')}</text>`);
+    `${esc(`${what} per config (median of rounds, whiskers min–max; ×RR = ratio to node:cluster RR)`)}</text>`);
   const m = data.machine || {};
-  const o = data.options || {};
   out.push(`<text x="${W / 2}" y="42" text-anchor="middle" fill="#555">` +
-    `${esc(`${m.cores} cores ${m.cpuModel || ''}, Node ${m.node || ''}, ${m.loadgen || ''} -t${o.threads} -c${o.connections}, ` +
-      `${o.rounds} × ${o.duration} s, ${o.workers} workers — ${data.startedAt || ''}`)}</text>`);
+    `${esc(`${m.cores} cores ${m.cpuModel || ''}, Node ${m.node || ''}, ${runShape} — ${data.startedAt || ''}`)}</text>`);
 
   // Legend
   configs.forEach((c, i) => {
@@ -69,12 +79,13 @@ function renderSvg(data) {
     const px = 10 + (wi % cols) * PW;
     const py = top + Math.floor(wi / cols) * PH;
     const s = data.summary[w.key];
-    const present = configs.filter((c) => s[c.key] && s[c.key].rps);
+    const metric = isIpc(w.key) ? 'msgsPerSec' : 'rps';
+    const present = configs.filter((c) => s[c.key] && s[c.key][metric]);
     const left = px + 52;
     const right = px + PW - 14;
     const plotTop = py + 40;
     const plotBottom = py + PH - (w.key === 'kill' ? 50 : 38);
-    const maxVal = Math.max(0, ...present.map((c) => s[c.key].rps.max));
+    const maxVal = Math.max(0, ...present.map((c) => s[c.key][metric].max));
     const { top: yTop, step } = niceScale(maxVal * 1.12);
     const y = (v) => plotBottom - (v / yTop) * (plotBottom - plotTop);
 
@@ -89,16 +100,17 @@ function renderSvg(data) {
       out.push(`<text x="${(left + right) / 2}" y="${(plotTop + plotBottom) / 2}" text-anchor="middle" fill="#999">no data</text>`);
       return;
     }
-    const base = s[BASELINE] && s[BASELINE].rps ? s[BASELINE].rps.median : null;
+    const base = s[BASELINE] && s[BASELINE][metric] ? s[BASELINE][metric].median : null;
     const slot = (right - left) / present.length;
     const bw = Math.min(46, slot * 0.7);
     present.forEach((c, i) => {
-      const r = s[c.key].rps;
+      const r = s[c.key][metric];
       const cx = left + slot * (i + 0.5);
       const y0 = y(r.median);
       out.push(`<rect x="${(cx - bw / 2).toFixed(1)}" y="${y0.toFixed(1)}" width="${bw.toFixed(1)}" ` +
         `height="${(plotBottom - y0).toFixed(1)}" fill="${COLORS[c.key] || '#444'}">` +
-        `<title>${esc(`${c.label}: ${Math.round(r.median)} req/s (${Math.round(r.min)}–${Math.round(r.max)})`)}</title></rect>`);
+        `<title>${esc(`${c.label}: ${Math.round(r.median)} ${metric === 'rps' ? 'req' : 'msgs'}/s ` +
+          `(${Math.round(r.min)}–${Math.round(r.max)})`)}</title></rect>`);
       if (r.max > r.min) {
         const x = cx.toFixed(1);
         out.push(`<line x1="${x}" y1="${y(r.max).toFixed(1)}" x2="${x}" y2="${y(r.min).toFixed(1)}" stroke="#222"/>`);
@@ -115,7 +127,9 @@ function renderSvg(data) {
           `fill="${c.key === BASELINE ? '#888' : ratio >= 1 ? '#1a7f37' : '#b42318'}">${ratio.toFixed(2)}×</text>`);
       }
       // Two lines: implementation, then policy.
+      // (The policy does not touch IPC: the ipc bars name the implementation only.)
       const [impl, ...rest] = c.label.replace('node:cluster', 'node').split(' ');
+      if (isIpc(w.key)) rest.length = 0;
       out.push(`<text x="${cx.toFixed(1)}" y="${plotBottom + 13}" text-anchor="middle" font-size="10">${esc(impl)}</text>`);
       out.push(`<text x="${cx.toFixed(1)}" y="${plotBottom + 25}" text-anchor="middle" font-size="10">${esc(rest.join(' '))}</text>`);
       const failed = s[c.key].failed;

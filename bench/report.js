@@ -1,11 +1,24 @@
 'use strict';
-// Summaries (medians of the rounds with min–max), the issue's targets checked
+// Summaries (medians of the rounds with min–max), the issues' targets checked
 // against node:cluster RR of the same run, and the Markdown report.
 
 const { spread, sig, int } = require('./stats');
 
 const BASELINE = 'node-rr';
-const METRICS = ['rps', 'p50Ms', 'p99Ms', 'failed', 'primaryCpuPer10k', 'share', 'connShare'];
+const METRICS = ['rps', 'p50Ms', 'p99Ms', 'failed', 'primaryCpuPer10k', 'share', 'connShare',
+  'msgsPerSec', 'cpuAllUsPerMsg', 'cpuJsUsPerMsg'];
+// rcluster's config in the ipc cases (its default policy; the policy does not touch IPC).
+const IPC_CONFIG = 'rcluster-reuseport';
+// The ipc targets of issue #9, as ratios to node:cluster of the same run.
+const IPC_TARGETS = [
+  { metric: 'msgsPerSec', what: 'messages/s vs node:cluster', op: '>=', target: 1.0 },
+  { metric: 'cpuAllUsPerMsg', what: 'primary CPU per message, all threads, vs node:cluster', op: '<=', target: 1.0 },
+  { metric: 'cpuJsUsPerMsg', what: 'primary CPU per message, JS thread, vs node:cluster', op: '<=', target: 0.7 },
+];
+
+function isIpc(key) {
+  return key.startsWith('ipc-');
+}
 
 // summary[workload][config] = { rounds, errors, rps: {median,min,max,n}, … }
 function summarize(runs, configs, workloads) {
@@ -18,6 +31,7 @@ function summarize(runs, configs, workloads) {
       const ok = mine.filter((r) => !r.error);
       const s = { rounds: ok.length, failedRounds: mine.length - ok.length };
       for (const m of METRICS) s[m] = spread(ok.map((r) => r[m]));
+      if (isIpc(w.key)) s.cappedRounds = ok.filter((r) => r.capped).length;
       summary[w.key][c.key] = s;
     }
   }
@@ -116,7 +130,15 @@ function targets(summary, runs) {
       value: s ? s.median : null, op: '<=', target: 5, unit: '',
       detail: s ? `per round ${s.min === s.max ? s.min : `${s.min}–${s.max}`}` : undefined });
   }
-  return out;
+  for (const w of Object.keys(summary).filter(isIpc)) {
+    for (const t of IPC_TARGETS) {
+      add({ id: `${w}-${t.metric}`, what: `${w}: ${t.what}`, config: IPC_CONFIG, workload: w,
+        value: ratio(w, IPC_CONFIG, t.metric), op: t.op, target: t.target, unit: '×',
+        detail: rounds(w, IPC_CONFIG, t.metric) });
+    }
+  }
+  // An ipc-only run has no HTTP target to report.
+  return Object.keys(summary).some((w) => !isIpc(w)) ? out : out.filter((t) => isIpc(t.id));
 }
 
 // ---------------------------------------------------------------- text
@@ -156,13 +178,23 @@ function targetsText(data) {
   const base = BASELINE;
   for (const w of data.workloads) {
     const s = data.summary[w.key];
-    if (!s || !s[base]) continue;
+    if (!s || !s[base] || isIpc(w.key)) continue;
     const parts = [];
     for (const c of data.configs) {
       if (c.key === base || !s[c.key] || !s[c.key].rps) continue;
       parts.push(`${c.key} ${(s[c.key].rps.median / s[base].rps.median).toFixed(2)}×`);
     }
     lines.push(`  req/s ${w.key.padEnd(9)}: ${parts.join(', ')}`);
+  }
+  for (const w of data.workloads.filter((x) => isIpc(x.key))) {
+    const s = data.summary[w.key];
+    const a = s && s[IPC_CONFIG];
+    const b = s && s[base];
+    if (!a || !b || !a.msgsPerSec || !b.msgsPerSec) continue;
+    const r = (m) => (a[m] && b[m] && b[m].median > 0 ? `${(a[m].median / b[m].median).toFixed(2)}×` : '–');
+    lines.push(`  ${w.key.padEnd(12)}: msgs/s ${r('msgsPerSec')}, CPU/msg all threads ${r('cpuAllUsPerMsg')}, ` +
+      `JS thread ${r('cpuJsUsPerMsg')} ` +
+      `(rcluster ${int(a.msgsPerSec.median)} vs node ${int(b.msgsPerSec.median)} msgs/s)`);
   }
   for (const t of data.targets) {
     lines.push(`  [${status(t).padEnd(6)}] ${t.config.padEnd(18)} ${t.what}: ${fmtTargetValue(t)} (target ${fmtTarget(t)}; ${t.margin})` +
@@ -172,10 +204,65 @@ function targetsText(data) {
   return lines.join('\n');
 }
 
+// The ipc section: one table, a row per (case, config), ratios to node:cluster.
+function ipcMarkdown(data, L) {
+  const cases = data.workloads.filter((w) => isIpc(w.key) && data.summary[w.key]);
+  if (!cases.length) return;
+  const o = data.options;
+  L.push('## ipc: a primary forks one worker that echoes every message back');
+  L.push('');
+  const warmup = o.warmup > 0 ? ', after a warm-up of a tenth as many' : '';
+  L.push('Each run sends a fixed number of messages (below) from the primary with `worker.send`, ' +
+    `keeping the stated number in flight (a new one for each echo)${warmup}; ` +
+    `each run is capped at ${sig((o.ipcCapMs || 15000) / 1000, 2)} s. ` +
+    '**msgs/s**: echoes received per second. **CPU/msg**: the primary\'s CPU time per echo (one send and ' +
+    'one receive), in µs; **all threads** from `process.cpuUsage()` (user+system of the whole process, ' +
+    'the Rust core\'s thread included), **JS thread** from `/proc/self/task/<pid>/schedstat` (the main thread ' +
+    'alone, in ns). **×node** is the ratio to node:cluster of the same run (medians). Only node:cluster (RR) and ' +
+    'rcluster\'s default policy run: the policy does not touch IPC.');
+  L.push('');
+  L.push('| case | messages | config | msgs/s | ×node | CPU µs/msg, all threads | ×node | ' +
+    'CPU µs/msg, JS thread | ×node |');
+  L.push('|---|---:|---|---:|---:|---:|---:|---:|---:|');
+  for (const w of cases) {
+    const s = data.summary[w.key];
+    const base = s[BASELINE];
+    for (const c of data.configs) {
+      const x = s[c.key];
+      if (!x) continue;
+      const label = c.key === BASELINE ? 'node:cluster' : c.key === IPC_CONFIG ? 'rcluster' : c.label;
+      const head = `| ${w.label} | ${w.ipc ? w.ipc.messages : ''} | ${label}`;
+      if (!x.msgsPerSec) {
+        L.push(`${head} | failed | | | | | |`);
+        continue;
+      }
+      const ratio = (m) => (base && base[m] && base[m].median > 0
+        ? `${(x[m].median / base[m].median).toFixed(2)}×`
+        : '–');
+      const notes = [
+        x.failedRounds ? `${x.failedRounds} round(s) failed` : '',
+        x.cappedRounds ? `${x.cappedRounds} round(s) hit the time cap` : '',
+      ].filter(Boolean).join('; ');
+      L.push(`${head} | ${range(x.msgsPerSec, int)} | ${ratio('msgsPerSec')} | ` +
+        `${range(x.cpuAllUsPerMsg, (v) => sig(v, 3))} | ${ratio('cpuAllUsPerMsg')} | ` +
+        `${range(x.cpuJsUsPerMsg, (v) => sig(v, 3))} | ${ratio('cpuJsUsPerMsg')} |${notes ? ` ${notes}` : ''}`);
+    }
+  }
+  const clocks = new Set(data.runs.filter((r) => isIpc(r.workload) && r.jsClock).map((r) => r.jsClock));
+  if (clocks.has('stat')) {
+    L.push('');
+    L.push('Note: /proc/self/task/<pid>/schedstat was not readable in some runs; their JS-thread figures come from ' +
+      '/proc/self/task/<pid>/stat, which counts in 10-ms ticks.');
+  }
+  L.push('');
+}
+
 function markdown(data) {
   const m = data.machine;
   const o = data.options;
   const L = [];
+  const http = data.workloads.filter((w) => !isIpc(w.key));
+  const ipc = data.workloads.filter((w) => isIpc(w.key));
   L.push('# rcluster benchmark');
   L.push('');
   L.push(`Run ${data.startedAt} – ${data.finishedAt}.`);
@@ -186,7 +273,9 @@ function markdown(data) {
   L.push(`| CPU | ${m.cpuModel} |`);
   L.push(`| Node | ${m.node}${m.nodePath ? ` (\`${m.nodePath}\`)` : ''} |`);
   L.push(`| kernel | ${m.kernel} |`);
-  L.push(`| load generator | ${m.loadgen}, ${o.threads} thread(s), ${o.connections} connections, 127.0.0.1 |`);
+  if (http.length) {
+    L.push(`| load generator | ${m.loadgen}, ${o.threads} thread(s), ${o.connections} connections, 127.0.0.1 |`);
+  }
   L.push(`| command | \`${m.command}\` |`);
   const example = (close) => {
     const r = data.runs.find((x) => x.command && data.workloads.some((w) => w.key === x.workload && w.close === close));
@@ -194,10 +283,16 @@ function markdown(data) {
   };
   const cmds = [example(false), example(true)].filter(Boolean);
   if (cmds.length) L.push(`| load command | ${cmds.join('<br>')} |`);
-  L.push(`| runs | ${o.rounds} round(s) × ${o.duration} s (after a ${o.warmup} s warm-up), ${o.workers} workers, rounds interleaved across configs |`);
+  if (http.length) {
+    L.push(`| runs | ${o.rounds} round(s) × ${o.duration} s (after a ${o.warmup} s warm-up), ${o.workers} workers, rounds interleaved across configs |`);
+  }
+  if (ipc.length) {
+    L.push(`| ipc runs | ${o.rounds} round(s) of a fixed message count per case, 1 worker, ` +
+      'rounds interleaved across configs |');
+  }
   L.push(`| load average (1/5/15 min) | start ${m.loadavgStart.map((x) => x.toFixed(2)).join(' ')}, end ${m.loadavgEnd.map((x) => x.toFixed(2)).join(' ')} |`);
   L.push('');
-  L.push('Each cell is the median of the rounds, with (min–max) when they differ. ' +
+  if (http.length) L.push('Each cell is the median of the rounds, with (min–max) when they differ. ' +
     '**×RR** is requests/s relative to node:cluster RR of the same run. ' +
     '**errors**: wrk\'s socket errors (connect, read, write, timeout) plus non-2xx responses. ' +
     'Latencies are wrk\'s (from writing the request to the response; connect time excluded). ' +
@@ -205,11 +300,12 @@ function markdown(data) {
     'in CPU-seconds per 10k connections (the kernel counts in 10-ms ticks: 0 means under one tick in the whole run), where connections = requests for the one-connection-per-request workloads ' +
     'and = the wrk connections for keep-alive (so the keep-alive figure is per-connection-setup and dominated by idle noise). ' +
     '**share**: max/min of the requests the workers served (counted in the workers, collected over IPC after the run).');
+  else L.push('Each cell is the median of the rounds, with (min–max) when they differ.');
   L.push('');
   for (const n of data.notes) L.push(`- ${n}`);
   if (data.notes.length) L.push('');
 
-  for (const w of data.workloads) {
+  for (const w of http) {
     const s = data.summary[w.key];
     if (!s) continue;
     L.push(`## ${w.label}: ${w.desc}`);
@@ -257,7 +353,11 @@ function markdown(data) {
     L.push('');
   }
 
-  L.push('## Targets (issue #3), against node:cluster RR of this run');
+  ipcMarkdown(data, L);
+
+  const issues = [http.length ? '#3' : '', ipc.length ? '#9' : ''].filter(Boolean);
+  const issueText = `issue${issues.length > 1 ? 's' : ''} ${issues.join(' and ')}`;
+  L.push(`## Targets (${issueText}), against node:cluster RR of this run`);
   L.push('');
   L.push('| target | config | value | target | status | margin |');
   L.push('|---|---|---:|---:|---|---|');
@@ -266,9 +366,9 @@ function markdown(data) {
       `${status(t)} | ${t.margin} |`);
   }
   L.push('');
-  L.push('![requests/s per config and workload](latest.svg)');
+  L.push(`![${http.length ? 'requests/s' : 'messages/s'} per config and workload](latest.svg)`);
   L.push('');
   return L.join('\n');
 }
 
-module.exports = { summarize, targets, markdown, targetsText, BASELINE };
+module.exports = { summarize, targets, markdown, targetsText, BASELINE, isIpc };

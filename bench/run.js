@@ -7,10 +7,21 @@
 // machine's noise falls on all of them alike. Each (config, workload, round)
 // gets a fresh server on a fresh port, a warm-up, then the measured run.
 //
+// The ipc workload (`--workloads ipc`, or one of its cases by name) needs no
+// wrk: a primary forks one worker that echoes every message back
+// (bench/ipc.js), and the primary sends a fixed number of messages, a set
+// number in flight, under a time cap. Its cases: JSON 64 B and 4 KB and
+// advanced 64 B with 64 in flight, JSON 64 B one at a time. It runs only
+// node:cluster (node-rr) and rcluster's default policy (rcluster-reuseport):
+// the policy does not touch IPC. It measures messages/s and the primary's CPU
+// per message, all threads (process.cpuUsage()) and the JS thread alone
+// (/proc/self/task/<pid>/schedstat). It is in the default set: its 4 cases ×
+// 2 configs × 3 rounds add about 2 minutes (--ipc-scale shrinks the counts).
+//
 //   node bench/run.js [--duration S] [--rounds N] [--connections N]
 //                     [--workloads a,b] [--configs x,y] [--quick]
 //                     [--warmup S] [--threads N] [--workers N]
-//                     [--loadgen wrk|autocannon] [--out DIR]
+//                     [--loadgen wrk|autocannon] [--ipc-scale F] [--out DIR]
 //
 // Writes bench/results/<timestamp>.json, latest.json, latest.md, latest.svg.
 // Every process it starts is killed when it exits, fails or is interrupted.
@@ -27,6 +38,7 @@ const { renderSvg } = require('./chart');
 const { sig } = require('./stats');
 
 const SERVER = path.join(__dirname, 'server.js');
+const IPC_PRIMARY = path.join(__dirname, 'ipc.js');
 const ROOT = path.join(__dirname, '..');
 
 // ---------------------------------------------------------------- configs
@@ -56,7 +68,25 @@ const WORKLOADS = [
   { key: 'kill', label: 'kill', close: true, kill: true, noSingle: true,
     desc: 'one connection per request; one of the 2 workers is SIGKILLed at 30% of the run, not restarted',
     short: 'conn/request; 1 of 2 workers SIGKILLed at 30% of the run' },
+  // The ipc cases: `messages` echoes measured per run (about 2 s for node:cluster on a 2-core EPYC).
+  { key: 'ipc-json64', label: 'ipc json 64 B',
+    ipc: { serialization: 'json', bytes: 64, inflight: 64, messages: 250000 },
+    desc: 'echo, JSON messages of 64 B, 64 in flight', short: 'echo: JSON 64 B, 64 in flight' },
+  { key: 'ipc-json4k', label: 'ipc json 4 KB',
+    ipc: { serialization: 'json', bytes: 4096, inflight: 64, messages: 50000 },
+    desc: 'echo, JSON messages of 4 KB, 64 in flight', short: 'echo: JSON 4 KB, 64 in flight' },
+  { key: 'ipc-adv64', label: 'ipc advanced 64 B',
+    ipc: { serialization: 'advanced', bytes: 64, inflight: 64, messages: 100000 },
+    desc: "echo, the same 64-B objects with `serialization: 'advanced'`, 64 in flight",
+    short: 'echo: advanced 64 B, 64 in flight' },
+  { key: 'ipc-json64-1', label: 'ipc json 64 B, 1 in flight',
+    ipc: { serialization: 'json', bytes: 64, inflight: 1, messages: 60000 },
+    desc: 'echo, JSON messages of 64 B, one at a time', short: 'echo: JSON 64 B, one at a time' },
 ];
+const IPC_KEYS = WORKLOADS.filter((w) => w.ipc).map((w) => w.key);
+// node:cluster's default and rcluster's default: the scheduling policy does not touch IPC.
+const IPC_CONFIGS = ['rcluster-reuseport', 'node-rr'];
+const IPC_CAP_MS = 15000;
 
 // ---------------------------------------------------------------- options
 
@@ -68,9 +98,11 @@ function usage(code) {
   --threads N        wrk threads (default 1)
   --workers N        cluster workers (default 2)
   --warmup S         warm-up seconds before each measured run (default 1; 0 with --quick)
-  --workloads a,b    of: ${WORKLOADS.map((w) => w.key).join(', ')}
+  --workloads a,b    of: ${WORKLOADS.map((w) => w.key).join(', ')},
+                     or ipc for all the ipc-* cases
   --configs x,y      of: ${CONFIGS.map((c) => c.key).join(', ')}
   --loadgen NAME     wrk or autocannon (default: wrk when on PATH)
+  --ipc-scale F      multiply the ipc cases' message counts by F (default 1; 0.1 with --quick)
   --out DIR          results directory (default bench/results)
   --quick            1 s runs, 1 round, no warm-up (smoke check)
   --render FILE      no runs: rewrite latest.{json,md,svg} in the results
@@ -80,8 +112,8 @@ function usage(code) {
   process.exit(code);
 }
 
-function parseList(value, known, what) {
-  const keys = value.split(',').map((s) => s.trim()).filter(Boolean);
+function parseList(value, known, what, groups = {}) {
+  const keys = value.split(',').map((s) => s.trim()).filter(Boolean).flatMap((k) => groups[k] || [k]);
   for (const k of keys) {
     if (!known.includes(k)) {
       process.stderr.write(`unknown ${what} '${k}' (known: ${known.join(', ')})\n`);
@@ -95,7 +127,7 @@ function parseArgs(argv) {
   const o = {
     duration: 5, rounds: 3, connections: 64, threads: 1, workers: 2, warmup: 1,
     workloads: WORKLOADS.map((w) => w.key), configs: CONFIGS.map((c) => c.key),
-    loadgen: undefined, out: path.join(__dirname, 'results'), quick: false,
+    loadgen: undefined, out: path.join(__dirname, 'results'), quick: false, ipcScale: 1,
   };
   const set = {};
   for (let i = 0; i < argv.length; i++) {
@@ -120,9 +152,17 @@ function parseArgs(argv) {
       case '--threads': o.threads = posInt(arg); break;
       case '--workers': o.workers = posInt(arg); break;
       case '--warmup': o.warmup = posInt(arg, 0); set.warmup = true; break;
-      case '--workloads': o.workloads = parseList(take(), WORKLOADS.map((w) => w.key), 'workload'); break;
+      case '--workloads':
+        o.workloads = parseList(take(), WORKLOADS.map((w) => w.key), 'workload', { ipc: IPC_KEYS });
+        break;
       case '--configs': o.configs = parseList(take(), CONFIGS.map((c) => c.key), 'config'); break;
       case '--loadgen': o.loadgen = take(); if (!['wrk', 'autocannon'].includes(o.loadgen)) usage(2); break;
+      case '--ipc-scale': {
+        o.ipcScale = Number(take());
+        if (!(o.ipcScale > 0)) { process.stderr.write('--ipc-scale must be a number > 0\n'); process.exit(2); }
+        set.ipcScale = true;
+        break;
+      }
       case '--out': o.out = path.resolve(take()); break;
       case '--quick': o.quick = true; break;
       case '--render': o.render = path.resolve(take()); break;
@@ -134,6 +174,7 @@ function parseArgs(argv) {
     if (!set.duration) o.duration = 1;
     if (!set.rounds) o.rounds = 1;
     if (!set.warmup) o.warmup = 0;
+    if (!set.ipcScale) o.ipcScale = 0.1;
   }
   if (o.threads > o.connections) o.threads = o.connections;
   // Keep the listed order of the tables, whatever order was asked for.
@@ -167,6 +208,25 @@ function trackChild(child) {
   const entry = { kill: () => child.kill('SIGKILL') };
   live.add(entry);
   child.once('exit', () => live.delete(entry));
+}
+
+// The environment of bench/ipc.js for one ipc case.
+function ipcEnv(config, workload, opts) {
+  const messages = ipcMessages(workload, opts);
+  return {
+    ...process.env,
+    BENCH_MODE: config.mode,
+    BENCH_SERIALIZATION: workload.ipc.serialization,
+    BENCH_BYTES: String(workload.ipc.bytes),
+    BENCH_INFLIGHT: String(workload.ipc.inflight),
+    BENCH_MESSAGES: String(messages),
+    BENCH_WARMUP: String(opts.warmup > 0 ? Math.ceil(messages / 10) : 0),
+    BENCH_CAP_MS: String(IPC_CAP_MS),
+  };
+}
+
+function ipcMessages(workload, opts) {
+  return Math.max(100, Math.round(workload.ipc.messages * opts.ipcScale));
 }
 
 function sleep(ms) {
@@ -230,8 +290,9 @@ class Server {
   }
 
   async start() {
+    const ipc = this.workload.ipc;
     this.port = await freePort();
-    const env = {
+    const env = ipc ? ipcEnv(this.config, this.workload, this.opts) : {
       ...process.env,
       BENCH_MODE: this.config.mode,
       BENCH_PORT: String(this.port),
@@ -243,7 +304,7 @@ class Server {
     if (this.config.policy) env.NODE_CLUSTER_SCHED_POLICY = this.config.policy;
     else delete env.NODE_CLUSTER_SCHED_POLICY;
     // Its own process group (workers included) so that one kill takes all.
-    const child = fork(SERVER, [], {
+    const child = fork(ipc ? IPC_PRIMARY : SERVER, [], {
       cwd: ROOT, env, detached: true, stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     });
     this.child = child;
@@ -320,7 +381,31 @@ class Server {
 
 // ---------------------------------------------------------------- one run
 
+async function runIpcOnce(config, workload, opts) {
+  const server = await new Server(config, workload, opts).start();
+  try {
+    // Warm-up and measured run, each capped in the primary; the margin covers a stalled primary.
+    const r = await server.request('result', 2 * IPC_CAP_MS + 10000);
+    if (!(r.messages > 0)) throw new Error(`no echo in ${IPC_CAP_MS} ms`);
+    return {
+      config: config.key,
+      workload: workload.key,
+      messages: r.messages,
+      planned: ipcMessages(workload, opts),
+      capped: r.capped,
+      seconds: r.seconds,
+      msgsPerSec: r.messages / r.seconds,
+      cpuAllUsPerMsg: r.cpuAllUs / r.messages,
+      cpuJsUsPerMsg: r.cpuJsNs / 1000 / r.messages,
+      jsClock: r.jsClock,
+    };
+  } finally {
+    await server.stop();
+  }
+}
+
 async function runOnce(gen, config, workload, opts) {
+  if (workload.ipc) return runIpcOnce(config, workload, opts);
   const server = await new Server(config, workload, opts).start();
   try {
     const url = `http://127.0.0.1:${server.port}/`;
@@ -410,6 +495,11 @@ function spreadRatio(values) {
 }
 
 function fmtRun(r) {
+  if (r.msgsPerSec !== undefined) {
+    return `${Math.round(r.msgsPerSec).toString().padStart(6)} msg/s  ` +
+      `cpu/msg ${sig(r.cpuAllUsPerMsg, 3)} µs all threads, ` +
+      `${sig(r.cpuJsUsPerMsg, 3)} µs JS thread${r.capped ? `  CAPPED at ${r.messages}/${r.planned} messages` : ''}`;
+  }
   const share = r.share === null ? '' : `  share ${sig(r.share, 3)}`;
   const cpu = r.primaryCpuPer10k === null ? '' : `  cpu/10k ${sig(r.primaryCpuPer10k, 2)}s`;
   return `${Math.round(r.rps).toString().padStart(6)} req/s  p50 ${sig(r.p50Ms, 3)}ms  p99 ${sig(r.p99Ms, 3)}ms` +
@@ -445,44 +535,64 @@ async function main() {
     console.log(`\nwrote latest.{json,md,svg} in ${path.relative(process.cwd(), opts.out) || '.'} from ${opts.render}`);
     return;
   }
-  const gen = loadgen.pick(opts.loadgen);
   const notes = [];
+  const httpWanted = opts.workloads.some((k) => !IPC_KEYS.includes(k));
+  // The ipc workload needs no load generator.
+  const gen = httpWanted ? loadgen.pick(opts.loadgen) : { name: 'none', version: 'none (ipc only)' };
 
-  if (opts.configs.includes('node-reuseport') && !(await nodeHasReusePort())) {
+  if (httpWanted && opts.configs.includes('node-reuseport') && !(await nodeHasReusePort())) {
     opts.configs = opts.configs.filter((k) => k !== 'node-reuseport');
     notes.push(`node reusePort skipped: Node ${process.version} has no \`reusePort\` listen option (added in 22.12 / 23.1).`);
   }
-  const configs = CONFIGS.filter((c) => opts.configs.includes(c.key));
   const workloads = WORKLOADS.filter((w) => opts.workloads.includes(w.key));
   const plan = [];
+  const asked = CONFIGS.filter((c) => opts.configs.includes(c.key));
   for (let round = 1; round <= opts.rounds; round++) {
     for (const w of workloads) {
-      for (const c of configs) {
+      for (const c of asked) {
         if (w.noSingle && c.single) continue;
+        if (w.ipc && !IPC_CONFIGS.includes(c.key)) continue;
         plan.push({ round, w, c });
       }
     }
   }
+  // Only the configs that run (an ipc-only run has two).
+  const configs = asked.filter((c) => plan.some((p) => p.c === c));
   if (workloads.some((w) => w.noSingle) && configs.some((c) => c.single)) {
     notes.push('The single process has no primary: it is left out of the busy-primary and kill workloads.');
   }
 
+  if (workloads.some((w) => w.ipc)) {
+    notes.push('The ipc workload runs node:cluster and rcluster\'s default policy only ' +
+      '(the policy does not touch IPC).');
+    if (!IPC_CONFIGS.some((k) => opts.configs.includes(k))) {
+      notes.push(`The ipc workload had no config to run: it runs only ${IPC_CONFIGS.join(' and ')}.`);
+    }
+  }
+
   const machine = machineInfo(gen);
   const started = new Date();
-  const perRun = opts.warmup + opts.duration + 1.5;
-  console.log(`rcluster bench: load generator ${gen.version}${gen.name === 'wrk' ? ` (wrk found on PATH at ${gen.path})` : opts.loadgen === 'autocannon' ? ' (--loadgen autocannon)' : ' (wrk not on PATH)'}`);
+  // The ipc runs take about 2 s (node) to 4 s (rcluster) at --ipc-scale 1, plus spawning.
+  const perRun = (w) => (w.ipc
+    ? 1 + 3 * opts.ipcScale * (opts.warmup > 0 ? 1.1 : 1)
+    : opts.warmup + opts.duration + 1.5);
+  const estimate = plan.reduce((sum, p) => sum + perRun(p.w), 0);
+  console.log(`rcluster bench: load generator ${gen.version}${gen.name === 'wrk' ? ` (wrk found on PATH at ${gen.path})` : gen.name === 'none' ? '' : opts.loadgen === 'autocannon' ? ' (--loadgen autocannon)' : ' (wrk not on PATH)'}`);
   console.log(`  ${machine.cores} cores, ${machine.cpuModel}, Node ${machine.node}, ${machine.kernel}, load average ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
   console.log(`  configs: ${configs.map((c) => c.key).join(', ')}`);
   console.log(`  workloads: ${workloads.map((w) => w.key).join(', ')}`);
-  console.log(`  ${opts.rounds} round(s) × ${opts.duration} s, warm-up ${opts.warmup} s, ${opts.connections} connections, ` +
-    `${opts.threads} thread(s), ${opts.workers} workers: ${plan.length} runs, about ${Math.ceil((plan.length * perRun) / 60)} min`);
+  const shape = httpWanted
+    ? `${opts.rounds} round(s) × ${opts.duration} s, warm-up ${opts.warmup} s, ${opts.connections} connections, ` +
+      `${opts.threads} thread(s), ${opts.workers} workers`
+    : `${opts.rounds} round(s) of the ipc cases, message counts × ${opts.ipcScale}`;
+  console.log(`  ${shape}: ${plan.length} runs, about ${Math.ceil(estimate / 60)} min`);
   for (const n of notes) console.log(`  note: ${n}`);
 
   const runs = [];
   let i = 0;
   for (const { round, w, c } of plan) {
     i++;
-    const tag = `[${String(i).padStart(String(plan.length).length)}/${plan.length}] r${round} ${w.key.padEnd(9)} ${c.key.padEnd(18)}`;
+    const tag = `[${String(i).padStart(String(plan.length).length)}/${plan.length}] r${round} ${w.key.padEnd(12)} ${c.key.padEnd(18)}`;
     let result = null;
     // A run can break when the addon is rebuilt under us: one retry.
     for (let attempt = 1; attempt <= 2 && !result; attempt++) {
@@ -515,11 +625,14 @@ async function main() {
     machine,
     options: {
       duration: opts.duration, rounds: opts.rounds, connections: opts.connections, threads: opts.threads,
-      workers: opts.workers, warmup: opts.warmup, loadgen: gen.name, quick: opts.quick,
+      workers: opts.workers, warmup: opts.warmup, loadgen: gen.name, quick: opts.quick, ipcScale: opts.ipcScale,
+      ipcCapMs: IPC_CAP_MS,
     },
     baseline: BASELINE,
     configs: configs.map(({ key, label, mode, policy }) => ({ key, label, mode, policy })),
-    workloads: workloads.map(({ key, label, desc, short, close }) => ({ key, label, desc, short, close })),
+    workloads: workloads.map(({ key, label, desc, short, close, ipc }) => ({
+      key, label, desc, short, close, ...(ipc ? { ipc: { ...ipc, messages: ipcMessages({ ipc }, opts) } } : {}),
+    })),
     notes,
     summary,
     targets,

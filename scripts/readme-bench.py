@@ -10,8 +10,9 @@ data = json.loads((root / 'bench/results/latest.json').read_text())
 md = (root / 'bench/results/latest.md').read_text()
 s = data['summary']
 labels = {c['key']: c['label'] for c in data['configs']}
-configs = [c['key'] for c in data['configs'] if any(c['key'] in s[w] for w in s)]
 wl = [('keepalive', 'keep-alive'), ('close', 'conn/request'), ('mixed', 'mixed'), ('busy', 'busy primary'), ('kill', 'kill')]
+configs = [c['key'] for c in data['configs'] if any(c['key'] in s.get(w, {}) for w, _ in wl)]
+ipc = [w for w in data['workloads'] if w['key'].startswith('ipc-') and w['key'] in s]
 base = data['baseline']
 
 def cell(w, c):
@@ -28,10 +29,27 @@ for c in configs:
     lines.append(f"| {labels[c]} | " + ' | '.join(cell(w, c) for w, _ in wl) + ' |')
 cpu = []
 for c in configs:
-    e = s['close'].get(c)
+    e = s.get('close', {}).get(c)
     if e and e.get('primaryCpuPer10k') is not None:
         cpu.append(f"{labels[c]} {e['primaryCpuPer10k']['median']:.2f}")
 machine = re.search(r'\| machine \| \|\n\|---\|---\|\n(.*?)\n\n', md, re.S).group(1)
+
+def ipc_row(w):
+    e, b = s[w['key']].get('rcluster-reuseport'), s[w['key']].get(base)
+    if not e or not b or not e.get('msgsPerSec') or not b.get('msgsPerSec'):
+        return f"| {w['label']} | – | – | – |"
+    def one(m, digits):
+        return f"{e[m]['median']:.{digits}f} vs {b[m]['median']:.{digits}f} ({e[m]['median'] / b[m]['median']:.2f}×)"
+    return f"| {w['label']} | {one('msgsPerSec', 0)} | {one('cpuAllUsPerMsg', 1)} | {one('cpuJsUsPerMsg', 1)} |"
+
+ipc_block = '' if not ipc else '\n'.join([
+    '',
+    'IPC echo (one worker echoes every message; rcluster vs node:cluster, medians, ×node:cluster):',
+    '',
+    '| case | msgs/s | primary CPU µs/msg, all threads | primary CPU µs/msg, JS thread |',
+    '|---|---:|---:|---:|',
+    *[ipc_row(w) for w in ipc],
+    ''])
 targets = re.search(r'## Targets.*?\n\n(\|.*?)\n\n', md, re.S).group(1)
 block = f"""Latest run ({data['startedAt'][:16].replace('T', ' ')} UTC), made with `npm run bench`:
 
@@ -46,14 +64,16 @@ Requests/s (median of the rounds; ×node:cluster RR of the same run) and p99 lat
 Primary CPU-seconds per 10k connections (conn/request): {'; '.join(cpu)}.
 `kill` is one-connection-per-request load during which one of the two workers is SIGKILLed (no
 restart); its failed requests are in the targets below.
-
-Targets from issue #3:
+{ipc_block}
+Targets from issue #3{' and #9' if ipc else ''}:
 
 {targets}
 
 ![requests/s per config and workload](bench/results/latest.svg)
 
 Full tables (p50, errors, min–max, per-worker shares): [bench/results/latest.md](bench/results/latest.md)."""
+if not configs:
+    raise SystemExit('latest.json has no HTTP workload (an ipc-only run?): run the full `npm run bench` first')
 readme = (root / 'README.md').read_text()
 new = re.sub(r'<!-- bench:start -->.*?<!-- bench:end -->',
              f'<!-- bench:start -->\n{block}\n<!-- bench:end -->', readme, flags=re.S)

