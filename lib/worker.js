@@ -222,12 +222,8 @@ class WorkerProcess extends EventEmitter {
     switch (ev.kind) {
       case 'message':
         return this._onMessage(ev);
-      case 'sent': {
-        const cb = this._callbacks.get(ev.token);
-        this._callbacks.delete(ev.token);
-        if (cb) cb(ev.message ? Object.assign(codes.ERR_IPC_CHANNEL_CLOSED(), { cause: ev.message }) : null);
-        return;
-      }
+      case 'sent':
+        return this._onSent(ev.token, ev.message);
       case 'error': {
         let err;
         if (ev.errorCode === 'ERR_RCLUSTER_BAD_MESSAGE') {
@@ -257,7 +253,7 @@ class WorkerProcess extends EventEmitter {
         if (ev.signal) this.signalCode = ev.signal;
         else this.exitCode = ev.code;
         // What the core's supervision does next (restart, crash loop).
-        this._next = ev.next ? { kind: ev.next, slot: ev.slot, ms: ev.ms, crashes: ev.crashes } : null;
+        this._next = ev.next || null;
         // Pending send callbacks whose frames never left get their errors
         // through `sent`; anything else left now is moot.
         this.emit('exit', this.exitCode, this.signalCode);
@@ -272,15 +268,38 @@ class WorkerProcess extends EventEmitter {
     }
   }
 
+  _onSent(token, message) {
+    const cb = this._callbacks.get(token);
+    this._callbacks.delete(token);
+    if (cb) cb(message ? Object.assign(codes.ERR_IPC_CHANNEL_CLOSED(), { cause: message }) : null);
+  }
+
+  // A user message without a handle: a JSON line, or an advanced payload.
+  _onFrame(frame) {
+    let value;
+    try {
+      value = typeof frame === 'string' ? JSON.parse(frame) : this._serialization.decode(frame);
+    } catch (e) {
+      this._onUndecodable(e);
+      return;
+    }
+    this.emit('message', value);
+  }
+
+  _onUndecodable(e) {
+    const message = `undecodable message: ${e.message}`;
+    this._onEvent({ kind: 'error', errorCode: 'ERR_RCLUSTER_BAD_MESSAGE', message });
+    binding.closeChannel(this._id);
+  }
+
+  // A message that came with a handle (`ev.fd`, now ours).
   _onMessage(ev) {
     let value;
     try {
       value = this._serialization.decode(ev.data);
     } catch (e) {
       if (ev.fd != null) binding.closeFd(ev.fd);
-      const message = `undecodable message: ${e.message}`;
-      this._onEvent({ kind: 'error', errorCode: 'ERR_RCLUSTER_BAD_MESSAGE', message });
-      binding.closeChannel(this._id);
+      this._onUndecodable(e);
       return;
     }
     if (ev.fd == null) {

@@ -9,7 +9,8 @@
 //! - `reaper`   — kills workers that outlive a dead primary
 //! - `supervisor` — restart policy, resource usage
 //! - `primary`  — the core thread and its state machine
-//! - `binding`  — the N-API surface (the only module that knows napi)
+//! - `binding`  — the N-API surface (with `events`, the only modules that know napi)
+//! - `events`   — core events delivered to JS in batches
 
 pub mod channel;
 pub mod dispatch;
@@ -26,3 +27,5 @@ pub mod v8;
 // test builds leave out: compile the binding into the addon alone.
 #[cfg(not(test))]
 mod binding;
+#[cfg(not(test))]
+mod events;
