@@ -182,13 +182,22 @@ class WorkerProcess extends EventEmitter {
     let token;
     if (typeof callback === 'function' || closeAfter) {
       token = this._nextToken++;
-      this._callbacks.set(token, (err) => {
-        if (closeAfter && !err) closeAfter.destroy();
-        if (typeof callback === 'function') callback(err);
-        else if (err && !options.swallowErrors) this.emit('error', err);
+      this._callbacks.set(token, {
+        done: false,
+        err: null,
+        run: (err) => {
+          if (closeAfter && !err) closeAfter.destroy();
+          if (typeof callback === 'function') callback(err);
+          else if (err && !options.swallowErrors) this.emit('error', err);
+        },
       });
     }
+    // 0: written at once, on this thread; no `sent` event will follow.
     const queued = binding.send(this._id, frame, fd, token);
+    if (queued === 0) {
+      if (token !== undefined) process.nextTick(() => this._onSent(token, undefined));
+      return true;
+    }
     if (queued < 0) {
       if (token !== undefined) this._callbacks.delete(token);
       const ex = codes.ERR_IPC_CHANNEL_CLOSED();
@@ -268,10 +277,17 @@ class WorkerProcess extends EventEmitter {
     }
   }
 
+  // Callbacks run in the order of the sends, whichever way each frame left.
   _onSent(token, message) {
-    const cb = this._callbacks.get(token);
-    this._callbacks.delete(token);
-    if (cb) cb(message ? Object.assign(codes.ERR_IPC_CHANNEL_CLOSED(), { cause: message }) : null);
+    const entry = this._callbacks.get(token);
+    if (!entry) return;
+    entry.done = true;
+    entry.err = message ? Object.assign(codes.ERR_IPC_CHANNEL_CLOSED(), { cause: message }) : null;
+    for (const [t, e] of this._callbacks) {
+      if (!e.done) break;
+      this._callbacks.delete(t);
+      e.run(e.err);
+    }
   }
 
   // A user message without a handle: a JSON line, or an advanced payload.

@@ -2,6 +2,7 @@
 //!
 //! - `spawn`    — starting workers, watching them exit (pidfd)
 //! - `channel`  — IPC framing and fd passing
+//! - `direct`   — a worker's outgoing frames; `worker.send`'s fast path
 //! - `protocol` — Node's cluster messages
 //! - `sockets`  — binding listen sockets
 //! - `handles`  — server handles per scheduling policy
@@ -13,6 +14,7 @@
 //! - `events`   — core events delivered to JS in batches
 
 pub mod channel;
+pub mod direct;
 pub mod dispatch;
 pub mod handles;
 pub mod primary;

@@ -13,7 +13,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::channel::{self, OutFrame, ReaderEvent, Serialization, WriterCmd, WriterEvent};
+use crate::direct::{Outbox, Sent};
 use crate::dispatch::HandOff;
 use crate::handles::{Deliver, Grant, Policy, Query, ServerHandle, VACANT_LINGER};
 use crate::protocol::{self, Fields, Inbound};
@@ -156,7 +157,7 @@ pub enum SendError {
 
 /// What the binding needs synchronously, without a round trip to the core.
 struct WorkerShared {
-  queued: Arc<AtomicUsize>,
+  outbox: Arc<Outbox>,
   pidfd: Option<Arc<OwnedFd>>,
   open: bool,
   pid: i32,
@@ -313,32 +314,43 @@ impl Core {
       .map_err(|_| io::Error::other("rcluster core is not running"))?
   }
 
-  /// Queues a complete frame; returns the bytes now queued for that worker.
+  /// Sends a complete frame: written at once when nothing is queued ahead of
+  /// it (see `direct`), else queued. Returns the bytes now queued for that
+  /// worker: 0 when it was written at once (no `Sent` event follows).
   pub fn send(&self, id: u32, bytes: Vec<u8>, fd: Option<OwnedFd>, token: Option<u32>) -> Result<usize, SendError> {
-    let queued = {
+    let outbox = {
       let reg = self.registry.lock().unwrap();
       match reg.get(&id) {
-        Some(w) if w.open => w.queued.clone(),
+        Some(w) if w.open => w.outbox.clone(),
         _ => return Err(SendError::ChannelClosed),
       }
     };
-    let total = queued.fetch_add(bytes.len(), Ordering::Relaxed) + bytes.len();
     let frame = OutFrame {
       bytes,
       fd: fd.map(Arc::new),
       token,
     };
-    self
-      .tx
-      .send(Msg::Send { id, frame })
-      .map_err(|_| SendError::ChannelClosed)?;
-    Ok(total)
+    match outbox.send(frame) {
+      Sent::Now => Ok(0),
+      Sent::Queued(total) => Ok(total),
+      Sent::ViaCore(frame, total) => {
+        self
+          .tx
+          .send(Msg::Send { id, frame })
+          .map_err(|_| SendError::ChannelClosed)?;
+        Ok(total)
+      }
+    }
   }
 
   /// `worker.disconnect()`: ask the worker to close its servers and
   /// disconnect; forget its server handles now, as Node does. Should the
   /// primary die meanwhile, the reaper lets it finish for `grace`.
   pub fn disconnect(&self, id: u32, grace: Duration) {
+    // Later sends must not overtake the core's `disconnect` message.
+    if let Some(w) = self.registry.lock().unwrap().get(&id) {
+      w.outbox.stop_direct();
+    }
     let _ = self.tx.send(Msg::Disconnect { id, grace });
   }
 
@@ -360,7 +372,9 @@ impl Core {
     while Instant::now() < deadline {
       let pending = {
         let reg = self.registry.lock().unwrap();
-        reg.values().any(|w| w.open && w.queued.load(Ordering::Relaxed) > 0)
+        reg
+          .values()
+          .any(|w| w.open && w.outbox.queued.load(Ordering::Relaxed) > 0)
       };
       if !pending {
         return;
@@ -440,8 +454,8 @@ struct Worker {
   replace_now: bool,
   handoffs: Arc<AtomicU64>,
   writer: UnboundedSender<WriterCmd>,
-  /// Bytes queued for the writer (it subtracts as frames leave).
-  queued: Arc<AtomicUsize>,
+  /// Where frames for the writer go (JS writes past it when it can).
+  outbox: Arc<Outbox>,
   channel: Arc<AsyncFd<OwnedFd>>,
   connected: bool,
   writer_done: bool,
@@ -525,7 +539,11 @@ impl State {
       }
       Msg::Respawn { slot } => self.respawn(slot),
       Msg::Tick => self.watch(),
-      Msg::Send { id, frame } => self.write(id, WriterCmd::Frame(frame)),
+      Msg::Send { id, frame } => {
+        if let Some(w) = self.workers.get(&id) {
+          w.outbox.forward(frame);
+        }
+      }
       Msg::Disconnect { id, grace } => self.disconnect(id, grace),
       Msg::SetKillTimeout(grace) => self.kill_timeout = grace,
       Msg::Barrier(reply) => {
@@ -601,8 +619,8 @@ impl State {
       s.channel,
       tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE,
     )?);
-    let queued = Arc::new(AtomicUsize::new(0));
     let (writer_tx, writer_rx) = unbounded_channel();
+    let outbox = Arc::new(Outbox::new(channel.clone(), writer_tx.clone()));
 
     let tx = self.tx.clone();
     tokio::spawn(channel::read_loop(channel.clone(), mode, move |event| {
@@ -610,13 +628,13 @@ impl State {
     }));
     let tx = self.tx.clone();
     let done = self.tx.clone();
-    let writer_queued = queued.clone();
+    let writer_outbox = outbox.clone();
     let writer_channel = channel.clone();
     tokio::spawn(async move {
       channel::write_loop(
         writer_channel,
         writer_rx,
-        writer_queued,
+        writer_outbox,
         move |WriterEvent::Written { token, error }| {
           let _ = tx.send(Msg::Written { id, token, error });
         },
@@ -637,7 +655,7 @@ impl State {
     self.registry.lock().unwrap().insert(
       id,
       WorkerShared {
-        queued: queued.clone(),
+        outbox: outbox.clone(),
         pidfd,
         open: true,
         pid,
@@ -668,7 +686,7 @@ impl State {
         replace_now: false,
         handoffs,
         writer: writer_tx,
-        queued,
+        outbox,
         channel,
         connected: true,
         writer_done: false,
@@ -723,8 +741,7 @@ impl State {
         return;
       }
       let bytes = protocol::encode(w.mode, &msg);
-      w.queued.fetch_add(bytes.len(), Ordering::Relaxed);
-      let _ = w.writer.send(WriterCmd::Frame(OutFrame { bytes, fd, token: None }));
+      w.outbox.push(OutFrame { bytes, fd, token: None });
     }
   }
 
@@ -986,12 +1003,11 @@ impl State {
       let seq = self.next_seq();
       if let Some(w) = self.workers.get(&worker) {
         let bytes = protocol::newconn_frame(w.mode, seq, key);
-        w.queued.fetch_add(bytes.len(), Ordering::Relaxed);
-        let _ = w.writer.send(WriterCmd::Frame(OutFrame {
+        w.outbox.push(OutFrame {
           bytes,
           fd: Some(conn.clone()),
           token: None,
-        }));
+        });
       }
       self.handoffs.insert(
         seq,
