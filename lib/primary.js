@@ -8,7 +8,7 @@ const { fileURLToPath } = require('node:url');
 const { getSystemErrorName, types: { isUint8Array } } = require('node:util');
 
 const binding = require('./binding');
-const { Worker, WorkerProcess } = require('./worker');
+const { Worker, WorkerProcess, cork, uncorkAll } = require('./worker');
 const { codes, errnoException } = require('./errors');
 const {
   validateString, validateStringArray, validateObject, validatePort, validateOneOf,
@@ -246,6 +246,7 @@ function onCoreEvents() {
 
 function deliverBatches() {
   draining = true;
+  cork();
   try {
     while (batches.length > 0) {
       const batch = batches[0];
@@ -272,6 +273,7 @@ function deliverBatches() {
     }
   } finally {
     draining = false;
+    uncorkAll();
     if (batches.length > 0) process.nextTick(deliverBatches);
   }
 }
@@ -390,7 +392,10 @@ function startWorker(env, slot, standby = false) {
     binding.onEvents(onCoreEvents);
     // A disconnect() right before process.exit() must still reach the
     // workers (Node writes it synchronously), or they drop their requests.
-    process.on('exit', () => binding.flush(EXIT_FLUSH_MS));
+    process.on('exit', () => {
+      uncorkAll();
+      binding.flush(EXIT_FLUSH_MS);
+    });
   }
   const spec = workerSpec(env);
   if (slot === undefined) slot = supervisor.freeSlot();
@@ -427,6 +432,7 @@ cluster.disconnect = function disconnect(cb) {
 // it `killTimeout` ms to finish.
 function disconnectWorker(worker, killTimeout) {
   worker.exitedAfterDisconnect = true;
+  if (worker.process instanceof WorkerProcess) worker.process._uncork();
   binding.disconnect(worker.id, killTimeout);
   removeWorker(worker);
   return worker;

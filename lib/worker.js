@@ -17,6 +17,23 @@ const { validateObject } = require('./validate');
 // Node's send() reports back-pressure past this many queued bytes.
 const QUEUE_HIGH_WATER = 65536 * 2;
 
+// Sends made while a batch of core events is delivered (from 'message'
+// listeners, mostly) are corked: each process's frames leave in one write
+// once the batch is done, or sooner past CORK_LIMIT bytes or when anything
+// else must follow them (a handle, disconnect, kill, the primary's exit).
+const CORK_LIMIT = 65536;
+let corking = false;
+const corked = new Set();
+
+function cork() {
+  corking = true;
+}
+
+function uncorkAll() {
+  corking = false;
+  for (const proc of corked) proc._uncork();
+}
+
 function toSignal(signal) {
   if (signal === undefined) return signals.SIGTERM;
   if (typeof signal === 'number') {
@@ -125,6 +142,7 @@ class WorkerProcess extends EventEmitter {
 
   kill(sig) {
     const signal = toSignal(sig);
+    this._uncork();
     if (this.exitCode !== null || this.signalCode !== null || this.pid === undefined) return false;
     const errno = binding.kill(this._id, signal);
     if (errno === 0) {
@@ -192,18 +210,54 @@ class WorkerProcess extends EventEmitter {
         },
       });
     }
-    // 0: written at once, on this thread; no `sent` event will follow.
-    const queued = binding.send(this._id, frame, fd, token);
-    if (queued === 0) {
-      if (token !== undefined) process.nextTick(() => this._onSent(token, undefined));
-      return true;
+    if (corking && fd === undefined && frame.length < CORK_LIMIT) {
+      let c = this._cork;
+      if (!c) {
+        c = this._cork = { frames: [], tokens: [], bytes: 0 };
+        corked.add(this);
+      }
+      c.frames.push(frame);
+      c.tokens.push(token);
+      c.bytes += frame.length;
+      if (c.bytes >= CORK_LIMIT) this._uncork();
+      return c.bytes < QUEUE_HIGH_WATER;
     }
+    this._uncork();
+    return this._write(frame, fd, [token]);
+  }
+
+  _uncork() {
+    const c = this._cork;
+    if (!c) return;
+    this._cork = null;
+    corked.delete(this);
+    this._write(c.frames.length === 1 ? c.frames[0] : Buffer.concat(c.frames, c.bytes), undefined, c.tokens);
+  }
+
+  // Writes one frame (or several, corked) for sends whose callbacks have
+  // `tokens` (undefined: no callback).
+  _write(frame, fd, tokens) {
+    const known = tokens.filter((t) => t !== undefined);
+    const last = known.length > 0 ? known[known.length - 1] : undefined;
+    // 0: written at once, on this thread; no `sent` event will follow.
+    const queued = binding.send(this._id, frame, fd, last);
     if (queued < 0) {
-      if (token !== undefined) this._callbacks.delete(token);
       const ex = codes.ERR_IPC_CHANNEL_CLOSED();
-      if (typeof callback === 'function') process.nextTick(callback, ex);
-      else process.nextTick(() => this.emit('error', ex));
+      for (const token of tokens) {
+        const entry = token === undefined ? undefined : this._callbacks.get(token);
+        if (entry) {
+          this._callbacks.delete(token);
+          process.nextTick(entry.run, ex);
+        } else {
+          process.nextTick(() => this.emit('error', ex));
+        }
+      }
       return false;
+    }
+    if (last !== undefined) {
+      // The frame's other senders settle with the last one.
+      if (known.length > 1) this._callbacks.get(last).also = known.slice(0, -1);
+      if (queued === 0) process.nextTick(() => this._onSent(last, undefined));
     }
     return queued < QUEUE_HIGH_WATER;
   }
@@ -213,6 +267,7 @@ class WorkerProcess extends EventEmitter {
       this.emit('error', codes.ERR_IPC_DISCONNECTED());
       return;
     }
+    this._uncork();
     this.connected = false;
     binding.closeChannel(this._id);
     // The core confirms with a `disconnect` event once the channel is closed.
@@ -281,8 +336,11 @@ class WorkerProcess extends EventEmitter {
   _onSent(token, message) {
     const entry = this._callbacks.get(token);
     if (!entry) return;
-    entry.done = true;
-    entry.err = message ? Object.assign(codes.ERR_IPC_CHANNEL_CLOSED(), { cause: message }) : null;
+    const err = message ? Object.assign(codes.ERR_IPC_CHANNEL_CLOSED(), { cause: message }) : null;
+    for (const t of [...(entry.also || []), token]) {
+      const e = this._callbacks.get(t);
+      if (e) Object.assign(e, { done: true, err });
+    }
     for (const [t, e] of this._callbacks) {
       if (!e.done) break;
       this._callbacks.delete(t);
@@ -332,6 +390,7 @@ class WorkerProcess extends EventEmitter {
   }
 
   _sendInternal(message) {
+    this._uncork();
     if (this.connected) binding.send(this._id, this._serialization.encode(message));
   }
 
@@ -398,4 +457,4 @@ Worker.prototype.isConnected = function isConnected() {
   return this.process.connected;
 };
 
-module.exports = { Worker, WorkerProcess };
+module.exports = { Worker, WorkerProcess, cork, uncorkAll };
