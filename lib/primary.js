@@ -237,7 +237,7 @@ let draining = false;
 
 function onCoreEvents() {
   const batch = binding.takeEvents();
-  batch.lines = batch.json === undefined ? null : batch.json.toString('utf8').split('\n');
+  batch.lines = batch.json === undefined ? null : batch.json.split('\n');
   batch.line = 0;
   batch.next = 0;
   batches.push(batch);

@@ -356,6 +356,7 @@ pub async fn read_loop(sock: Arc<AsyncFd<OwnedFd>>, mode: Serialization, events:
   let mut received = Vec::new();
   let mut unclaimed: VecDeque<OwnedFd> = VecDeque::new();
   loop {
+    crate::pace::PACE.wait().await;
     let mut guard = match sock.readable().await {
       Ok(g) => g,
       Err(e) => {

@@ -48,6 +48,9 @@ impl Pump {
     let was_empty = {
       let mut q = self.queue.lock().unwrap();
       q.push(item);
+      if q.len() == 1 {
+        crate::pace::PACE.events_waiting();
+      }
       q.len() == 1
     };
     if was_empty {
@@ -186,13 +189,19 @@ const KIND_ADVANCED: u32 = 1; // data[a..b]
 const KIND_SENT: u32 = 2; // a: token
 const KIND_OTHER: u32 = 3; // others[a]
 
+const COPY_LIMIT: usize = 64 * 1024;
+
 /// Everything queued, as `{ meta, json, data, others }`: user messages and
-/// successful writes in `meta` (with frames in `json`, lines joined by `\n`,
-/// and `data`), every other event as a plain object in `others`, one shape
+/// successful writes in `meta` (with frames in the string `json`, lines
+/// joined by `\n`, and the Buffer `data`), every other event as a plain object in `others`, one shape
 /// per kind. Call on the JS thread.
 pub fn take(env: &Env) -> Result<Object<'_>> {
   let items = match PUMP.get() {
-    Some(p) => std::mem::take(&mut *p.queue.lock().unwrap()),
+    Some(p) => {
+      let mut q = p.queue.lock().unwrap();
+      crate::pace::PACE.taken();
+      std::mem::take(&mut *q)
+    }
     None => Vec::new(),
   };
   let mut meta: Vec<u32> = Vec::with_capacity(items.len() * 4);
@@ -236,13 +245,17 @@ pub fn take(env: &Env) -> Result<Object<'_>> {
   for id in released {
     change_keep(env, id, |k| k.core = false)?;
   }
+  // Small batches are copied into the JS heap: cheaper than external memory
+  // with a finalizer each.
   let mut out = Object::new(env)?;
-  out.set("meta", Uint32Array::new(meta))?;
+  out.set("meta", Uint32ArraySlice::copy_from(env, &meta)?)?;
   if !json.is_empty() {
-    out.set("json", Buffer::from(json))?;
+    out.set("json", String::from_utf8_lossy(&json).as_ref())?;
   }
-  if !data.is_empty() {
+  if data.len() > COPY_LIMIT {
     out.set("data", Buffer::from(data))?;
+  } else if !data.is_empty() {
+    out.set("data", BufferSlice::copy_from(env, &data)?)?;
   }
   out.set("others", others)?;
   Ok(out)

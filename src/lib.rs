@@ -7,6 +7,7 @@
 //! - `sockets`  — binding listen sockets
 //! - `handles`  — server handles per scheduling policy
 //! - `dispatch` — round-robin connection hand-off
+//! - `pace`     — channel reads at the JS thread's pace
 //! - `reaper`   — kills workers that outlive a dead primary
 //! - `supervisor` — restart policy, resource usage
 //! - `primary`  — the core thread and its state machine
@@ -17,6 +18,7 @@ pub mod channel;
 pub mod direct;
 pub mod dispatch;
 pub mod handles;
+pub mod pace;
 pub mod primary;
 pub mod protocol;
 pub mod reaper;
