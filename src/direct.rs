@@ -144,3 +144,84 @@ impl Outbox {
     self.queued.fetch_add(len, Ordering::Relaxed);
   }
 }
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+  use tokio::sync::mpsc::unbounded_channel;
+
+  fn frame(bytes: &[u8], token: Option<u32>) -> OutFrame {
+    OutFrame {
+      bytes: bytes.to_vec(),
+      fd: None,
+      token,
+    }
+  }
+
+  fn read_all(fd: &OwnedFd) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+      match nix::unistd::read(fd, &mut buf) {
+        Ok(0) | Err(_) => return out,
+        Ok(n) => out.extend_from_slice(&buf[..n]),
+      }
+    }
+  }
+
+  #[test]
+  fn writes_directly_only_when_nothing_is_ahead() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+      .enable_all()
+      .build()
+      .unwrap();
+    rt.block_on(async {
+      let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+      let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, flags).unwrap();
+      let sock = Arc::new(crate::channel::register(ours, tokio::io::Interest::WRITABLE).unwrap());
+      let (tx, mut rx) = unbounded_channel();
+      let outbox = Outbox::new(sock, tx);
+
+      assert!(matches!(outbox.send(frame(b"a\n", Some(1))), Sent::Now));
+      assert_eq!(read_all(&theirs), b"a\n");
+
+      // A frame the writer holds: the next send queues behind it.
+      assert_eq!(outbox.push(frame(b"core\n", None)), 5);
+      assert!(matches!(outbox.send(frame(b"b\n", None)), Sent::Queued(7)));
+      assert!(read_all(&theirs).is_empty());
+      outbox.done(5, false);
+      outbox.done(2, false);
+      assert!(matches!(outbox.send(frame(b"c\n", None)), Sent::Now));
+
+      // A handle in flight holds everything back until it is settled.
+      outbox.push(frame(b"h\n", None));
+      outbox.done(2, true);
+      assert!(matches!(outbox.send(frame(b"d\n", None)), Sent::Queued(_)));
+      outbox.done(2, false);
+      assert!(matches!(outbox.send(frame(b"e\n", None)), Sent::Queued(_)));
+      outbox.done(2, false);
+      outbox.handle_settled();
+      assert!(matches!(outbox.send(frame(b"f\n", None)), Sent::Now));
+      assert_eq!(read_all(&theirs), b"c\nf\n");
+
+      // Cut short by a full buffer: the rest goes to the writer, token and all.
+      let big = vec![b'x'; 8 << 20];
+      match outbox.send(frame(&big, Some(9))) {
+        Sent::Queued(n) => assert!(n > 0 && n < big.len()),
+        _ => panic!("an 8 MB frame fit a socket buffer"),
+      }
+      let mut sent = Vec::new();
+      while let Ok(WriterCmd::Frame(f)) = rx.try_recv() {
+        sent.push((f.bytes.len(), f.token));
+      }
+      let rest = sent.last().copied().unwrap();
+      assert_eq!(rest.1, Some(9));
+      assert_eq!(outbox.queued.load(Ordering::Relaxed), rest.0, "only the rest is queued");
+
+      // After disconnect(), JS sends go through the core.
+      outbox.stop_direct();
+      assert!(matches!(outbox.send(frame(b"g\n", None)), Sent::ViaCore(..)));
+    });
+  }
+}
