@@ -191,7 +191,7 @@ const KIND_OTHER: u32 = 3; // others[a]
 
 const COPY_LIMIT: usize = 64 * 1024;
 
-/// Everything queued, as `{ meta, json, data, others }`: user messages and
+/// Everything queued, as `{ meta, json?, data?, others? }`: user messages and
 /// successful writes in `meta` (with frames in the string `json`, lines
 /// joined by `\n`, and the Buffer `data`), every other event as a plain object in `others`, one shape
 /// per kind. Call on the JS thread.
@@ -257,7 +257,9 @@ pub fn take(env: &Env) -> Result<Object<'_>> {
   } else if !data.is_empty() {
     out.set("data", BufferSlice::copy_from(env, &data)?)?;
   }
-  out.set("others", others)?;
+  if n_others > 0 {
+    out.set("others", others)?;
+  }
   Ok(out)
 }
 
