@@ -216,7 +216,7 @@ pub fn send(id: u32, frame: Buffer, fd: Option<i32>, token: Option<u32>) -> Resu
     ),
     None => None,
   };
-  match core()?.send(id, frame.to_vec(), dup, token) {
+  match core()?.send(id, &frame, dup, token) {
     Ok(n) => Ok(n as i64),
     Err(_) => Ok(-1),
   }

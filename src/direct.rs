@@ -79,35 +79,36 @@ impl Outbox {
     total
   }
 
-  /// A frame from JS: written at once when nothing is ahead of it.
-  pub fn send(&self, frame: OutFrame) -> Sent {
+  /// A frame from JS: written at once when nothing is ahead of it (copied
+  /// only if it has to wait).
+  pub fn send(&self, bytes: &[u8], fd: Option<Arc<OwnedFd>>, token: Option<u32>) -> Sent {
+    let frame = |bytes: &[u8], fd| OutFrame {
+      bytes: bytes.to_vec(),
+      fd,
+      token,
+    };
     let mut st = self.state.lock().unwrap();
     if !st.direct {
       st.backlog += 1;
-      let total = self.queued.fetch_add(frame.bytes.len(), Ordering::Relaxed) + frame.bytes.len();
-      return Sent::ViaCore(frame, total);
+      let total = self.queued.fetch_add(bytes.len(), Ordering::Relaxed) + bytes.len();
+      return Sent::ViaCore(frame(bytes, fd), total);
     }
-    if st.backlog > 0 || st.handle_in_flight || frame.fd.is_some() {
-      return Sent::Queued(self.count_and_hand_over(st, frame));
+    if st.backlog > 0 || st.handle_in_flight || fd.is_some() {
+      return Sent::Queued(self.count_and_hand_over(st, frame(bytes, fd)));
     }
     let mut off = 0;
-    while off < frame.bytes.len() {
-      match send_with_fd(self.sock.as_raw_fd(), &frame.bytes[off..], None) {
+    while off < bytes.len() {
+      match send_with_fd(self.sock.as_raw_fd(), &bytes[off..], None) {
         Ok(n) => off += n,
         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
         // A full buffer, or an error the writer will meet and report.
         Err(_) => break,
       }
     }
-    if off == frame.bytes.len() {
+    if off == bytes.len() {
       return Sent::Now;
     }
-    let rest = OutFrame {
-      bytes: frame.bytes[off..].to_vec(),
-      fd: None,
-      token: frame.token,
-    };
-    Sent::Queued(self.count_and_hand_over(st, rest))
+    Sent::Queued(self.count_and_hand_over(st, frame(&bytes[off..], None)))
   }
 
   /// A frame `send` counted and routed through the core.
@@ -183,31 +184,31 @@ mod tests {
       let (tx, mut rx) = unbounded_channel();
       let outbox = Outbox::new(sock, tx);
 
-      assert!(matches!(outbox.send(frame(b"a\n", Some(1))), Sent::Now));
+      assert!(matches!(outbox.send(b"a\n", None, Some(1)), Sent::Now));
       assert_eq!(read_all(&theirs), b"a\n");
 
       // A frame the writer holds: the next send queues behind it.
       assert_eq!(outbox.push(frame(b"core\n", None)), 5);
-      assert!(matches!(outbox.send(frame(b"b\n", None)), Sent::Queued(7)));
+      assert!(matches!(outbox.send(b"b\n", None, None), Sent::Queued(7)));
       assert!(read_all(&theirs).is_empty());
       outbox.done(5, false);
       outbox.done(2, false);
-      assert!(matches!(outbox.send(frame(b"c\n", None)), Sent::Now));
+      assert!(matches!(outbox.send(b"c\n", None, None), Sent::Now));
 
       // A handle in flight holds everything back until it is settled.
       outbox.push(frame(b"h\n", None));
       outbox.done(2, true);
-      assert!(matches!(outbox.send(frame(b"d\n", None)), Sent::Queued(_)));
+      assert!(matches!(outbox.send(b"d\n", None, None), Sent::Queued(_)));
       outbox.done(2, false);
-      assert!(matches!(outbox.send(frame(b"e\n", None)), Sent::Queued(_)));
+      assert!(matches!(outbox.send(b"e\n", None, None), Sent::Queued(_)));
       outbox.done(2, false);
       outbox.handle_settled();
-      assert!(matches!(outbox.send(frame(b"f\n", None)), Sent::Now));
+      assert!(matches!(outbox.send(b"f\n", None, None), Sent::Now));
       assert_eq!(read_all(&theirs), b"c\nf\n");
 
       // Cut short by a full buffer: the rest goes to the writer, token and all.
       let big = vec![b'x'; 8 << 20];
-      match outbox.send(frame(&big, Some(9))) {
+      match outbox.send(&big, None, Some(9)) {
         Sent::Queued(n) => assert!(n > 0 && n < big.len()),
         _ => panic!("an 8 MB frame fit a socket buffer"),
       }
@@ -221,7 +222,7 @@ mod tests {
 
       // After disconnect(), JS sends go through the core.
       outbox.stop_direct();
-      assert!(matches!(outbox.send(frame(b"g\n", None)), Sent::ViaCore(..)));
+      assert!(matches!(outbox.send(b"g\n", None, None), Sent::ViaCore(..)));
     });
   }
 }

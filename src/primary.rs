@@ -317,7 +317,7 @@ impl Core {
   /// Sends a complete frame: written at once when nothing is queued ahead of
   /// it (see `direct`), else queued. Returns the bytes now queued for that
   /// worker: 0 when it was written at once (no `Sent` event follows).
-  pub fn send(&self, id: u32, bytes: Vec<u8>, fd: Option<OwnedFd>, token: Option<u32>) -> Result<usize, SendError> {
+  pub fn send(&self, id: u32, bytes: &[u8], fd: Option<OwnedFd>, token: Option<u32>) -> Result<usize, SendError> {
     let outbox = {
       let reg = self.registry.lock().unwrap();
       match reg.get(&id) {
@@ -325,12 +325,7 @@ impl Core {
         _ => return Err(SendError::ChannelClosed),
       }
     };
-    let frame = OutFrame {
-      bytes,
-      fd: fd.map(Arc::new),
-      token,
-    };
-    match outbox.send(frame) {
+    match outbox.send(bytes, fd.map(Arc::new), token) {
       Sent::Now => Ok(0),
       Sent::Queued(total) => Ok(total),
       Sent::ViaCore(frame, total) => {
