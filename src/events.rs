@@ -26,32 +26,68 @@ use crate::primary::{Event, EventSink};
 
 type PumpFn = ThreadsafeFunction<(), (), (), Status, false, true>;
 
-enum Queued {
-  Event {
-    id: u32,
-    mode: Serialization,
-    event: Event,
-  },
-  /// The core dropped the sink registered under this id.
-  Released(u32),
+/// What waits for JS, assembled as it arrives (on the core thread), so that
+/// taking it costs the JS thread little more than making the JS values.
+#[derive(Default)]
+struct Batch {
+  /// Four u32 per event: worker id, kind, a, b (see `take`).
+  meta: Vec<u32>,
+  /// JSON frames, joined by `\n`.
+  json: Vec<u8>,
+  /// Advanced frames, end to end.
+  data: Vec<u8>,
+  others: Vec<(u32, Event)>,
+  /// Keep-alives whose sink the core dropped.
+  released: Vec<u32>,
+}
+
+impl Batch {
+  fn is_empty(&self) -> bool {
+    self.meta.is_empty() && self.released.is_empty()
+  }
+
+  fn add(&mut self, id: u32, mode: Serialization, event: Event) {
+    match event {
+      Event::Message { frame, handle: None } => match mode {
+        Serialization::Json => {
+          if !self.json.is_empty() {
+            self.json.push(b'\n');
+          }
+          self.json.extend_from_slice(&frame);
+          self.meta.extend([id, KIND_JSON, 0, 0]);
+        }
+        Serialization::Advanced => {
+          let start = self.data.len() as u32;
+          self.data.extend_from_slice(&frame);
+          self.meta.extend([id, KIND_ADVANCED, start, self.data.len() as u32]);
+        }
+      },
+      Event::Sent { token, error: None } => self.meta.extend([id, KIND_SENT, token, 0]),
+      other => {
+        self.meta.extend([id, KIND_OTHER, self.others.len() as u32, 0]);
+        self.others.push((id, other));
+      }
+    }
+  }
 }
 
 struct Pump {
-  queue: Mutex<Vec<Queued>>,
+  batch: Mutex<Batch>,
   call: PumpFn,
 }
 
 static PUMP: OnceLock<Pump> = OnceLock::new();
 
 impl Pump {
-  fn push(&self, item: Queued) {
+  fn push(&self, add: impl FnOnce(&mut Batch)) {
     let was_empty = {
-      let mut q = self.queue.lock().unwrap();
-      q.push(item);
-      if q.len() == 1 {
+      let mut b = self.batch.lock().unwrap();
+      let was_empty = b.is_empty();
+      add(&mut b);
+      if was_empty {
         crate::pace::PACE.events_waiting();
       }
-      q.len() == 1
+      was_empty
     };
     if was_empty {
       self.call.call((), ThreadsafeFunctionCallMode::NonBlocking);
@@ -70,7 +106,7 @@ pub fn install(pump: Function<'_, (), ()>) -> Result<()> {
     .weak::<true>()
     .build_callback(|_| Ok(()))?;
   let _ = PUMP.set(Pump {
-    queue: Mutex::new(Vec::new()),
+    batch: Mutex::default(),
     call,
   });
   Ok(())
@@ -82,7 +118,7 @@ struct CoreHold(u32);
 impl Drop for CoreHold {
   fn drop(&mut self) {
     if let Some(p) = PUMP.get() {
-      p.push(Queued::Released(self.0));
+      p.push(|b| b.released.push(self.0));
     }
   }
 }
@@ -99,11 +135,7 @@ pub fn sink(env: &Env, id: u32, mode: Serialization) -> Result<EventSink> {
   Ok(Arc::new(move |worker: u32, event: Event| {
     let _ = &hold;
     if let Some(p) = PUMP.get() {
-      p.push(Queued::Event {
-        id: worker,
-        mode,
-        event,
-      });
+      p.push(|b| b.add(worker, mode, event));
     }
   }))
 }
@@ -196,68 +228,38 @@ const COPY_LIMIT: usize = 64 * 1024;
 /// joined by `\n`, and the Buffer `data`), every other event as a plain object in `others`, one shape
 /// per kind. Call on the JS thread.
 pub fn take(env: &Env) -> Result<Object<'_>> {
-  let items = match PUMP.get() {
+  let batch = match PUMP.get() {
     Some(p) => {
-      let mut q = p.queue.lock().unwrap();
+      let mut b = p.batch.lock().unwrap();
       crate::pace::PACE.taken();
-      std::mem::take(&mut *q)
+      std::mem::take(&mut *b)
     }
-    None => Vec::new(),
+    None => Batch::default(),
   };
-  let mut meta: Vec<u32> = Vec::with_capacity(items.len() * 4);
-  let mut json: Vec<u8> = Vec::new();
-  let mut data: Vec<u8> = Vec::new();
-  let mut others = env.create_array(0)?;
-  let mut n_others = 0;
-  let mut released = Vec::new();
-  for item in items {
-    let (id, mode, event) = match item {
-      Queued::Released(id) => {
-        released.push(id);
-        continue;
-      }
-      Queued::Event { id, mode, event } => (id, mode, event),
-    };
-    match event {
-      Event::Message { frame, handle: None } => match mode {
-        Serialization::Json => {
-          if !json.is_empty() {
-            json.push(b'\n');
-          }
-          json.extend_from_slice(&frame);
-          meta.extend([id, KIND_JSON, 0, 0]);
-        }
-        Serialization::Advanced => {
-          let start = data.len() as u32;
-          data.extend_from_slice(&frame);
-          meta.extend([id, KIND_ADVANCED, start, data.len() as u32]);
-        }
-      },
-      Event::Sent { token, error: None } => meta.extend([id, KIND_SENT, token, 0]),
-      other => {
-        let obj = to_object(env, id, other)?;
-        others.set(n_others, obj)?;
-        meta.extend([id, KIND_OTHER, n_others, 0]);
-        n_others += 1;
-      }
-    }
-  }
-  for id in released {
+  for &id in &batch.released {
     change_keep(env, id, |k| k.core = false)?;
   }
   // Small batches are copied into the JS heap: cheaper than external memory
   // with a finalizer each.
   let mut out = Object::new(env)?;
-  out.set("meta", Uint32ArraySlice::copy_from(env, &meta)?)?;
-  if !json.is_empty() {
-    out.set("json", String::from_utf8_lossy(&json).as_ref())?;
+  out.set("meta", Uint32ArraySlice::copy_from(env, &batch.meta)?)?;
+  if !batch.json.is_empty() {
+    match std::str::from_utf8(&batch.json) {
+      Ok(text) => out.set("json", text)?,
+      // As Node decodes the channel: invalid bytes become U+FFFD.
+      Err(_) => out.set("json", String::from_utf8_lossy(&batch.json).as_ref())?,
+    }
   }
-  if data.len() > COPY_LIMIT {
-    out.set("data", Buffer::from(data))?;
-  } else if !data.is_empty() {
-    out.set("data", BufferSlice::copy_from(env, &data)?)?;
+  if batch.data.len() > COPY_LIMIT {
+    out.set("data", Buffer::from(batch.data))?;
+  } else if !batch.data.is_empty() {
+    out.set("data", BufferSlice::copy_from(env, &batch.data)?)?;
   }
-  if n_others > 0 {
+  if !batch.others.is_empty() {
+    let mut others = env.create_array(batch.others.len() as u32)?;
+    for (i, (id, event)) in batch.others.into_iter().enumerate() {
+      others.set(i as u32, to_object(env, id, event)?)?;
+    }
     out.set("others", others)?;
   }
   Ok(out)

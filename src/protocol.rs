@@ -184,11 +184,11 @@ pub fn newconn_frame(mode: Serialization, seq: u64, key: &str) -> Vec<u8> {
 }
 
 fn memchr_node(frame: &[u8]) -> bool {
-  frame.windows(5).any(|w| w == b"NODE_")
+  memchr::memmem::find(frame, b"NODE_").is_some()
 }
 
 fn memchr_node_utf16(frame: &[u8]) -> bool {
-  frame.windows(10).any(|w| w == b"N\0O\0D\0E\0_\0")
+  memchr::memmem::find(frame, b"N\0O\0D\0E\0_\0").is_some()
 }
 
 /// Encodes an internal message as a complete frame.
