@@ -231,7 +231,9 @@ class WorkerProcess extends EventEmitter {
     if (!c) return;
     this._cork = null;
     corked.delete(this);
-    this._write(c.frames.length === 1 ? c.frames[0] : Buffer.concat(c.frames, c.bytes), undefined, c.tokens);
+    let frame = c.frames[0];
+    if (c.frames.length > 1) frame = typeof frame === 'string' ? c.frames.join('') : Buffer.concat(c.frames, c.bytes);
+    this._write(frame, undefined, c.tokens);
   }
 
   // Writes one frame (or several, corked) for sends whose callbacks have
