@@ -356,7 +356,6 @@ pub async fn read_loop(sock: Arc<AsyncFd<OwnedFd>>, mode: Serialization, events:
   let mut received = Vec::new();
   let mut unclaimed: VecDeque<OwnedFd> = VecDeque::new();
   loop {
-    crate::pace::PACE.wait().await;
     let mut guard = match sock.readable().await {
       Ok(g) => g,
       Err(e) => {
@@ -365,6 +364,9 @@ pub async fn read_loop(sock: Arc<AsyncFd<OwnedFd>>, mode: Serialization, events:
         })
       }
     };
+    // Only once there is something to read: a reader that waited for JS
+    // while its socket was empty would cost a wake-up for nothing.
+    crate::pace::PACE.wait().await;
     let n = match guard.try_io(|s| recv_with_fds(s.as_raw_fd(), &mut buf, &mut received)) {
       Ok(Ok(0)) => return events(ReaderEvent::End { error: None }),
       Ok(Ok(n)) => n,
