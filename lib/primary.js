@@ -8,7 +8,7 @@ const { fileURLToPath } = require('node:url');
 const { getSystemErrorName, types: { isUint8Array } } = require('node:util');
 
 const binding = require('./binding');
-const { Worker, WorkerProcess } = require('./worker');
+const { Worker, WorkerProcess, cork, uncorkAll } = require('./worker');
 const { codes, errnoException } = require('./errors');
 const {
   validateString, validateStringArray, validateObject, validatePort, validateOneOf,
@@ -222,6 +222,62 @@ function onCoreEvent(ev) {
   if (proc) proc._onEvent(ev);
 }
 
+// Core events arrive in batches (see src/events.rs): `meta` holds four
+// numbers per event (worker id, kind, a, b); user messages' frames are the
+// lines of `json` or `data[a..b]`, successful writes carry their token in
+// `a`, and everything else is the object `others[a]`.
+const KIND_JSON = 0;
+const KIND_ADVANCED = 1;
+const KIND_SENT = 2;
+
+// Batches not yet fully delivered: a listener that throws must not lose the
+// events behind it, which are delivered on the next tick.
+const batches = [];
+let draining = false;
+
+function onCoreEvents() {
+  const batch = binding.takeEvents();
+  batch.lines = batch.json === undefined ? null : batch.json.split('\n');
+  batch.line = 0;
+  batch.next = 0;
+  batches.push(batch);
+  if (!draining) deliverBatches();
+}
+
+function deliverBatches() {
+  draining = true;
+  cork();
+  try {
+    while (batches.length > 0) {
+      const batch = batches[0];
+      const { meta } = batch;
+      while (batch.next < meta.length) {
+        const i = batch.next;
+        batch.next += 4;
+        const kind = meta[i + 1];
+        if (kind === KIND_JSON) {
+          const line = batch.lines[batch.line++];
+          const proc = procs.get(meta[i]) || retired.get(meta[i]);
+          if (proc) proc._onFrame(line);
+        } else if (kind === KIND_ADVANCED) {
+          const proc = procs.get(meta[i]) || retired.get(meta[i]);
+          if (proc) proc._onFrame(batch.data.subarray(meta[i + 2], meta[i + 3]));
+        } else if (kind === KIND_SENT) {
+          const proc = procs.get(meta[i]) || retired.get(meta[i]);
+          if (proc) proc._onSent(meta[i + 2], undefined);
+        } else {
+          onCoreEvent(batch.others[meta[i + 2]]);
+        }
+      }
+      batches.shift();
+    }
+  } finally {
+    draining = false;
+    uncorkAll();
+    if (batches.length > 0) process.nextTick(deliverBatches);
+  }
+}
+
 function onInternalEvent(worker, ev) {
   switch (ev.kind) {
     case 'online':
@@ -331,14 +387,18 @@ function startWorker(env, slot, standby = false) {
   cluster.setupPrimary();
   if (!flushOnExit) {
     flushOnExit = true;
+    binding.onEvents(onCoreEvents);
     // A disconnect() right before process.exit() must still reach the
     // workers (Node writes it synchronously), or they drop their requests.
-    process.on('exit', () => binding.flush(EXIT_FLUSH_MS));
+    process.on('exit', () => {
+      uncorkAll();
+      binding.flush(EXIT_FLUSH_MS);
+    });
   }
   const spec = workerSpec(env);
   if (slot === undefined) slot = supervisor.freeSlot();
   Object.assign(spec, supervisor.nativeOptions(slot), { standby });
-  const started = binding.fork(spec, onCoreEvent);
+  const started = binding.fork(spec);
   if (started.pid == null && !ASYNC_SPAWN_ERRORS.has(getSystemErrorName(started.errno))) {
     // Node throws the spawn errors that are not "run-time" ones (EPERM from
     // uid/gid, ENOTDIR from cwd…); no Worker exists then.
@@ -370,6 +430,7 @@ cluster.disconnect = function disconnect(cb) {
 // it `killTimeout` ms to finish.
 function disconnectWorker(worker, killTimeout) {
   worker.exitedAfterDisconnect = true;
+  if (worker.process instanceof WorkerProcess) worker.process._uncork();
   binding.disconnect(worker.id, killTimeout);
   removeWorker(worker);
   return worker;

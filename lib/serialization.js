@@ -32,9 +32,9 @@ class Deserializer extends v8.DefaultDeserializer {
 }
 
 const json = {
-  /** A complete frame. */
+  /** A complete frame (a string: the binding writes its UTF-8). */
   encode(message) {
-    return Buffer.from(`${JSON.stringify(message)}\n`, 'utf8');
+    return `${JSON.stringify(message)}\n`;
   },
   /** A frame's payload (the line without its newline). */
   decode(payload) {

@@ -17,6 +17,23 @@ const { validateObject } = require('./validate');
 // Node's send() reports back-pressure past this many queued bytes.
 const QUEUE_HIGH_WATER = 65536 * 2;
 
+// Sends made while a batch of core events is delivered (from 'message'
+// listeners, mostly) are corked: each process's frames leave in one write
+// once the batch is done, or sooner past CORK_LIMIT bytes or when anything
+// else must follow them (a handle, disconnect, kill, the primary's exit).
+const CORK_LIMIT = 65536;
+let corking = false;
+const corked = new Set();
+
+function cork() {
+  corking = true;
+}
+
+function uncorkAll() {
+  corking = false;
+  for (const proc of corked) proc._uncork();
+}
+
 function toSignal(signal) {
   if (signal === undefined) return signals.SIGTERM;
   if (typeof signal === 'number') {
@@ -125,6 +142,7 @@ class WorkerProcess extends EventEmitter {
 
   kill(sig) {
     const signal = toSignal(sig);
+    this._uncork();
     if (this.exitCode !== null || this.signalCode !== null || this.pid === undefined) return false;
     const errno = binding.kill(this._id, signal);
     if (errno === 0) {
@@ -182,19 +200,66 @@ class WorkerProcess extends EventEmitter {
     let token;
     if (typeof callback === 'function' || closeAfter) {
       token = this._nextToken++;
-      this._callbacks.set(token, (err) => {
-        if (closeAfter && !err) closeAfter.destroy();
-        if (typeof callback === 'function') callback(err);
-        else if (err && !options.swallowErrors) this.emit('error', err);
+      this._callbacks.set(token, {
+        done: false,
+        err: null,
+        run: (err) => {
+          if (closeAfter && !err) closeAfter.destroy();
+          if (typeof callback === 'function') callback(err);
+          else if (err && !options.swallowErrors) this.emit('error', err);
+        },
       });
     }
-    const queued = binding.send(this._id, frame, fd, token);
+    if (corking && fd === undefined && frame.length < CORK_LIMIT) {
+      let c = this._cork;
+      if (!c) {
+        c = this._cork = { frames: [], tokens: [], bytes: 0 };
+        corked.add(this);
+      }
+      c.frames.push(frame);
+      c.tokens.push(token);
+      c.bytes += frame.length;
+      if (c.bytes >= CORK_LIMIT) this._uncork();
+      return c.bytes < QUEUE_HIGH_WATER;
+    }
+    this._uncork();
+    return this._write(frame, fd, [token]);
+  }
+
+  _uncork() {
+    const c = this._cork;
+    if (!c) return;
+    this._cork = null;
+    corked.delete(this);
+    let frame = c.frames[0];
+    if (c.frames.length > 1) frame = typeof frame === 'string' ? c.frames.join('') : Buffer.concat(c.frames, c.bytes);
+    this._write(frame, undefined, c.tokens);
+  }
+
+  // Writes one frame (or several, corked) for sends whose callbacks have
+  // `tokens` (undefined: no callback).
+  _write(frame, fd, tokens) {
+    const known = tokens.filter((t) => t !== undefined);
+    const last = known.length > 0 ? known[known.length - 1] : undefined;
+    // 0: written at once, on this thread; no `sent` event will follow.
+    const queued = binding.send(this._id, frame, fd, last);
     if (queued < 0) {
-      if (token !== undefined) this._callbacks.delete(token);
       const ex = codes.ERR_IPC_CHANNEL_CLOSED();
-      if (typeof callback === 'function') process.nextTick(callback, ex);
-      else process.nextTick(() => this.emit('error', ex));
+      for (const token of tokens) {
+        const entry = token === undefined ? undefined : this._callbacks.get(token);
+        if (entry) {
+          this._callbacks.delete(token);
+          process.nextTick(entry.run, ex);
+        } else {
+          process.nextTick(() => this.emit('error', ex));
+        }
+      }
       return false;
+    }
+    if (last !== undefined) {
+      // The frame's other senders settle with the last one.
+      if (known.length > 1) this._callbacks.get(last).also = known.slice(0, -1);
+      if (queued === 0) process.nextTick(() => this._onSent(last, undefined));
     }
     return queued < QUEUE_HIGH_WATER;
   }
@@ -204,6 +269,7 @@ class WorkerProcess extends EventEmitter {
       this.emit('error', codes.ERR_IPC_DISCONNECTED());
       return;
     }
+    this._uncork();
     this.connected = false;
     binding.closeChannel(this._id);
     // The core confirms with a `disconnect` event once the channel is closed.
@@ -222,12 +288,8 @@ class WorkerProcess extends EventEmitter {
     switch (ev.kind) {
       case 'message':
         return this._onMessage(ev);
-      case 'sent': {
-        const cb = this._callbacks.get(ev.token);
-        this._callbacks.delete(ev.token);
-        if (cb) cb(ev.message ? Object.assign(codes.ERR_IPC_CHANNEL_CLOSED(), { cause: ev.message }) : null);
-        return;
-      }
+      case 'sent':
+        return this._onSent(ev.token, ev.message);
       case 'error': {
         let err;
         if (ev.errorCode === 'ERR_RCLUSTER_BAD_MESSAGE') {
@@ -257,7 +319,7 @@ class WorkerProcess extends EventEmitter {
         if (ev.signal) this.signalCode = ev.signal;
         else this.exitCode = ev.code;
         // What the core's supervision does next (restart, crash loop).
-        this._next = ev.next ? { kind: ev.next, slot: ev.slot, ms: ev.ms, crashes: ev.crashes } : null;
+        this._next = ev.next || null;
         // Pending send callbacks whose frames never left get their errors
         // through `sent`; anything else left now is moot.
         this.emit('exit', this.exitCode, this.signalCode);
@@ -272,15 +334,48 @@ class WorkerProcess extends EventEmitter {
     }
   }
 
+  // Callbacks run in the order of the sends, whichever way each frame left.
+  _onSent(token, message) {
+    const entry = this._callbacks.get(token);
+    if (!entry) return;
+    const err = message ? Object.assign(codes.ERR_IPC_CHANNEL_CLOSED(), { cause: message }) : null;
+    for (const t of [...(entry.also || []), token]) {
+      const e = this._callbacks.get(t);
+      if (e) Object.assign(e, { done: true, err });
+    }
+    for (const [t, e] of this._callbacks) {
+      if (!e.done) break;
+      this._callbacks.delete(t);
+      e.run(e.err);
+    }
+  }
+
+  // A user message without a handle: a JSON line, or an advanced payload.
+  _onFrame(frame) {
+    let value;
+    try {
+      value = typeof frame === 'string' ? JSON.parse(frame) : this._serialization.decode(frame);
+    } catch (e) {
+      this._onUndecodable(e);
+      return;
+    }
+    this.emit('message', value);
+  }
+
+  _onUndecodable(e) {
+    const message = `undecodable message: ${e.message}`;
+    this._onEvent({ kind: 'error', errorCode: 'ERR_RCLUSTER_BAD_MESSAGE', message });
+    binding.closeChannel(this._id);
+  }
+
+  // A message that came with a handle (`ev.fd`, now ours).
   _onMessage(ev) {
     let value;
     try {
       value = this._serialization.decode(ev.data);
     } catch (e) {
       if (ev.fd != null) binding.closeFd(ev.fd);
-      const message = `undecodable message: ${e.message}`;
-      this._onEvent({ kind: 'error', errorCode: 'ERR_RCLUSTER_BAD_MESSAGE', message });
-      binding.closeChannel(this._id);
+      this._onUndecodable(e);
       return;
     }
     if (ev.fd == null) {
@@ -297,6 +392,7 @@ class WorkerProcess extends EventEmitter {
   }
 
   _sendInternal(message) {
+    this._uncork();
     if (this.connected) binding.send(this._id, this._serialization.encode(message));
   }
 
@@ -363,4 +459,4 @@ Worker.prototype.isConnected = function isConnected() {
   return this.process.connected;
 };
 
-module.exports = { Worker, WorkerProcess };
+module.exports = { Worker, WorkerProcess, cork, uncorkAll };

@@ -1,33 +1,21 @@
 //! The N-API surface: a thin layer that converts JS values to core requests
 //! and core events to JS objects. Everything with behaviour lives in the core.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::sync::OnceLock;
 
 use napi::bindgen_prelude::*;
-use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode, ThreadsafeFunctionHandle};
 use napi_derive::napi;
 
 use crate::channel::Serialization;
 use crate::handles::Policy;
-use crate::primary::{Core, Event, EventSink, ExitDecision, Supervision};
+use crate::primary::{Core, Supervision};
+use crate::pump;
 use crate::sockets;
 use crate::spawn::{SpawnSpec, StdioSpec};
 use crate::supervisor::RestartPolicy;
 
 static CORE: OnceLock<Core> = OnceLock::new();
-
-type EventFn = ThreadsafeFunction<WorkerEvent, (), WorkerEvent, Status, false>;
-
-thread_local! {
-  // A second reference to each live worker's event function, on the JS
-  // thread only, for ref()/unref(). JS drops it with releaseWorker() once the
-  // worker has exited and disconnected; the core drops its own at the same
-  // point, and then nothing of the worker keeps Node alive.
-  static EVENT_FNS: RefCell<HashMap<u32, std::sync::Arc<ThreadsafeFunctionHandle>>> = RefCell::new(HashMap::new());
-}
 
 fn core() -> Result<&'static Core> {
   if let Some(c) = CORE.get() {
@@ -106,189 +94,6 @@ pub struct ForkResult {
   pub extra: Vec<i32>,
 }
 
-/// One event for a worker, as JS receives it. `kind` says which fields are set.
-#[napi(object)]
-pub struct WorkerEvent {
-  /// The worker the event is about.
-  pub id: u32,
-  /// online | listening | message | exitedAfterDisconnect | disconnect | exit |
-  /// error | sent | internal | forked | restarting | restartFailed | crashloop |
-  /// unresponsive | recycle
-  pub kind: String,
-  /// `message`: the frame's payload.
-  pub data: Option<Buffer>,
-  /// JSON text: `listening` and `internal`; `forked`: the slot's spawn spec;
-  /// `restartFailed`: `{file, args}` of what could not be spawned.
-  pub json: Option<String>,
-  /// `message` with a handle: an fd now owned by JS.
-  pub fd: Option<i32>,
-  pub handle_type: Option<String>,
-  /// What `fd` is: tcp, tcp-server, pipe, pipe-server, udp4, udp6.
-  pub socket: Option<String>,
-  /// `exit`: the exit code; `restartFailed`: the spawn's negative errno.
-  pub code: Option<i32>,
-  pub signal: Option<String>,
-  pub token: Option<u32>,
-  /// `error` and failed `sent`.
-  pub message: Option<String>,
-  pub error_code: Option<String>,
-  /// `forked`: the new worker's pid, slot and stdio fds (owned by JS).
-  pub pid: Option<i32>,
-  pub slot: Option<u32>,
-  pub stdin: Option<i32>,
-  pub stdout: Option<i32>,
-  pub stderr: Option<i32>,
-  /// `forked`: pipes at stdio index 3 and up, as in `ForkResult`.
-  pub extra: Option<Vec<i32>>,
-  /// `restarting`: the delay; `unresponsive`: how long it was silent (ms).
-  pub ms: Option<f64>,
-  /// `crashloop`: crashes within the window.
-  pub crashes: Option<u32>,
-  /// `recycle`: `memory` or `age`.
-  pub reason: Option<String>,
-  /// `exit`: what supervision does next (`restarting` or `crashloop`, with
-  /// `slot`, `ms`, `crashes` filled in), if anything.
-  pub next: Option<String>,
-}
-
-impl WorkerEvent {
-  fn new(kind: &str) -> Self {
-    WorkerEvent {
-      id: 0,
-      kind: kind.into(),
-      data: None,
-      json: None,
-      fd: None,
-      handle_type: None,
-      socket: None,
-      code: None,
-      signal: None,
-      token: None,
-      message: None,
-      error_code: None,
-      pid: None,
-      slot: None,
-      stdin: None,
-      stdout: None,
-      stderr: None,
-      extra: None,
-      ms: None,
-      crashes: None,
-      reason: None,
-      next: None,
-    }
-  }
-}
-
-impl From<Event> for WorkerEvent {
-  fn from(e: Event) -> Self {
-    match e {
-      Event::Online => WorkerEvent::new("online"),
-      Event::Listening(info) => WorkerEvent {
-        json: Some(info.to_string()),
-        ..WorkerEvent::new("listening")
-      },
-      Event::Message { frame, handle } => {
-        let mut ev = WorkerEvent {
-          data: Some(frame.into()),
-          ..WorkerEvent::new("message")
-        };
-        if let Some(h) = handle {
-          ev.fd = Some(h.fd.into_raw_fd());
-          ev.handle_type = Some(h.handle_type);
-          ev.socket = Some(h.socket.into());
-        }
-        ev
-      }
-      Event::ExitedAfterDisconnect => WorkerEvent::new("exitedAfterDisconnect"),
-      Event::Disconnect => WorkerEvent::new("disconnect"),
-      Event::Exit { code, signal, decision } => {
-        // What supervision does next rides along: `next` is its kind.
-        let mut ev = WorkerEvent {
-          code,
-          signal,
-          ..WorkerEvent::new("exit")
-        };
-        match decision {
-          Some(ExitDecision::Restart { slot, delay }) => {
-            ev.next = Some("restarting".into());
-            ev.slot = Some(slot);
-            ev.ms = Some(delay.as_secs_f64() * 1000.0);
-          }
-          Some(ExitDecision::CrashLoop { slot, crashes }) => {
-            ev.next = Some("crashloop".into());
-            ev.slot = Some(slot);
-            ev.crashes = Some(crashes);
-          }
-          None => {}
-        }
-        ev
-      }
-      Event::Error { message, code } => WorkerEvent {
-        message: Some(message),
-        error_code: Some(code),
-        ..WorkerEvent::new("error")
-      },
-      Event::Sent { token, error } => WorkerEvent {
-        token: Some(token),
-        message: error,
-        ..WorkerEvent::new("sent")
-      },
-      Event::Internal(v) => WorkerEvent {
-        json: Some(v.to_string()),
-        ..WorkerEvent::new("internal")
-      },
-      Event::Forked { slot, info, spec } => WorkerEvent {
-        slot: Some(slot),
-        pid: Some(info.pid),
-        stdin: info.stdin.map(IntoRawFd::into_raw_fd),
-        stdout: info.stdout.map(IntoRawFd::into_raw_fd),
-        stderr: info.stderr.map(IntoRawFd::into_raw_fd),
-        extra: Some(extra_fds(info.extra)),
-        json: Some(
-          serde_json::json!({
-            "file": spec.file,
-            "args": spec.args,
-            "serialization": spec.serialization.as_str(),
-            "stdio": spec.stdio.iter().map(StdioSpec::as_js).collect::<Vec<_>>(),
-          })
-          .to_string(),
-        ),
-        ..WorkerEvent::new("forked")
-      },
-      Event::Restarting { slot, delay } => WorkerEvent {
-        slot: Some(slot),
-        ms: Some(delay.as_secs_f64() * 1000.0),
-        ..WorkerEvent::new("restarting")
-      },
-      Event::RestartFailed {
-        slot,
-        errno,
-        file,
-        args,
-      } => WorkerEvent {
-        slot: Some(slot),
-        code: Some(errno),
-        json: Some(serde_json::json!({ "file": file, "args": args }).to_string()),
-        ..WorkerEvent::new("restartFailed")
-      },
-      Event::CrashLoop { slot, crashes } => WorkerEvent {
-        slot: Some(slot),
-        crashes: Some(crashes),
-        ..WorkerEvent::new("crashloop")
-      },
-      Event::Unresponsive { silent } => WorkerEvent {
-        ms: Some(silent.as_secs_f64() * 1000.0),
-        ..WorkerEvent::new("unresponsive")
-      },
-      Event::Recycle { reason } => WorkerEvent {
-        reason: Some(reason.into()),
-        ..WorkerEvent::new("recycle")
-      },
-    }
-  }
-}
-
 /// Milliseconds from JS as a Duration; never panics (JS validates the range,
 /// this saturates whatever gets past it).
 fn duration_ms(v: f64) -> std::time::Duration {
@@ -304,7 +109,7 @@ fn millis(v: Option<f64>) -> Option<std::time::Duration> {
   v.filter(|v| v.is_finite() && *v > 0.0).map(duration_ms)
 }
 
-fn extra_fds(extra: Vec<(usize, OwnedFd)>) -> Vec<i32> {
+pub(crate) fn extra_fds(extra: Vec<(usize, OwnedFd)>) -> Vec<i32> {
   let len = extra.iter().map(|(i, _)| i - 2).max().unwrap_or(0);
   let mut out = vec![-1; len];
   for (i, fd) in extra {
@@ -317,10 +122,24 @@ fn errno_of(e: &std::io::Error) -> i32 {
   -e.raw_os_error().unwrap_or(libc::EINVAL)
 }
 
-/// Starts a worker. `onEvent` receives every event of that worker; it keeps
-/// the Node process alive until the worker has exited and disconnected.
+/// Installs the function called (once per batch) when core events wait to
+/// be taken with `takeEvents`.
 #[napi]
-pub fn fork(options: ForkOptions, on_event: Function<'_, WorkerEvent, ()>) -> Result<ForkResult> {
+pub fn on_events(pump: Function<'_, (), ()>) -> Result<()> {
+  pump::install(pump)
+}
+
+/// The events queued since the last call, as `{ meta, json, data, others }`
+/// (see events.rs).
+#[napi]
+pub fn take_events(env: &Env) -> Result<Object<'_>> {
+  pump::take(env)
+}
+
+/// Starts a worker; its events arrive through the pump (`onEvents`). It keeps
+/// the Node process alive until it has exited and disconnected.
+#[napi]
+pub fn fork(js: &Env, options: ForkOptions) -> Result<ForkResult> {
   let serialization = Serialization::parse(&options.serialization)
     .ok_or_else(|| Error::new(Status::InvalidArg, "serialization must be 'json' or 'advanced'"))?;
   let mut stdio = options
@@ -347,16 +166,6 @@ pub fn fork(options: ForkOptions, on_event: Function<'_, WorkerEvent, ()>) -> Re
     serialization,
     death_signal: false,
   };
-  let tsfn: EventFn = on_event
-    .build_threadsafe_function::<WorkerEvent>()
-    .callee_handled::<false>()
-    .build_callback(|ctx| Ok(ctx.value))?;
-  let handle = tsfn.handle.clone();
-  let sink: EventSink = std::sync::Arc::new(move |id: u32, event: Event| {
-    let mut ev = WorkerEvent::from(event);
-    ev.id = id;
-    tsfn.call(ev, ThreadsafeFunctionCallMode::NonBlocking);
-  });
   let supervision = options.slot.map(|slot| Supervision {
     slot,
     restart: options.restart.map(RestartPolicy::from),
@@ -366,9 +175,9 @@ pub fn fork(options: ForkOptions, on_event: Function<'_, WorkerEvent, ()>) -> Re
   });
   let core = core()?;
   let id = core.next_id();
+  let sink = pump::sink(js, id, serialization)?;
   match core.fork(id, spec, sink, supervision, options.standby.unwrap_or(false)) {
     Ok(info) => Ok({
-      EVENT_FNS.with(|m| m.borrow_mut().insert(id, handle));
       ForkResult {
         id,
         pid: Some(info.pid),
@@ -379,23 +188,29 @@ pub fn fork(options: ForkOptions, on_event: Function<'_, WorkerEvent, ()>) -> Re
         extra: extra_fds(info.extra),
       }
     }),
-    Err(e) => Ok(ForkResult {
-      id,
-      pid: None,
-      errno: Some(errno_of(&e)),
-      stdin: None,
-      stdout: None,
-      stderr: None,
-      extra: Vec::new(),
+    Err(e) => Ok({
+      // No Worker will release it: the process never started.
+      pump::release_js(js, id)?;
+      ForkResult {
+        id,
+        pid: None,
+        errno: Some(errno_of(&e)),
+        stdin: None,
+        stdout: None,
+        stderr: None,
+        extra: Vec::new(),
+      }
     }),
   }
 }
 
 /// Queues a complete frame for the worker, with a duplicate of `fd` when
-/// given. Returns the bytes queued for that worker, or -1 if its channel is
-/// closed. With `token`, a `sent` event reports when the frame is written.
+/// given. Returns the bytes queued for that worker (0: written at once), or
+/// -1 if its channel is closed. With `token`, a `sent` event reports when the
+/// frame is written. A JSON frame may come as a string: cheaper than a
+/// Buffer made for one write.
 #[napi]
-pub fn send(id: u32, frame: Buffer, fd: Option<i32>, token: Option<u32>) -> Result<i64> {
+pub fn send(id: u32, frame: Either<String, Buffer>, fd: Option<i32>, token: Option<u32>) -> Result<i64> {
   let dup = match fd {
     Some(fd) => Some(
       sockets::dup_fd(fd)
@@ -403,7 +218,11 @@ pub fn send(id: u32, frame: Buffer, fd: Option<i32>, token: Option<u32>) -> Resu
     ),
     None => None,
   };
-  match core()?.send(id, frame.to_vec(), dup, token) {
+  let bytes: &[u8] = match &frame {
+    Either::A(text) => text.as_bytes(),
+    Either::B(buf) => buf,
+  };
+  match core()?.send(id, bytes, dup, token) {
     Ok(n) => Ok(n as i64),
     Err(_) => Ok(-1),
   }
@@ -475,29 +294,14 @@ pub fn describe_fd(fd: i32) -> String {
 
 /// `worker.process.ref()` / `unref()`: whether this worker keeps Node alive.
 #[napi]
-pub fn ref_worker(env: Env, id: u32, keep_alive: bool) -> Result<()> {
-  EVENT_FNS.with(|m| {
-    if let Some(f) = m.borrow().get(&id) {
-      // SAFETY: called on the JS thread with a live threadsafe function.
-      let status = unsafe {
-        if keep_alive {
-          napi::sys::napi_ref_threadsafe_function(env.raw(), f.get_raw())
-        } else {
-          napi::sys::napi_unref_threadsafe_function(env.raw(), f.get_raw())
-        }
-      };
-      if status != napi::sys::Status::napi_ok {
-        return Err(Error::from_reason("cannot change the worker's ref state"));
-      }
-    }
-    Ok(())
-  })
+pub fn ref_worker(env: &Env, id: u32, keep_alive: bool) -> Result<()> {
+  pump::set_referenced(env, id, keep_alive)
 }
 
-/// Drops the JS side's reference to a finished worker's event function.
+/// JS is done with a finished worker: it no longer keeps Node alive.
 #[napi]
-pub fn release_worker(id: u32) {
-  EVENT_FNS.with(|m| m.borrow_mut().remove(&id));
+pub fn release_worker(env: &Env, id: u32) -> Result<()> {
+  pump::release_js(env, id)
 }
 
 /// Makes a standby worker (forked with `standby`) its slot's current worker.

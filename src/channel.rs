@@ -10,13 +10,13 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use crate::direct::Outbox;
 use crate::framing::Decoder;
 pub use crate::framing::Serialization;
 use crate::protocol::{self, Inbound};
@@ -90,7 +90,7 @@ pub enum WriterEvent {
 pub async fn write_loop(
   sock: Arc<AsyncFd<OwnedFd>>,
   mut rx: UnboundedReceiver<WriterCmd>,
-  queued: Arc<AtomicUsize>,
+  outbox: Arc<Outbox>,
   events: impl Fn(WriterEvent),
 ) {
   let mut queue: VecDeque<OutFrame> = VecDeque::new();
@@ -113,18 +113,23 @@ pub async fn write_loop(
     };
     match cmd {
       Some(WriterCmd::Frame(f)) => queue.push_back(f),
-      Some(WriterCmd::HandleAck) => in_flight = None,
+      Some(WriterCmd::HandleAck) => {
+        in_flight = None;
+        outbox.handle_settled();
+      }
       Some(WriterCmd::HandleNack) => {
         // The fd did not arrive: send the same frame again, a few times.
         if let Some((f, tries)) = in_flight.take() {
           if tries < MAX_HANDLE_RETRANSMISSIONS {
-            queued.fetch_add(f.bytes.len(), Ordering::Relaxed);
+            outbox.retransmit(f.bytes.len());
             queue.push_front(OutFrame {
               bytes: f.bytes,
               fd: f.fd,
               token: None,
             });
             retries_of_head = tries + 1;
+          } else {
+            outbox.handle_settled();
           }
         }
       }
@@ -137,7 +142,7 @@ pub async fn write_loop(
     }
     while in_flight.is_none() && !queue.is_empty() {
       let has_fd = queue[0].fd.is_some();
-      match send_one(&sock, &mut queue, &queued, &events).await {
+      match send_one(&sock, &mut queue, &outbox, &events).await {
         Ok(Some(f)) if has_fd => in_flight = Some((f, std::mem::take(&mut retries_of_head))),
         Ok(_) => retries_of_head = 0,
         Err(e) => {
@@ -159,7 +164,7 @@ pub async fn write_loop(
     }
   }
   for f in queue.drain(..) {
-    queued.fetch_sub(f.bytes.len(), Ordering::Relaxed);
+    outbox.done(f.bytes.len(), false);
     if let Some(token) = f.token {
       events(WriterEvent::Written {
         token,
@@ -175,7 +180,7 @@ pub async fn write_loop(
 async fn send_one(
   sock: &AsyncFd<OwnedFd>,
   queue: &mut VecDeque<OutFrame>,
-  queued: &AtomicUsize,
+  outbox: &Outbox,
   events: &impl Fn(WriterEvent),
 ) -> io::Result<Option<OutFrame>> {
   let frame = queue.pop_front().expect("send_one on an empty queue");
@@ -191,7 +196,7 @@ async fn send_one(
       Ok(Ok(n)) => off += n,
       Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
       Ok(Err(e)) => {
-        queued.fetch_sub(frame.bytes.len(), Ordering::Relaxed);
+        outbox.done(frame.bytes.len(), false);
         if let Some(token) = frame.token {
           events(WriterEvent::Written {
             token,
@@ -203,10 +208,12 @@ async fn send_one(
       Err(_would_block) => {}
     }
   }
-  queued.fetch_sub(frame.bytes.len(), Ordering::Relaxed);
+  // The `Written` event leaves before the frame is uncounted, so JS sees it
+  // ahead of the callback of any direct write that follows.
   if let Some(token) = frame.token {
     events(WriterEvent::Written { token, error: None });
   }
+  outbox.done(frame.bytes.len(), frame.fd.is_some());
   Ok(if frame.fd.is_some() { Some(frame) } else { None })
 }
 
@@ -233,6 +240,9 @@ pub async fn read_loop(sock: Arc<AsyncFd<OwnedFd>>, mode: Serialization, events:
         })
       }
     };
+    // Only once there is something to read: a reader that waited for JS
+    // while its socket was empty would cost a wake-up for nothing.
+    crate::pace::PACE.wait().await;
     let n = match guard.try_io(|s| recv_with_fds(s.as_raw_fd(), &mut buf, &mut received)) {
       Ok(Ok(0)) => return events(ReaderEvent::End { error: None }),
       Ok(Ok(n)) => n,

@@ -71,7 +71,7 @@ impl Decoder {
   pub fn next_frame(&mut self) -> Option<Vec<u8>> {
     let pending = &self.buf[self.start..];
     let (offset, len, skip) = match self.mode {
-      Serialization::Json => match pending[self.scanned..].iter().position(|&b| b == b'\n') {
+      Serialization::Json => match memchr::memchr(b'\n', &pending[self.scanned..]) {
         Some(i) => {
           let len = self.scanned + i;
           self.scanned = 0;

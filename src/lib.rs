@@ -3,21 +3,26 @@
 //! - `spawn`    — starting workers, watching them exit (pidfd)
 //! - `framing`  — Node's two IPC framings (JSON lines, length-prefixed V8)
 //! - `channel`  — IPC reader/writer tasks and fd passing
+//! - `direct`   — a worker's outgoing frames; `worker.send`'s fast path
 //! - `protocol` — Node's cluster messages
 //! - `sockets`  — binding listen sockets
 //! - `handles`  — server handles; each policy's shape behind one `Shape` trait
 //! - `dispatch` — round-robin connection hand-off
+//! - `pace`     — channel reads at the JS thread's pace
 //! - `reaper`   — kills workers that outlive a dead primary
 //! - `supervisor` — restart policy, watchdog verdicts, resource usage
 //! - `primary`  — the core thread: `Core` (the binding's handle) and its loop,
 //!   with one owner per concept under `primary/` (`session`, `servers`,
-//!   `slots`, `timers`, `events`, `state`)
-//! - `binding`  — the N-API surface (the only module that knows napi)
+//!   `slots`, `timers`, `events`, `state`, `acts`)
+//! - `binding`  — the N-API surface (with `pump`, the only modules that know napi)
+//! - `pump`     — core events delivered to JS in batches, one call per wake-up
 
 pub mod channel;
+pub mod direct;
 pub mod dispatch;
 pub mod framing;
 pub mod handles;
+pub mod pace;
 pub mod primary;
 pub mod protocol;
 pub mod reaper;
@@ -30,3 +35,5 @@ pub mod v8;
 // test builds leave out: compile the binding into the addon alone.
 #[cfg(not(test))]
 mod binding;
+#[cfg(not(test))]
+mod pump;

@@ -38,6 +38,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 pub use self::events::{Event, EventSink, ExitDecision, ForkInfo, Received, SendError, WorkerStats};
 pub use self::slots::SlotView;
 use crate::channel::{OutFrame, ReaderEvent};
+use crate::direct::Sent;
 use crate::handles::Policy;
 use crate::spawn::{self, ExitStatus, SpawnSpec};
 use crate::supervisor;
@@ -179,32 +180,38 @@ impl Core {
       .map_err(|_| io::Error::other("rcluster core is not running"))?
   }
 
-  /// Queues a complete frame; returns the bytes now queued for that worker.
-  pub fn send(&self, id: u32, bytes: Vec<u8>, fd: Option<OwnedFd>, token: Option<u32>) -> Result<usize, SendError> {
-    let queued = {
+  /// Sends a complete frame: written at once when nothing is queued ahead of
+  /// it (see `direct`), else queued. Returns the bytes now queued for that
+  /// worker: 0 when it was written at once (no `Sent` event follows).
+  pub fn send(&self, id: u32, bytes: &[u8], fd: Option<OwnedFd>, token: Option<u32>) -> Result<usize, SendError> {
+    let outbox = {
       let reg = self.registry.lock().unwrap();
       match reg.get(&id) {
-        Some(w) if w.open => w.queued.clone(),
+        Some(w) if w.open => w.outbox.clone(),
         _ => return Err(SendError::ChannelClosed),
       }
     };
-    let total = queued.fetch_add(bytes.len(), Ordering::Relaxed) + bytes.len();
-    let frame = OutFrame {
-      bytes,
-      fd: fd.map(Arc::new),
-      token,
-    };
-    self
-      .tx
-      .send(Msg::Send { id, frame })
-      .map_err(|_| SendError::ChannelClosed)?;
-    Ok(total)
+    match outbox.send(bytes, fd.map(Arc::new), token) {
+      Sent::Now => Ok(0),
+      Sent::Queued(total) => Ok(total),
+      Sent::ViaCore(frame, total) => {
+        self
+          .tx
+          .send(Msg::Send { id, frame })
+          .map_err(|_| SendError::ChannelClosed)?;
+        Ok(total)
+      }
+    }
   }
 
   /// `worker.disconnect()`: ask the worker to close its servers and
   /// disconnect; forget its server handles now, as Node does. Should the
   /// primary die meanwhile, the reaper lets it finish for `grace`.
   pub fn disconnect(&self, id: u32, grace: Duration) {
+    // Later sends must not overtake the core's `disconnect` message.
+    if let Some(w) = self.registry.lock().unwrap().get(&id) {
+      w.outbox.stop_direct();
+    }
     let _ = self.tx.send(Msg::Disconnect { id, grace });
   }
 
@@ -226,7 +233,9 @@ impl Core {
     while Instant::now() < deadline {
       let pending = {
         let reg = self.registry.lock().unwrap();
-        reg.values().any(|w| w.open && w.queued.load(Ordering::Relaxed) > 0)
+        reg
+          .values()
+          .any(|w| w.open && w.outbox.queued.load(Ordering::Relaxed) > 0)
       };
       if !pending {
         return;

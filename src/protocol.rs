@@ -112,6 +112,9 @@ pub fn classify(mode: Serialization, frame: Vec<u8>, fds: &mut VecDeque<OwnedFd>
         }
       }
     }
+    // An internal message's `cmd` starts with `NODE_`, which V8 writes as
+    // one-byte or two-byte (UTF-16LE) text: without it, a user message.
+    Serialization::Advanced if !memchr_node(&frame) && !memchr_node_utf16(&frame) => Inbound::User(frame),
     Serialization::Advanced => match v8::decode(&frame) {
       Ok(v) => match (internal_cmd(&v).map(str::to_owned), v) {
         (Some(cmd), Value::Object(m)) => classify_fields(&cmd, m, frame, fds),
@@ -181,7 +184,11 @@ pub fn newconn_frame(mode: Serialization, seq: u64, key: &str) -> Vec<u8> {
 }
 
 fn memchr_node(frame: &[u8]) -> bool {
-  frame.windows(5).any(|w| w == b"NODE_")
+  memchr::memmem::find(frame, b"NODE_").is_some()
+}
+
+fn memchr_node_utf16(frame: &[u8]) -> bool {
+  memchr::memmem::find(frame, b"N\0O\0D\0E\0_\0").is_some()
 }
 
 /// Encodes an internal message as a complete frame.

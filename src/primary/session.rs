@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,6 +20,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use super::events::{EventSink, ForkInfo};
 use super::Msg;
 use crate::channel::{self, OutFrame, Serialization, WriterCmd, WriterEvent};
+use crate::direct::Outbox;
 use crate::dispatch::HandOff;
 use crate::sockets;
 use crate::spawn::{self, ExitStatus, SpawnSpec};
@@ -246,9 +247,9 @@ impl Lifecycle {
 /// socket (for shutdown and the reaper).
 pub struct ChannelEnd {
   writer: UnboundedSender<WriterCmd>,
-  /// Bytes queued for the writer (it subtracts as frames leave); shared with
-  /// the binding, which reads it synchronously.
-  pub queued: Arc<AtomicUsize>,
+  /// Where frames for the writer go, counted (JS writes past it when nothing
+  /// is queued: see `direct`); shared with the binding.
+  pub outbox: Arc<Outbox>,
   pub sock: Arc<AsyncFd<OwnedFd>>,
   /// The writer task has finished (its last `Written` events are out).
   pub writer_done: bool,
@@ -259,10 +260,9 @@ impl ChannelEnd {
     let _ = self.writer.send(cmd);
   }
 
-  /// Queues a complete frame, counting its bytes as queued.
+  /// Queues a complete frame behind everything counted so far.
   pub fn frame(&self, bytes: Vec<u8>, fd: Option<Arc<OwnedFd>>) {
-    self.queued.fetch_add(bytes.len(), Ordering::Relaxed);
-    self.command(WriterCmd::Frame(OutFrame { bytes, fd, token: None }));
+    self.outbox.push(OutFrame { bytes, fd, token: None });
   }
 
   /// Refuses the rest of a broken stream at once.
@@ -293,7 +293,7 @@ pub struct Session {
 
 /// What the binding may read without a round trip to the core.
 pub struct Shared {
-  pub queued: Arc<AtomicUsize>,
+  pub outbox: Arc<Outbox>,
   pub pidfd: Option<Arc<OwnedFd>>,
   pub open: bool,
   pub pid: i32,
@@ -328,20 +328,20 @@ impl Session {
       s.channel,
       tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE,
     )?);
-    let queued = Arc::new(AtomicUsize::new(0));
     let (writer, writer_rx) = unbounded_channel();
+    let outbox = Arc::new(Outbox::new(sock.clone(), writer.clone()));
 
     let read_tx = tx.clone();
     tokio::spawn(channel::read_loop(sock.clone(), mode, move |event| {
       let _ = read_tx.send(Msg::Read { id, event });
     }));
     let (written_tx, done_tx) = (tx.clone(), tx.clone());
-    let (writer_queued, writer_sock) = (queued.clone(), sock.clone());
+    let (writer_outbox, writer_sock) = (outbox.clone(), sock.clone());
     tokio::spawn(async move {
       channel::write_loop(
         writer_sock,
         writer_rx,
-        writer_queued,
+        writer_outbox,
         move |WriterEvent::Written { token, error }| {
           let _ = written_tx.send(Msg::Written { id, token, error });
         },
@@ -359,7 +359,7 @@ impl Session {
 
     let handoff_total = Arc::new(AtomicU64::new(0));
     let shared = Shared {
-      queued: queued.clone(),
+      outbox: outbox.clone(),
       pidfd,
       open: true,
       pid,
@@ -376,7 +376,7 @@ impl Session {
       life: Lifecycle::default(),
       channel: ChannelEnd {
         writer,
-        queued,
+        outbox,
         sock,
         writer_done: false,
       },

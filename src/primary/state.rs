@@ -123,7 +123,12 @@ impl State {
         self.respawn(slot);
       }
       Msg::Tick => self.watch(),
-      Msg::Send { id, frame } => self.write(id, WriterCmd::Frame(frame)),
+      // Counted by the outbox when JS sent it: hand it to the writer as is.
+      Msg::Send { id, frame } => {
+        if let Some(w) = self.sessions.get(&id) {
+          w.channel.outbox.forward(frame);
+        }
+      }
       Msg::Disconnect { id, grace } => self.disconnect(id, grace),
       Msg::SetKillTimeout(grace) => self.kill_timeout = grace,
       Msg::Barrier(reply) => {

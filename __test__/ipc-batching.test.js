@@ -1,0 +1,44 @@
+'use strict';
+// Events reach JS in batches and sends may be written on the JS thread (see
+// src/events.rs, src/direct.rs): order, send callbacks, back-pressure, a
+// throwing listener inside a batch, and liveness stay as in node:cluster.
+// Each case runs in its own primary (fixtures/ipc-order.js), once with
+// node:cluster for reference.
+const { test } = require('node:test');
+const assert = require('node:assert/strict');
+const path = require('node:path');
+const { fixtureRunner } = require('./helpers');
+
+const FIXTURE = path.join(__dirname, 'fixtures', 'ipc-order.js');
+const run = fixtureRunner(FIXTURE, 60000);
+
+function both(scenario, serialization) {
+  return Promise.all(['rcluster', 'node'].map((impl) =>
+    run(`${scenario}/${serialization}/${impl}`, [scenario, serialization, impl], process.env)));
+}
+
+for (const serialization of ['json', 'advanced']) {
+  test(`${serialization}: order, callbacks and back-pressure across direct and queued writes`,
+    { timeout: 90000 }, async () => {
+      const [ours, node] = await both('order', serialization);
+      for (const r of [ours, node]) {
+        assert.equal(r.ok, true, `${JSON.stringify(r.problems)}\nstderr: ${r.stderr}`);
+        assert.equal(r.exit.code, 0, `the primary exits by itself once its worker is gone: ${r.stderr}`);
+      }
+      // Every echo and every message of the worker's burst, in order, though
+      // one listener threw inside a batch.
+      assert.deepEqual(
+        { echoes: ours.echoes, burst: ours.burst, thrown: ours.thrown, sawBackPressure: ours.sawBackPressure },
+        { echoes: node.echoes, burst: node.burst, thrown: node.thrown, sawBackPressure: node.sawBackPressure });
+    });
+}
+
+test('the primary stays alive while its worker lives, and exits by itself after', { timeout: 30000 }, async () => {
+  const [ours, node] = await both('alive', 'json');
+  for (const r of [ours, node]) {
+    assert.equal(r.exit.code, 0, r.stderr);
+    assert.ok(r.workerLivedMs >= 1400, `worker lived ${r.workerLivedMs} ms`);
+    assert.ok(r.primaryLivedMs >= r.workerLivedMs, `primary left after ${r.primaryLivedMs} ms`);
+    assert.ok(r.primaryLivedMs - r.workerLivedMs < 3000, `primary lingered ${r.primaryLivedMs - r.workerLivedMs} ms`);
+  }
+});

@@ -1,0 +1,228 @@
+//! A worker's outgoing frames: the writer task's queue plus a fast path that
+//! lets `worker.send` write on the JS thread.
+//!
+//! Protocol. Every frame bound for the writer task is counted in `backlog`
+//! and handed to the writer's channel in one critical section of `state`, so
+//! the channel's order is the order frames were counted in. The writer
+//! uncounts a frame (under the same lock) only once it is completely on the
+//! wire, and marks a handle in flight until the peer's ACK. The JS thread
+//! writes directly only while holding the lock with `backlog == 0` and no
+//! handle in flight: then the writer is not in the middle of any frame and
+//! none can be handed to it before the lock is released. A direct write that
+//! is cut short (a full socket buffer) hands the rest of its frame to the
+//! writer before releasing the lock, so nothing can come between its halves.
+//! Frames with fds always take the writer (it keeps them for retransmission).
+//! After `worker.disconnect()` JS sends go through the core again, behind the
+//! core's own `disconnect` message (`direct` is off for good).
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::channel::{send_with_fd, OutFrame, WriterCmd};
+
+pub struct Outbox {
+  sock: Arc<AsyncFd<OwnedFd>>,
+  /// Bytes handed to the writer and not yet written (for back-pressure and
+  /// `flush`).
+  pub queued: Arc<AtomicUsize>,
+  state: Mutex<State>,
+}
+
+struct State {
+  writer: UnboundedSender<WriterCmd>,
+  /// Frames counted for the writer and not yet completely written.
+  backlog: usize,
+  handle_in_flight: bool,
+  direct: bool,
+}
+
+/// What `Outbox::send` did with a frame.
+pub enum Sent {
+  /// Written completely, now: no `Written` event will follow.
+  Now,
+  /// Queued behind others; this many bytes are queued in all.
+  Queued(usize),
+  /// Direct writes are off: route it through the core (already counted).
+  ViaCore(OutFrame, usize),
+}
+
+impl Outbox {
+  pub fn new(sock: Arc<AsyncFd<OwnedFd>>, writer: UnboundedSender<WriterCmd>) -> Self {
+    Outbox {
+      sock,
+      queued: Arc::new(AtomicUsize::new(0)),
+      state: Mutex::new(State {
+        writer,
+        backlog: 0,
+        handle_in_flight: false,
+        direct: true,
+      }),
+    }
+  }
+
+  /// Queues a frame behind everything counted so far; returns the bytes
+  /// queued.
+  pub fn push(&self, frame: OutFrame) -> usize {
+    let st = self.state.lock().unwrap();
+    self.count_and_hand_over(st, frame)
+  }
+
+  fn count_and_hand_over(&self, mut st: std::sync::MutexGuard<'_, State>, frame: OutFrame) -> usize {
+    st.backlog += 1;
+    let total = self.queued.fetch_add(frame.bytes.len(), Ordering::Relaxed) + frame.bytes.len();
+    let _ = st.writer.send(WriterCmd::Frame(frame));
+    total
+  }
+
+  /// A frame from JS: written at once when nothing is ahead of it (copied
+  /// only if it has to wait).
+  pub fn send(&self, bytes: &[u8], fd: Option<Arc<OwnedFd>>, token: Option<u32>) -> Sent {
+    let frame = |bytes: &[u8], fd| OutFrame {
+      bytes: bytes.to_vec(),
+      fd,
+      token,
+    };
+    let mut st = self.state.lock().unwrap();
+    if !st.direct {
+      st.backlog += 1;
+      let total = self.queued.fetch_add(bytes.len(), Ordering::Relaxed) + bytes.len();
+      return Sent::ViaCore(frame(bytes, fd), total);
+    }
+    if st.backlog > 0 || st.handle_in_flight || fd.is_some() {
+      return Sent::Queued(self.count_and_hand_over(st, frame(bytes, fd)));
+    }
+    let mut off = 0;
+    while off < bytes.len() {
+      match send_with_fd(self.sock.as_raw_fd(), &bytes[off..], None) {
+        Ok(n) => off += n,
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+        // A full buffer, or an error the writer will meet and report.
+        Err(_) => break,
+      }
+    }
+    if off == bytes.len() {
+      return Sent::Now;
+    }
+    Sent::Queued(self.count_and_hand_over(st, frame(&bytes[off..], None)))
+  }
+
+  /// A frame `send` counted and routed through the core.
+  pub fn forward(&self, frame: OutFrame) {
+    let _ = self.state.lock().unwrap().writer.send(WriterCmd::Frame(frame));
+  }
+
+  /// From now on JS sends are ordered by the core.
+  pub fn stop_direct(&self) {
+    self.state.lock().unwrap().direct = false;
+  }
+
+  // The writer task's side.
+
+  /// A frame of `len` bytes left the queue: written (`carried_fd`: a handle
+  /// is now in flight) or failed.
+  pub fn done(&self, len: usize, carried_fd: bool) {
+    let mut st = self.state.lock().unwrap();
+    st.backlog = st.backlog.saturating_sub(1);
+    st.handle_in_flight |= carried_fd;
+    self.queued.fetch_sub(len, Ordering::Relaxed);
+  }
+
+  /// The handle in flight was acknowledged, or given up on.
+  pub fn handle_settled(&self) {
+    self.state.lock().unwrap().handle_in_flight = false;
+  }
+
+  /// The handle in flight is sent again: it is queued once more.
+  pub fn retransmit(&self, len: usize) {
+    let mut st = self.state.lock().unwrap();
+    st.backlog += 1;
+    st.handle_in_flight = false;
+    self.queued.fetch_add(len, Ordering::Relaxed);
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+  use tokio::sync::mpsc::unbounded_channel;
+
+  fn frame(bytes: &[u8], token: Option<u32>) -> OutFrame {
+    OutFrame {
+      bytes: bytes.to_vec(),
+      fd: None,
+      token,
+    }
+  }
+
+  fn read_all(fd: &OwnedFd) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+      match nix::unistd::read(fd, &mut buf) {
+        Ok(0) | Err(_) => return out,
+        Ok(n) => out.extend_from_slice(&buf[..n]),
+      }
+    }
+  }
+
+  #[test]
+  fn writes_directly_only_when_nothing_is_ahead() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+      .enable_all()
+      .build()
+      .unwrap();
+    rt.block_on(async {
+      let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+      let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, flags).unwrap();
+      let sock = Arc::new(crate::channel::register(ours, tokio::io::Interest::WRITABLE).unwrap());
+      let (tx, mut rx) = unbounded_channel();
+      let outbox = Outbox::new(sock, tx);
+
+      assert!(matches!(outbox.send(b"a\n", None, Some(1)), Sent::Now));
+      assert_eq!(read_all(&theirs), b"a\n");
+
+      // A frame the writer holds: the next send queues behind it.
+      assert_eq!(outbox.push(frame(b"core\n", None)), 5);
+      assert!(matches!(outbox.send(b"b\n", None, None), Sent::Queued(7)));
+      assert!(read_all(&theirs).is_empty());
+      outbox.done(5, false);
+      outbox.done(2, false);
+      assert!(matches!(outbox.send(b"c\n", None, None), Sent::Now));
+
+      // A handle in flight holds everything back until it is settled.
+      outbox.push(frame(b"h\n", None));
+      outbox.done(2, true);
+      assert!(matches!(outbox.send(b"d\n", None, None), Sent::Queued(_)));
+      outbox.done(2, false);
+      assert!(matches!(outbox.send(b"e\n", None, None), Sent::Queued(_)));
+      outbox.done(2, false);
+      outbox.handle_settled();
+      assert!(matches!(outbox.send(b"f\n", None, None), Sent::Now));
+      assert_eq!(read_all(&theirs), b"c\nf\n");
+
+      // Cut short by a full buffer: the rest goes to the writer, token and all.
+      let big = vec![b'x'; 8 << 20];
+      match outbox.send(&big, None, Some(9)) {
+        Sent::Queued(n) => assert!(n > 0 && n < big.len()),
+        _ => panic!("an 8 MB frame fit a socket buffer"),
+      }
+      let mut sent = Vec::new();
+      while let Ok(WriterCmd::Frame(f)) = rx.try_recv() {
+        sent.push((f.bytes.len(), f.token));
+      }
+      let rest = sent.last().copied().unwrap();
+      assert_eq!(rest.1, Some(9));
+      assert_eq!(outbox.queued.load(Ordering::Relaxed), rest.0, "only the rest is queued");
+
+      // After disconnect(), JS sends go through the core.
+      outbox.stop_direct();
+      assert!(matches!(outbox.send(b"g\n", None, None), Sent::ViaCore(..)));
+    });
+  }
+}
