@@ -222,7 +222,7 @@ function onCoreEvent(ev) {
   if (proc) proc._onEvent(ev);
 }
 
-// Core events arrive in batches (see src/events.rs): `meta` holds four
+// Core events arrive in batches (see src/pump.rs): `meta` holds four
 // numbers per event (worker id, kind, a, b); user messages' frames are the
 // lines of `json` or `data[a..b]`, successful writes carry their token in
 // `a`, and everything else is the object `others[a]`.

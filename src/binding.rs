@@ -130,7 +130,7 @@ pub fn on_events(pump: Function<'_, (), ()>) -> Result<()> {
 }
 
 /// The events queued since the last call, as `{ meta, json, data, others }`
-/// (see events.rs).
+/// (see pump.rs).
 #[napi]
 pub fn take_events(env: &Env) -> Result<Object<'_>> {
   pump::take(env)
