@@ -91,24 +91,26 @@ describe('supervision', () => {
     });
   }
 
-  it('a crash loop emits crashloop, stops restarting that slot, and the primary then exits on its own', { timeout: TEST_TIMEOUT }, async () => {
-    const fx = start('sup-crashloop.js');
-    const r = await fx.result();
-    assert.deepEqual(r.info, { slot: 0, crashes: 3 });
-    assert.equal(r.worker.slot, 0);
-    assert.equal(r.worker.dead, true, "crashloop's worker is the last dead one");
-    const ev = r.events;
-    assert.deepEqual(ev.map((e) => e.ev),
-      ['fork', 'exit', 'restarting', 'fork', 'exit', 'restarting', 'fork', 'exit', 'crashloop'],
-      JSON.stringify(ev));
-    assert.ok(ev.filter((e) => e.ev === 'exit').every((e) => e.code === 7 && e.slot === 0));
-    assert.equal(ev[8].id, ev[7].id, 'crashloop is about the worker that just exited');
-    // No timers or workers left: the primary must exit by itself.
-    const exit = await fx.waitExit(15000);
-    assert.deepEqual(exit, { code: 0, signal: null });
-    const final = fx.messages.find((m) => m.final);
-    assert.deepEqual(final.final, { code: 0, forks: 3, live: 0, events: 9 }, 'nothing was restarted after the crash loop');
-  });
+  for (const [how, env] of [['', {}], [' (restarts made while the primary JS is blocked)', { SUP_BLOCK_MS: '800' }]]) {
+    it(`a crash loop emits crashloop, stops restarting that slot, and the primary then exits on its own${how}`, { timeout: TEST_TIMEOUT }, async () => {
+      const fx = start('sup-crashloop.js', env);
+      const r = await fx.result();
+      assert.deepEqual(r.info, { slot: 0, crashes: 3 });
+      assert.equal(r.worker.slot, 0);
+      assert.equal(r.worker.dead, true, "crashloop's worker is the last dead one");
+      const ev = r.events;
+      assert.deepEqual(ev.map((e) => e.ev),
+        ['fork', 'exit', 'restarting', 'fork', 'exit', 'restarting', 'fork', 'exit', 'crashloop'],
+        JSON.stringify(ev));
+      assert.ok(ev.filter((e) => e.ev === 'exit').every((e) => e.code === 7 && e.slot === 0));
+      assert.equal(ev[8].id, ev[7].id, 'crashloop is about the worker that just exited');
+      // No timers or workers left: the primary must exit by itself.
+      const exit = await fx.waitExit(15000);
+      assert.deepEqual(exit, { code: 0, signal: null });
+      const final = fx.messages.find((m) => m.final);
+      assert.deepEqual(final.final, { code: 0, forks: 3, live: 0, events: 9 }, 'nothing was restarted after the crash loop');
+    });
+  }
 
   it('restarts that cannot be spawned count as crashes (backoff, then crashloop); the primary carries on', { timeout: TEST_TIMEOUT }, async () => {
     // The worker's cwd is removed, then it crashes: every restart fails with ENOENT.

@@ -213,13 +213,17 @@ function retire(id) {
   if (retired.size > RETIRED_KEPT) retired.delete(retired.keys().next().value);
 }
 
+// Returns true when the rest of the batch must wait for the next tick.
 function onCoreEvent(ev) {
   if (ev.kind === 'forked') {
+    // The new worker's 'fork' (and 'spawn') are emitted on the next tick, as
+    // after cluster.fork(); its own later events may be in this batch.
     supervisor.onRespawned(ev);
-    return;
+    return true;
   }
   const proc = procs.get(ev.id) || retired.get(ev.id);
   if (proc) proc._onEvent(ev);
+  return false;
 }
 
 // Core events arrive in batches (see src/pump.rs): `meta` holds four
@@ -248,10 +252,11 @@ function deliverBatches() {
   draining = true;
   cork();
   try {
-    while (batches.length > 0) {
+    let pause = false;
+    while (batches.length > 0 && !pause) {
       const batch = batches[0];
       const { meta } = batch;
-      while (batch.next < meta.length) {
+      while (batch.next < meta.length && !pause) {
         const i = batch.next;
         batch.next += 4;
         const kind = meta[i + 1];
@@ -266,10 +271,10 @@ function deliverBatches() {
           const proc = procs.get(meta[i]) || retired.get(meta[i]);
           if (proc) proc._onSent(meta[i + 2], undefined);
         } else {
-          onCoreEvent(batch.others[meta[i + 2]]);
+          pause = onCoreEvent(batch.others[meta[i + 2]]);
         }
       }
-      batches.shift();
+      if (batch.next >= meta.length) batches.shift();
     }
   } finally {
     draining = false;
