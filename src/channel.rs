@@ -20,6 +20,7 @@ use crate::direct::Outbox;
 use crate::framing::Decoder;
 pub use crate::framing::Serialization;
 use crate::protocol::{self, Inbound};
+use crate::writable::WriteWait;
 
 /// How many times a handle the peer NACKs is sent again (Node uses 3 too).
 const MAX_HANDLE_RETRANSMISSIONS: u32 = 3;
@@ -98,12 +99,14 @@ pub async fn write_loop(
   let mut closing = false;
   let mut failed: Option<String> = None;
   let mut retries_of_head = 0;
+  let mut wait = WriteWait::new(&*sock);
   loop {
     let idle = in_flight.is_some() || queue.is_empty();
     if idle && closing && in_flight.is_none() {
       break;
     }
     let cmd = if idle {
+      wait.idle();
       match rx.recv().await {
         Some(c) => Some(c),
         None => break,
@@ -142,7 +145,7 @@ pub async fn write_loop(
     }
     while in_flight.is_none() && !queue.is_empty() {
       let has_fd = queue[0].fd.is_some();
-      match send_one(&sock, &mut queue, &outbox, &events).await {
+      match send_one(&sock, &mut wait, &mut queue, &outbox, &events).await {
         Ok(Some(f)) if has_fd => in_flight = Some((f, std::mem::take(&mut retries_of_head))),
         Ok(_) => retries_of_head = 0,
         Err(e) => {
@@ -179,6 +182,7 @@ pub async fn write_loop(
 /// fd (the caller keeps it until the ACK, for a retransmission).
 async fn send_one(
   sock: &AsyncFd<OwnedFd>,
+  wait: &mut WriteWait,
   queue: &mut VecDeque<OutFrame>,
   outbox: &Outbox,
   events: &impl Fn(WriterEvent),
@@ -191,11 +195,16 @@ async fn send_one(
     } else {
       None
     };
-    let mut guard = sock.writable().await?;
-    match guard.try_io(|s| send_with_fd(s.as_raw_fd(), &frame.bytes[off..], pass)) {
-      Ok(Ok(n)) => off += n,
-      Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-      Ok(Err(e)) => {
+    match send_with_fd(sock.as_raw_fd(), &frame.bytes[off..], pass) {
+      Ok(n) => off += n,
+      Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+      Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+        if let Err(e) = wait.ready().await {
+          queue.push_front(frame);
+          return Err(e);
+        }
+      }
+      Err(e) => {
         outbox.done(frame.bytes.len(), false);
         if let Some(token) = frame.token {
           events(WriterEvent::Written {
@@ -205,7 +214,6 @@ async fn send_one(
         }
         return Err(e);
       }
-      Err(_would_block) => {}
     }
   }
   // The `Written` event leaves before the frame is uncounted, so JS sees it

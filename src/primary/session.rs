@@ -324,10 +324,9 @@ impl Session {
     if let Some(fd) = &s.pidfd {
       on_pidfd(fd);
     }
-    let sock = Arc::new(channel::register(
-      s.channel,
-      tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE,
-    )?);
+    // Readable only: the writer registers for writability while it waits
+    // (see `writable`).
+    let sock = Arc::new(channel::register(s.channel, tokio::io::Interest::READABLE)?);
     let (writer, writer_rx) = unbounded_channel();
     let outbox = Arc::new(Outbox::new(sock.clone(), writer.clone()));
 
