@@ -25,12 +25,12 @@ pub mod handles;
 pub mod pace;
 pub mod primary;
 pub mod protocol;
+pub mod readiness;
 pub mod reaper;
 pub mod sockets;
 pub mod spawn;
 pub mod supervisor;
 pub mod v8;
-pub mod writable;
 
 // `#[napi]` items are only reachable through the addon's registration, which
 // test builds leave out: compile the binding into the addon alone.
