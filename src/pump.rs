@@ -92,9 +92,43 @@ impl Pump {
       was_empty
     };
     if was_empty {
-      self.call.call((), ThreadsafeFunctionCallMode::NonBlocking);
+      call_soon(|| {
+        self.call.call((), ThreadsafeFunctionCallMode::NonBlocking);
+      });
     }
   }
+}
+
+thread_local! {
+  /// On the core thread: wakes the task that calls the pump.
+  static CALLER: RefCell<Option<Arc<tokio::sync::Notify>>> = const { RefCell::new(None) };
+}
+
+/// Calls the pump once the core thread has handled everything it has in hand
+/// (every frame of a read, say): called at the first event, JS (quick on the
+/// other core) would take each event alone, costing a wake-up of the JS
+/// thread per message. Off the core thread, at once.
+fn call_soon(call: impl FnOnce()) {
+  if tokio::runtime::Handle::try_current().is_err() {
+    return call();
+  }
+  CALLER.with(|c| {
+    let mut c = c.borrow_mut();
+    let notify = c.get_or_insert_with(|| {
+      let notify = Arc::new(tokio::sync::Notify::new());
+      let wakes = notify.clone();
+      tokio::spawn(async move {
+        loop {
+          wakes.notified().await;
+          if let Some(p) = PUMP.get() {
+            p.call.call((), ThreadsafeFunctionCallMode::NonBlocking);
+          }
+        }
+      });
+      notify
+    });
+    notify.notify_one();
+  });
 }
 
 /// Installs the JS function called (without arguments) when events wait.
