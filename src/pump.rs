@@ -36,6 +36,9 @@ struct Batch {
   meta: Vec<u32>,
   /// JSON frames, joined by `\n`.
   json: Vec<u8>,
+  /// Whether `json` holds bytes past ASCII (else JS gets it as Latin-1: a
+  /// copy, without decoding).
+  json_non_ascii: bool,
   /// Advanced frames, end to end.
   data: Vec<u8>,
   others: Vec<(u32, Event)>,
@@ -56,6 +59,7 @@ impl Batch {
             self.json.push(b'\n');
           }
           self.json.extend_from_slice(&frame);
+          self.json_non_ascii |= !frame.is_ascii();
           self.meta.extend([id, KIND_JSON, 0, 0]);
         }
         Serialization::Advanced => {
@@ -279,7 +283,9 @@ pub fn take(env: &Env) -> Result<Object<'_>> {
   // with a finalizer each.
   let mut out = Object::new(env)?;
   out.set("meta", Uint32ArraySlice::copy_from(env, &batch.meta)?)?;
-  if !batch.json.is_empty() {
+  if !batch.json.is_empty() && !batch.json_non_ascii {
+    out.set("json", env.create_string_latin1(&batch.json)?)?;
+  } else if !batch.json.is_empty() {
     match std::str::from_utf8(&batch.json) {
       Ok(text) => out.set("json", text)?,
       // As Node decodes the channel: invalid bytes become U+FFFD.
