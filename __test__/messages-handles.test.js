@@ -193,6 +193,9 @@ function assertBadWorkerContained(r, detail) {
 test('json: a worker writing a garbage line is disconnected; primary and other workers carry on', async () => {
   const r = await runFixture('garbage', 'json');
   assertBadWorkerContained(r, /./);
+  // Lines are judged one by one: the good line before the garbage (in the same
+  // write) arrives, nothing after it does.
+  assert.deepEqual(r.badMessages, ['before-garbage']);
 });
 
 test('advanced: a worker writing garbage bytes is disconnected; primary and other workers carry on', async () => {

@@ -97,6 +97,9 @@ class WorkerProcess extends EventEmitter {
     // they came from: the worker's server.close() asks about them.
     this._socketLists = new Map();
     this._closeWaits = 1; // the exit; plus each stdio stream
+    // Set by an undecodable frame: the channel is closing, and nothing read
+    // after that frame is delivered (as if reading had stopped there).
+    this._garbled = false;
     this.pid = undefined;
     this.spawnfile = spawnfile;
     this.spawnargs = spawnargs;
@@ -352,6 +355,7 @@ class WorkerProcess extends EventEmitter {
 
   // A user message without a handle: a JSON line, or an advanced payload.
   _onFrame(frame) {
+    if (this._garbled) return;
     let value;
     try {
       value = typeof frame === 'string' ? JSON.parse(frame) : this._serialization.decode(frame);
@@ -363,6 +367,7 @@ class WorkerProcess extends EventEmitter {
   }
 
   _onUndecodable(e) {
+    this._garbled = true;
     const message = `undecodable message: ${e.message}`;
     this._onEvent({ kind: 'error', errorCode: 'ERR_RCLUSTER_BAD_MESSAGE', message });
     binding.closeChannel(this._id);
@@ -370,6 +375,10 @@ class WorkerProcess extends EventEmitter {
 
   // A message that came with a handle (`ev.fd`, now ours).
   _onMessage(ev) {
+    if (this._garbled) {
+      if (ev.fd != null) binding.closeFd(ev.fd);
+      return;
+    }
     let value;
     try {
       value = this._serialization.decode(ev.data);

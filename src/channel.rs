@@ -20,6 +20,7 @@ use crate::direct::Outbox;
 use crate::framing::Decoder;
 pub use crate::framing::Serialization;
 use crate::protocol::{self, Inbound};
+use crate::readiness::Readiness;
 
 /// How many times a handle the peer NACKs is sent again (Node uses 3 too).
 const MAX_HANDLE_RETRANSMISSIONS: u32 = 3;
@@ -88,7 +89,7 @@ pub enum WriterEvent {
 /// Sends frames in order; after a frame carrying an fd it waits for the peer's
 /// `NODE_HANDLE_ACK` (one handle in flight per channel, as Node requires).
 pub async fn write_loop(
-  sock: Arc<AsyncFd<OwnedFd>>,
+  sock: Arc<OwnedFd>,
   mut rx: UnboundedReceiver<WriterCmd>,
   outbox: Arc<Outbox>,
   events: impl Fn(WriterEvent),
@@ -98,12 +99,14 @@ pub async fn write_loop(
   let mut closing = false;
   let mut failed: Option<String> = None;
   let mut retries_of_head = 0;
+  let mut wait = Readiness::new(&*sock, tokio::io::Interest::WRITABLE);
   loop {
     let idle = in_flight.is_some() || queue.is_empty();
     if idle && closing && in_flight.is_none() {
       break;
     }
     let cmd = if idle {
+      wait.idle();
       match rx.recv().await {
         Some(c) => Some(c),
         None => break,
@@ -142,7 +145,7 @@ pub async fn write_loop(
     }
     while in_flight.is_none() && !queue.is_empty() {
       let has_fd = queue[0].fd.is_some();
-      match send_one(&sock, &mut queue, &outbox, &events).await {
+      match send_one(&sock, &mut wait, &mut queue, &outbox, &events).await {
         Ok(Some(f)) if has_fd => in_flight = Some((f, std::mem::take(&mut retries_of_head))),
         Ok(_) => retries_of_head = 0,
         Err(e) => {
@@ -178,7 +181,8 @@ pub async fn write_loop(
 /// Writes the head of `queue` completely. Returns the frame when it carried an
 /// fd (the caller keeps it until the ACK, for a retransmission).
 async fn send_one(
-  sock: &AsyncFd<OwnedFd>,
+  sock: &OwnedFd,
+  wait: &mut Readiness,
   queue: &mut VecDeque<OutFrame>,
   outbox: &Outbox,
   events: &impl Fn(WriterEvent),
@@ -191,11 +195,16 @@ async fn send_one(
     } else {
       None
     };
-    let mut guard = sock.writable().await?;
-    match guard.try_io(|s| send_with_fd(s.as_raw_fd(), &frame.bytes[off..], pass)) {
-      Ok(Ok(n)) => off += n,
-      Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-      Ok(Err(e)) => {
+    match send_with_fd(sock.as_raw_fd(), &frame.bytes[off..], pass) {
+      Ok(n) => off += n,
+      Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+      Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+        if let Err(e) = wait.ready().await {
+          queue.push_front(frame);
+          return Err(e);
+        }
+      }
+      Err(e) => {
         outbox.done(frame.bytes.len(), false);
         if let Some(token) = frame.token {
           events(WriterEvent::Written {
@@ -205,7 +214,6 @@ async fn send_one(
         }
         return Err(e);
       }
-      Err(_would_block) => {}
     }
   }
   // The `Written` event leaves before the frame is uncounted, so JS sees it
@@ -226,45 +234,54 @@ pub enum ReaderEvent {
 }
 
 /// Reads frames until EOF or an error; each becomes one `ReaderEvent`.
-pub async fn read_loop(sock: Arc<AsyncFd<OwnedFd>>, mode: Serialization, events: impl Fn(ReaderEvent)) {
+pub async fn read_loop(sock: Arc<OwnedFd>, mode: Serialization, events: impl Fn(ReaderEvent)) {
   let mut decoder = Decoder::new(mode);
   let mut buf = vec![0u8; 64 * 1024];
   let mut received = Vec::new();
   let mut unclaimed: VecDeque<OwnedFd> = VecDeque::new();
+  let mut readable = Readiness::new(&*sock, tokio::io::Interest::READABLE);
+  // Whether the last read may have drained the socket.
+  let mut drained = true;
   loop {
-    let mut guard = match sock.readable().await {
-      Ok(g) => g,
+    if drained {
+      if let Err(e) = readable.ready().await {
+        return events(ReaderEvent::End {
+          error: Some(e.to_string()),
+        });
+      }
+    }
+    // Only once there is something to read: a reader that waited for JS
+    // while its socket was empty would cost a wake-up for nothing. Meanwhile
+    // the worker's writes must not wake us either.
+    if crate::pace::PACE.is_waiting() {
+      readable.idle();
+      crate::pace::PACE.wait().await;
+    }
+    let n = match recv_with_fds(sock.as_raw_fd(), &mut buf, &mut received) {
+      Ok(0) => return events(ReaderEvent::End { error: None }),
+      Ok(n) => n,
+      Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+        drained = false;
+        continue;
+      }
+      Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+        drained = true;
+        continue;
+      }
+      Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return events(ReaderEvent::End { error: None }),
       Err(e) => {
         return events(ReaderEvent::End {
           error: Some(e.to_string()),
         })
       }
     };
-    // Only once there is something to read: a reader that waited for JS
-    // while its socket was empty would cost a wake-up for nothing.
-    crate::pace::PACE.wait().await;
-    let n = match guard.try_io(|s| recv_with_fds(s.as_raw_fd(), &mut buf, &mut received)) {
-      Ok(Ok(0)) => return events(ReaderEvent::End { error: None }),
-      Ok(Ok(n)) => n,
-      Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
-      Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset => return events(ReaderEvent::End { error: None }),
-      Ok(Err(e)) => {
-        return events(ReaderEvent::End {
-          error: Some(e.to_string()),
-        })
-      }
-      Err(_would_block) => continue,
-    };
-    if n < buf.len() && received.is_empty() {
-      // A short read drained the socket: skip the read that would only say
-      // EAGAIN. (tokio keeps readiness that arrived since this guard was
-      // taken, so nothing is missed.) Not so when fds came along: the kernel
-      // ends a read at the end of the chunk that carried them, so the rest of
-      // a large sendmsg may already be queued behind it. Clearing readiness
-      // then waits for an edge that never comes once the sender is blocked on
-      // a full socket buffer: the message (and the sender) hang forever.
-      guard.clear_ready();
-    }
+    // A short read drained the socket: skip the read that would only say
+    // EAGAIN (readiness was cleared before this read, so a later edge is not
+    // missed). Not so when fds came along: the kernel ends a read at the end
+    // of the chunk that carried them, so the rest of a large sendmsg may
+    // already be queued behind it, and waiting for an edge then hangs once the
+    // sender is blocked on a full socket buffer.
+    drained = n < buf.len() && received.is_empty();
     unclaimed.extend(received.drain(..));
     // A peer that sends fds without NODE_HANDLE messages must not make us
     // hoard descriptors.
@@ -329,7 +346,7 @@ mod tests {
       .build()
       .unwrap();
     let got = rt.block_on(async move {
-      let sock = Arc::new(register(ours, tokio::io::Interest::READABLE).unwrap());
+      let sock = Arc::new(ours);
       let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
       tokio::spawn(read_loop(sock, Serialization::Json, move |ev| {
         let _ = tx.send(ev);

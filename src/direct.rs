@@ -20,13 +20,12 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::channel::{send_with_fd, OutFrame, WriterCmd};
 
 pub struct Outbox {
-  sock: Arc<AsyncFd<OwnedFd>>,
+  sock: Arc<OwnedFd>,
   /// Bytes handed to the writer and not yet written (for back-pressure and
   /// `flush`).
   pub queued: Arc<AtomicUsize>,
@@ -52,7 +51,7 @@ pub enum Sent {
 }
 
 impl Outbox {
-  pub fn new(sock: Arc<AsyncFd<OwnedFd>>, writer: UnboundedSender<WriterCmd>) -> Self {
+  pub fn new(sock: Arc<OwnedFd>, writer: UnboundedSender<WriterCmd>) -> Self {
     Outbox {
       sock,
       queued: Arc::new(AtomicUsize::new(0)),
@@ -180,7 +179,7 @@ mod tests {
     rt.block_on(async {
       let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
       let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, flags).unwrap();
-      let sock = Arc::new(crate::channel::register(ours, tokio::io::Interest::WRITABLE).unwrap());
+      let sock = Arc::new(ours);
       let (tx, mut rx) = unbounded_channel();
       let outbox = Outbox::new(sock, tx);
 

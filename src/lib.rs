@@ -25,6 +25,7 @@ pub mod handles;
 pub mod pace;
 pub mod primary;
 pub mod protocol;
+pub mod readiness;
 pub mod reaper;
 pub mod sockets;
 pub mod spawn;

@@ -35,6 +35,11 @@ impl Pace {
     self.taken.notify_waiters();
   }
 
+  /// Whether `wait` would wait now.
+  pub fn is_waiting(&self) -> bool {
+    self.waiting.load(Ordering::Acquire)
+  }
+
   /// Returns once JS has taken what waits, or after `MAX_WAIT`.
   pub async fn wait(&self) {
     if !self.waiting.load(Ordering::Acquire) {

@@ -95,21 +95,18 @@ pub fn classify(mode: Serialization, frame: Vec<u8>, fds: &mut VecDeque<OwnedFd>
         return Inbound::NewconnReply { ack, accepted };
       }
       // Internal messages always contain the literal `NODE_` (JSON.stringify
-      // never escapes letters), so most user messages skip the full parse;
-      // they are still validated so garbage is caught here, not in JS.
-      if memchr_node(&frame) {
-        match serde_json::from_slice::<Value>(&frame) {
-          Ok(v) => match (internal_cmd(&v).map(str::to_owned), v) {
-            (Some(cmd), Value::Object(m)) => classify_fields(&cmd, m, frame, fds),
-            _ => Inbound::User(frame),
-          },
-          Err(e) => Inbound::Garbage(format!("invalid JSON on the IPC channel: {e}")),
-        }
-      } else {
-        match serde_json::from_slice::<serde::de::IgnoredAny>(&frame) {
-          Ok(_) => Inbound::User(frame),
-          Err(e) => Inbound::Garbage(format!("invalid JSON on the IPC channel: {e}")),
-        }
+      // never escapes letters). Other frames go to JS unparsed: its
+      // JSON.parse judges them (and reports garbage), as its deserializer
+      // does for advanced frames.
+      if !memchr_node(&frame) {
+        return Inbound::User(frame);
+      }
+      match serde_json::from_slice::<Value>(&frame) {
+        Ok(v) => match (internal_cmd(&v).map(str::to_owned), v) {
+          (Some(cmd), Value::Object(m)) => classify_fields(&cmd, m, frame, fds),
+          _ => Inbound::User(frame),
+        },
+        Err(e) => Inbound::Garbage(format!("invalid JSON on the IPC channel: {e}")),
       }
     }
     // An internal message's `cmd` starts with `NODE_`, which V8 writes as
@@ -292,7 +289,7 @@ mod tests {
     ));
     assert!(matches!(
       classify(Serialization::Json, b"{oops".to_vec(), &mut fds()),
-      Inbound::Garbage(_)
+      Inbound::User(_)
     ));
     assert!(matches!(
       classify(Serialization::Json, b"{\"cmd\":\"NODE_X\"".to_vec(), &mut fds()),

@@ -36,6 +36,9 @@ struct Batch {
   meta: Vec<u32>,
   /// JSON frames, joined by `\n`.
   json: Vec<u8>,
+  /// Whether `json` holds bytes past ASCII (else JS gets it as Latin-1: a
+  /// copy, without decoding).
+  json_non_ascii: bool,
   /// Advanced frames, end to end.
   data: Vec<u8>,
   others: Vec<(u32, Event)>,
@@ -56,6 +59,7 @@ impl Batch {
             self.json.push(b'\n');
           }
           self.json.extend_from_slice(&frame);
+          self.json_non_ascii |= !frame.is_ascii();
           self.meta.extend([id, KIND_JSON, 0, 0]);
         }
         Serialization::Advanced => {
@@ -92,9 +96,43 @@ impl Pump {
       was_empty
     };
     if was_empty {
-      self.call.call((), ThreadsafeFunctionCallMode::NonBlocking);
+      call_soon(|| {
+        self.call.call((), ThreadsafeFunctionCallMode::NonBlocking);
+      });
     }
   }
+}
+
+thread_local! {
+  /// On the core thread: wakes the task that calls the pump.
+  static CALLER: RefCell<Option<Arc<tokio::sync::Notify>>> = const { RefCell::new(None) };
+}
+
+/// Calls the pump once the core thread has handled everything it has in hand
+/// (every frame of a read, say): called at the first event, JS (quick on the
+/// other core) would take each event alone, costing a wake-up of the JS
+/// thread per message. Off the core thread, at once.
+fn call_soon(call: impl FnOnce()) {
+  if tokio::runtime::Handle::try_current().is_err() {
+    return call();
+  }
+  CALLER.with(|c| {
+    let mut c = c.borrow_mut();
+    let notify = c.get_or_insert_with(|| {
+      let notify = Arc::new(tokio::sync::Notify::new());
+      let wakes = notify.clone();
+      tokio::spawn(async move {
+        loop {
+          wakes.notified().await;
+          if let Some(p) = PUMP.get() {
+            p.call.call((), ThreadsafeFunctionCallMode::NonBlocking);
+          }
+        }
+      });
+      notify
+    });
+    notify.notify_one();
+  });
 }
 
 /// Installs the JS function called (without arguments) when events wait.
@@ -245,7 +283,9 @@ pub fn take(env: &Env) -> Result<Object<'_>> {
   // with a finalizer each.
   let mut out = Object::new(env)?;
   out.set("meta", Uint32ArraySlice::copy_from(env, &batch.meta)?)?;
-  if !batch.json.is_empty() {
+  if !batch.json.is_empty() && !batch.json_non_ascii {
+    out.set("json", env.create_string_latin1(&batch.json)?)?;
+  } else if !batch.json.is_empty() {
     match std::str::from_utf8(&batch.json) {
       Ok(text) => out.set("json", text)?,
       // As Node decodes the channel: invalid bytes become U+FFFD.

@@ -14,7 +14,6 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
 use super::events::{EventSink, ForkInfo};
@@ -250,7 +249,7 @@ pub struct ChannelEnd {
   /// Where frames for the writer go, counted (JS writes past it when nothing
   /// is queued: see `direct`); shared with the binding.
   pub outbox: Arc<Outbox>,
-  pub sock: Arc<AsyncFd<OwnedFd>>,
+  pub sock: Arc<OwnedFd>,
   /// The writer task has finished (its last `Written` events are out).
   pub writer_done: bool,
 }
@@ -324,10 +323,9 @@ impl Session {
     if let Some(fd) = &s.pidfd {
       on_pidfd(fd);
     }
-    let sock = Arc::new(channel::register(
-      s.channel,
-      tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE,
-    )?);
+    // Not registered with the reactor: the reader and writer register
+    // duplicates while they wait (see `readiness`).
+    let sock = Arc::new(s.channel);
     let (writer, writer_rx) = unbounded_channel();
     let outbox = Arc::new(Outbox::new(sock.clone(), writer.clone()));
 
