@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -120,6 +120,11 @@ impl RoundRobin {
 }
 
 async fn accept_loop(listener: AsyncFd<Socket>, deliver: impl Fn(Vec<OwnedFd>)) {
+  let fd = listener.get_ref().as_raw_fd();
+  // TCP listeners tell how many connections wait (unix ones do not): with
+  // that, the loop stops once the queue is empty instead of calling accept
+  // until EAGAIN, which costs the kernel a socket made and freed each time.
+  let mut queue_told = accept_queue_len(fd).is_some();
   loop {
     let mut guard = match listener.readable().await {
       Ok(g) => g,
@@ -127,16 +132,34 @@ async fn accept_loop(listener: AsyncFd<Socket>, deliver: impl Fn(Vec<OwnedFd>)) 
     };
     let mut batch = Vec::new();
     let mut pause = false;
+    // Connections known to be queued behind the last one accepted.
+    let mut queued = 0;
     while batch.len() < ACCEPT_BATCH {
-      match sockets::accept(listener.get_ref().as_raw_fd()) {
-        Ok(fd) => batch.push(fd),
+      match sockets::accept(fd) {
+        Ok(conn) => {
+          batch.push(conn);
+          if queued > 0 {
+            queued -= 1;
+          } else if queue_told {
+            match accept_queue_len(fd) {
+              // Drained. A connection arriving from now on is a new
+              // readiness event, which `clear_ready` keeps.
+              Some(0) => {
+                guard.clear_ready();
+                break;
+              }
+              Some(n) => queued = n - 1,
+              None => queue_told = false,
+            }
+          }
+        }
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
           guard.clear_ready();
           break;
         }
         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
         // The peer gave up before we accepted: nothing to hand off.
-        Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
+        Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => queued = 0,
         Err(_) => {
           // EMFILE/ENFILE/ENOMEM: back off instead of spinning; the kernel
           // keeps the connections queued meanwhile.
@@ -153,6 +176,21 @@ async fn accept_loop(listener: AsyncFd<Socket>, deliver: impl Fn(Vec<OwnedFd>)) 
       tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
   }
+}
+
+/// `tcp_states.h`'s TCP_LISTEN (not in libc).
+const TCP_LISTEN: u8 = 10;
+
+/// How many connections wait in a TCP listener's accept queue (Linux reports
+/// it as `tcpi_unacked` for listening sockets); `None` for other sockets.
+fn accept_queue_len(listener: RawFd) -> Option<usize> {
+  // SAFETY: a zeroed tcp_info is valid; getsockopt writes at most `len`.
+  let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+  let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+  let ptr = &mut info as *mut libc::tcp_info as *mut libc::c_void;
+  let rc = unsafe { libc::getsockopt(listener, libc::IPPROTO_TCP, libc::TCP_INFO, ptr, &mut len) };
+  let listening = rc == 0 && info.tcpi_state == TCP_LISTEN;
+  listening.then_some(info.tcpi_unacked as usize)
 }
 
 /// A connection waiting for a worker's `{accepted}` answer (kept in that
@@ -189,6 +227,25 @@ mod tests {
     assert_eq!(rr.pick(|_| Some(MAX_UNANSWERED)), None);
     rr.remove_worker(2);
     assert_eq!(rr.pick(|w| if w == 1 { None } else { Some(0) }), None);
+  }
+
+  #[test]
+  fn tcp_listeners_tell_their_accept_queue() {
+    let s = sockets::bind_tcp(sockets::Kind::Tcp4, Some("127.0.0.1"), 0, 0, false).unwrap();
+    sockets::listen(&s, 64).unwrap();
+    let port = sockets::local_port(&s).unwrap();
+    assert_eq!(accept_queue_len(s.as_raw_fd()), Some(0));
+    let _clients: Vec<_> = (0..3)
+      .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+      .collect();
+    assert_eq!(accept_queue_len(s.as_raw_fd()), Some(3));
+    let _conn = sockets::accept(s.as_raw_fd()).unwrap();
+    assert_eq!(accept_queue_len(s.as_raw_fd()), Some(2));
+    let unix = std::os::unix::net::UnixListener::bind(std::env::temp_dir().join(format!("rr9-{}", std::process::id())));
+    if let Ok(u) = unix {
+      assert_eq!(accept_queue_len(u.as_raw_fd()), None);
+      let _ = std::fs::remove_file(std::env::temp_dir().join(format!("rr9-{}", std::process::id())));
+    }
   }
 
   #[test]

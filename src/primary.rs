@@ -143,7 +143,12 @@ impl Core {
           .enable_all()
           .build()
           .expect("rcluster: cannot start the core runtime");
-        rt.block_on(state.run(rx));
+        // The loop runs as a task, not as the `block_on` future: tokio polls
+        // the driver (an extra epoll_wait) each time the `block_on` future
+        // is woken, which would be once per message from a reader or the
+        // acceptor.
+        rt.block_on(async { tokio::spawn(state.run(rx)).await })
+          .expect("rcluster: the core loop panicked");
       })?;
     Ok(Core { tx, registry, next_id })
   }
