@@ -278,12 +278,7 @@ unsafe fn stat_field(n: usize) -> Option<u64> {
     len += r as usize;
   }
   libc::close(fd);
-  let text = &buf[..len];
-  // The command name (field 2) may hold spaces and parentheses: count from
-  // the last ')'; field 3 follows it.
-  let close = text.iter().rposition(|&b| b == b')')?;
-  let field = text[close + 2..].split(|&b| b == b' ').nth(n.checked_sub(3)?)?;
-  std::str::from_utf8(field).ok()?.trim().parse().ok()
+  crate::supervisor::stat_field(&buf[..len], n)
 }
 
 /// Makes `ps -ef` and `pgrep -f` show `rcluster-reaper` rather than the
@@ -476,7 +471,10 @@ mod tests {
 
   fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-      Ok(s) => !matches!(s[s.rfind(')').unwrap() + 2..].chars().next(), Some('Z') | Some('X')),
+      Ok(s) => !matches!(
+        s.get(s.rfind(')').unwrap() + 2..).and_then(|r| r.chars().next()),
+        Some('Z') | Some('X')
+      ),
       Err(_) => false,
     }
   }
@@ -503,8 +501,7 @@ mod tests {
       "{took:?}"
     );
     // The reaper exits after its work (we are its parent here: reap it).
-    let mut st = 0;
-    unsafe { libc::waitpid(reaper_pid, &mut st, 0) };
+    reap(reaper_pid);
     assert!(!alive(reaper_pid));
   }
 

@@ -156,15 +156,22 @@ pub struct Usage {
   pub cpu_system_s: f64,
 }
 
+/// Field `n` (1-based, as in proc(5)) of a /proc/<pid>/stat text, as a
+/// number. Allocates nothing, so the reaper may use it after fork.
+pub fn stat_field(stat: &[u8], n: usize) -> Option<u64> {
+  // The command name (field 2) is in parentheses and may hold spaces and
+  // parentheses: count from the last ')'; field 3 follows it.
+  let close = stat.iter().rposition(|&b| b == b')')?;
+  let field = stat.get(close + 2..)?.split(|&b| b == b' ').nth(n.checked_sub(3)?)?;
+  std::str::from_utf8(field).ok()?.trim().parse().ok()
+}
+
 pub fn usage(pid: i32) -> Option<Usage> {
-  let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-  // Fields after the command name, which is in parentheses and may hold spaces.
-  let rest = &stat[stat.rfind(')')? + 2..];
-  let f: Vec<&str> = rest.split_whitespace().collect();
+  let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
   let ticks = clock_ticks();
-  let utime: f64 = f.get(11)?.parse().ok()?;
-  let stime: f64 = f.get(12)?.parse().ok()?;
-  let rss_pages: u64 = f.get(21)?.parse().ok()?;
+  let utime = stat_field(&stat, 14)? as f64;
+  let stime = stat_field(&stat, 15)? as f64;
+  let rss_pages = stat_field(&stat, 24)?;
   Some(Usage {
     rss_bytes: rss_pages * page_size(),
     cpu_user_s: utime / ticks,
