@@ -48,6 +48,8 @@ pub enum Sent {
   Queued(usize),
   /// Direct writes are off: route it through the core (already counted).
   ViaCore(OutFrame, usize),
+  /// The writer has ended: the channel is closed.
+  Closed,
 }
 
 impl Outbox {
@@ -66,16 +68,19 @@ impl Outbox {
 
   /// Queues a frame behind everything counted so far; returns the bytes
   /// queued.
-  pub fn push(&self, frame: OutFrame) -> usize {
+  pub fn push(&self, frame: OutFrame) -> Option<usize> {
     let st = self.state.lock().unwrap();
     self.count_and_hand_over(st, frame)
   }
 
-  fn count_and_hand_over(&self, mut st: std::sync::MutexGuard<'_, State>, frame: OutFrame) -> usize {
+  /// `None` when the writer has ended (the channel is closed): nothing is
+  /// counted then, so `queued` and `flush` never wait for a frame no one
+  /// will write.
+  fn count_and_hand_over(&self, mut st: std::sync::MutexGuard<'_, State>, frame: OutFrame) -> Option<usize> {
+    let len = frame.bytes.len();
+    st.writer.send(WriterCmd::Frame(frame)).ok()?;
     st.backlog += 1;
-    let total = self.queued.fetch_add(frame.bytes.len(), Ordering::Relaxed) + frame.bytes.len();
-    let _ = st.writer.send(WriterCmd::Frame(frame));
-    total
+    Some(self.queued.fetch_add(len, Ordering::Relaxed) + len)
   }
 
   /// A frame from JS: written at once when nothing is ahead of it (copied
@@ -93,7 +98,9 @@ impl Outbox {
       return Sent::ViaCore(frame(bytes, fd), total);
     }
     if st.backlog > 0 || st.handle_in_flight || fd.is_some() {
-      return Sent::Queued(self.count_and_hand_over(st, frame(bytes, fd)));
+      return self
+        .count_and_hand_over(st, frame(bytes, fd))
+        .map_or(Sent::Closed, Sent::Queued);
     }
     let mut off = 0;
     while off < bytes.len() {
@@ -107,12 +114,20 @@ impl Outbox {
     if off == bytes.len() {
       return Sent::Now;
     }
-    Sent::Queued(self.count_and_hand_over(st, frame(&bytes[off..], None)))
+    self
+      .count_and_hand_over(st, frame(&bytes[off..], None))
+      .map_or(Sent::Closed, Sent::Queued)
   }
 
-  /// A frame `send` counted and routed through the core.
-  pub fn forward(&self, frame: OutFrame) {
-    let _ = self.state.lock().unwrap().writer.send(WriterCmd::Frame(frame));
+  /// A frame `send` counted and routed through the core. Returns it when the
+  /// writer has ended, uncounted, so its sender can be told.
+  pub fn forward(&self, frame: OutFrame) -> Result<(), OutFrame> {
+    let sent = self.state.lock().unwrap().writer.send(WriterCmd::Frame(frame));
+    sent.map_err(|e| {
+      let WriterCmd::Frame(frame) = e.0 else { unreachable!() };
+      self.done(frame.bytes.len(), false);
+      frame
+    })
   }
 
   /// From now on JS sends are ordered by the core.
@@ -187,7 +202,7 @@ mod tests {
       assert_eq!(read_all(&theirs), b"a\n");
 
       // A frame the writer holds: the next send queues behind it.
-      assert_eq!(outbox.push(frame(b"core\n", None)), 5);
+      assert_eq!(outbox.push(frame(b"core\n", None)), Some(5));
       assert!(matches!(outbox.send(b"b\n", None, None), Sent::Queued(7)));
       assert!(read_all(&theirs).is_empty());
       outbox.done(5, false);
@@ -221,7 +236,19 @@ mod tests {
 
       // After disconnect(), JS sends go through the core.
       outbox.stop_direct();
-      assert!(matches!(outbox.send(b"g\n", None, None), Sent::ViaCore(..)));
+      let Sent::ViaCore(via_core, _) = outbox.send(b"g\n", None, Some(10)) else {
+        panic!("a send after disconnect() went past the core");
+      };
+
+      // Once the writer has ended, nothing is counted that no one will write:
+      // queued sends fail as on a closed channel, and a frame the core
+      // forwards comes back, uncounted, for its sender to be told.
+      let before = outbox.queued.load(Ordering::Relaxed);
+      drop(rx);
+      assert_eq!(outbox.forward(via_core).map_err(|f| f.token), Err(Some(10)));
+      assert_eq!(outbox.queued.load(Ordering::Relaxed), before - 2);
+      assert_eq!(outbox.push(frame(b"late\n", None)), None);
+      assert_eq!(outbox.queued.load(Ordering::Relaxed), before - 2);
     });
   }
 }

@@ -199,6 +199,7 @@ impl Core {
     match outbox.send(bytes, fd.map(Arc::new), token) {
       Sent::Now => Ok(0),
       Sent::Queued(total) => Ok(total),
+      Sent::Closed => Err(SendError::ChannelClosed),
       Sent::ViaCore(frame, total) => {
         self
           .tx

@@ -125,8 +125,14 @@ impl State {
       Msg::Tick => self.watch(),
       // Counted by the outbox when JS sent it: hand it to the writer as is.
       Msg::Send { id, frame } => {
-        if let Some(w) = self.sessions.get(&id) {
-          w.channel.outbox.forward(frame);
+        let lost = self
+          .sessions
+          .get(&id)
+          .and_then(|w| w.channel.outbox.forward(frame).err());
+        // The writer ended meanwhile: the send fails as any send on a closed channel.
+        if let Some(token) = lost.and_then(|f| f.token) {
+          let error = Some("channel closed".to_owned());
+          self.emit(id, Event::Sent { token, error });
         }
       }
       Msg::Disconnect { id, grace } => self.disconnect(id, grace),
