@@ -232,7 +232,8 @@ pub fn send(id: u32, frame: Either<String, Buffer>, fd: Option<i32>, token: Opti
 /// it finish should the primary die meanwhile.
 #[napi]
 pub fn disconnect(id: u32, grace_ms: Option<f64>) -> Result<()> {
-  let grace = millis(grace_ms).unwrap_or(crate::primary::DEFAULT_KILL_TIMEOUT);
+  // A grace is a duration, 0 included (unlike the optional limits, where 0 is off).
+  let grace = grace_ms.map_or(crate::primary::DEFAULT_KILL_TIMEOUT, duration_ms);
   core()?.disconnect(id, grace);
   Ok(())
 }
@@ -241,7 +242,7 @@ pub fn disconnect(id: u32, grace_ms: Option<f64>) -> Result<()> {
 /// themselves, should the primary die meanwhile.
 #[napi]
 pub fn set_kill_timeout(ms: f64) -> Result<()> {
-  core()?.set_kill_timeout(millis(Some(ms)).unwrap_or(crate::primary::DEFAULT_KILL_TIMEOUT));
+  core()?.set_kill_timeout(duration_ms(ms));
   Ok(())
 }
 
