@@ -1,6 +1,6 @@
 'use strict';
 // Events reach JS in batches and sends may be written on the JS thread (see
-// src/events.rs, src/direct.rs): order, send callbacks, back-pressure, a
+// src/pump.rs, src/direct.rs): order, send callbacks, back-pressure, a
 // throwing listener inside a batch, and liveness stay as in node:cluster.
 // Each case runs in its own primary (fixtures/ipc-order.js), once with
 // node:cluster for reference.
@@ -30,6 +30,10 @@ for (const serialization of ['json', 'advanced']) {
       assert.deepEqual(
         { echoes: ours.echoes, burst: ours.burst, thrown: ours.thrown, sawBackPressure: ours.sawBackPressure },
         { echoes: node.echoes, burst: node.burst, thrown: node.thrown, sawBackPressure: node.sawBackPressure });
+      // A send that is corked (made while a batch is delivered) still reports
+      // the back-pressure of what is queued ahead of it.
+      assert.equal(node.afterFalse, false, 'node:cluster baseline');
+      assert.equal(ours.afterFalse, node.afterFalse);
     });
 }
 

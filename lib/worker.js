@@ -97,6 +97,7 @@ class WorkerProcess extends EventEmitter {
     // they came from: the worker's server.close() asks about them.
     this._socketLists = new Map();
     this._closeWaits = 1; // the exit; plus each stdio stream
+    this._queued = 0; // bytes the core held for this worker after the last write
     // Set by an undecodable frame: the channel is closing, and nothing read
     // after that frame is delivered (as if reading had stopped there).
     this._garbled = false;
@@ -222,8 +223,11 @@ class WorkerProcess extends EventEmitter {
       c.frames.push(frame);
       c.tokens.push(token);
       c.bytes += frame.length;
+      // Back-pressure as if the corked bytes were queued behind what the
+      // core already holds for this worker.
+      const pressure = this._queued + c.bytes;
       if (c.bytes >= CORK_LIMIT) this._uncork();
-      return c.bytes < QUEUE_HIGH_WATER;
+      return pressure < QUEUE_HIGH_WATER;
     }
     this._uncork();
     return this._write(frame, fd, [token]);
@@ -246,6 +250,7 @@ class WorkerProcess extends EventEmitter {
     const last = known.length > 0 ? known[known.length - 1] : undefined;
     // 0: written at once, on this thread; no `sent` event will follow.
     const queued = binding.send(this._id, frame, fd, last);
+    this._queued = Math.max(queued, 0);
     if (queued < 0) {
       const ex = codes.ERR_IPC_CHANNEL_CLOSED();
       for (const token of tokens) {
