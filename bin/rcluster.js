@@ -14,10 +14,9 @@ const { version } = require('../package.json');
 // is already far past what one host runs usefully. A fixed cap, unlike one tied
 // to the CPU count, keeps a command line valid on every machine it is copied to.
 const MAX_INSTANCES = 1024;
-// --kill-timeout is a JS timer, and setTimeout fires at once beyond 2^31-1 ms.
-const MAX_TIMER_MS = 2 ** 31 - 1;
-// --hang-timeout and --max-age are timed by the core: the API's own bound (~31 years).
-const MAX_CORE_MS = 1e12;
+// --kill-timeout is a JS timer (setTimeout fires at once past 2^31-1 ms);
+// --hang-timeout and --max-age are timed by the core: the API's own bounds.
+const { MAX_TIMER_MS, MAX_MS: MAX_CORE_MS } = require('../lib/supervisor').limits;
 const DURATION_UNITS = { ms: 1, s: 1000, m: 60 * 1000, h: 60 * 60 * 1000 };
 const SIZE_UNITS = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };
 
@@ -96,7 +95,7 @@ function checkApp(app) {
 }
 
 function parseArgs(argv) {
-  const opts = { instances: 'max', restart: false, killTimeout: 10000, quiet: false };
+  const opts = { instances: 'max', restart: false, killTimeout: undefined, quiet: false };
   let i = 0;
   for (; i < argv.length; i++) {
     const a = argv[i];
@@ -165,7 +164,8 @@ function main() {
       hangTimeout: opts.hangTimeout,
       maxMemory: opts.maxMemory,
       maxAge: opts.maxAge,
-      // Also what a leaving worker gets if the CLI itself is killed meanwhile.
+      // The grace of reload and stop, and of leaving workers should the CLI
+      // itself be killed meanwhile (default 10 s).
       killTimeout: opts.killTimeout,
     });
   } catch (err) {
@@ -193,7 +193,7 @@ function main() {
     if (stopping) return;
     stopping = true;
     say(`${signal}: shutting down`);
-    cluster.shutdown({ timeout: opts.killTimeout }).then(() => {
+    cluster.shutdown().then(() => {
       say('all workers stopped');
       process.exit(0);
     });
@@ -203,7 +203,7 @@ function main() {
   process.on('SIGHUP', () => {
     if (stopping) return;
     say('SIGHUP: reloading');
-    cluster.reload({ killTimeout: opts.killTimeout }).then(
+    cluster.reload().then(
       () => say('reload complete'),
       (err) => say(`reload stopped, old workers kept: ${err.message}`),
     );

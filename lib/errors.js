@@ -78,6 +78,9 @@ const codes = {
     `${name} should be >= 0 and < 65536. Received ${inspect(port)}.`),
   ERR_RCLUSTER_BAD_MESSAGE: (detail) => nodeError(Error, 'ERR_RCLUSTER_BAD_MESSAGE',
     `Worker sent a malformed IPC message and was disconnected: ${detail}`),
+  ERR_RCLUSTER_NOT_READY: (message) => nodeError(Error, 'ERR_RCLUSTER_NOT_READY', message),
+  ERR_RCLUSTER_RESTART: (slot, cause) => Object.assign(
+    nodeError(Error, 'ERR_RCLUSTER_RESTART', `cannot restart slot ${slot}: ${cause.message}`), { slot, cause }),
 };
 
 function errnoException(errno, syscall, extra) {
@@ -90,4 +93,12 @@ function errnoException(errno, syscall, extra) {
   return err;
 }
 
-module.exports = { codes, errnoException };
+// A process that could not be spawned, as child_process reports it.
+function spawnError(errno, file, args) {
+  const err = errnoException(errno, `spawn ${file}`);
+  err.path = file;
+  err.spawnargs = args;
+  return err;
+}
+
+module.exports = { codes, errnoException, spawnError };

@@ -9,7 +9,7 @@ const { getSystemErrorName, types: { isUint8Array } } = require('node:util');
 
 const binding = require('./binding');
 const { Worker, WorkerProcess, cork, uncorkAll } = require('./worker');
-const { codes, errnoException } = require('./errors');
+const { codes, errnoException, spawnError } = require('./errors');
 const {
   validateString, validateStringArray, validateObject, validatePort, validateOneOf,
   validateNoNullBytes,
@@ -334,7 +334,8 @@ function attachWorker(id, slot, spec, started) {
     worker.state = 'dead';
     worker.emit('exit', exitCode, signalCode);
     cluster.emit('exit', worker, exitCode, signalCode);
-    supervisor.afterExit(worker, proc._next);
+    // What the core decided for the slot ('restarting', 'crashloop') rides on the exit.
+    if (proc._next) supervisor.onEvent(worker, proc._next);
     settle();
   });
 
@@ -364,10 +365,7 @@ function attachWorker(id, slot, spec, started) {
         proc.emit('close', proc.exitCode, null);
         process.nextTick(() => proc.emit('disconnect'));
       });
-      const err = errnoException(started.errno, `spawn ${spec.file}`);
-      err.path = spec.file;
-      err.spawnargs = spec.args;
-      proc.emit('error', err);
+      proc.emit('error', spawnError(started.errno, spec.file, spec.args));
     });
   } else {
     proc.pid = started.pid;

@@ -5,7 +5,7 @@
 // workers from here.
 
 const binding = require('./binding');
-const { codes, errnoException } = require('./errors');
+const { codes, spawnError } = require('./errors');
 const { validateObject, validateBoolean } = require('./validate');
 
 const DEFAULT_READY_TIMEOUT = 30000;
@@ -78,7 +78,6 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker,
   // What setupPrimary said, parsed.
   let config = { restart: null, hangTimeout: 0, maxMemory: 0, maxAge: 0, killTimeout: DEFAULT_KILL_TIMEOUT };
   // What the core was told (it starts with the default).
-  let coreKillTimeout = DEFAULT_KILL_TIMEOUT;
   // Slots (free, pending restarts, restart counts) are the core's: ask it.
   let queue = Promise.resolve(); // reloads and recycles, one at a time
   let signalHandlers = null;
@@ -106,11 +105,8 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker,
         ? DEFAULT_KILL_TIMEOUT : parseMs(settings.killTimeout, 'options.killTimeout', { max: MAX_TIMER_MS }),
     };
     if (settings.signals !== undefined) validateBoolean(settings.signals, 'options.signals');
+    if (next.killTimeout !== config.killTimeout) binding.setKillTimeout(next.killTimeout);
     config = next;
-    if (config.killTimeout !== coreKillTimeout) {
-      binding.setKillTimeout(config.killTimeout);
-      coreKillTimeout = config.killTimeout;
-    }
     if (settings.signals && !signalHandlers) installSignals();
     if (settings.signals === false && signalHandlers) removeSignals();
   }
@@ -177,13 +173,7 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker,
       // ('restarting') or gives up ('crashloop').
       case 'restartFailed': {
         const { file, args } = JSON.parse(ev.json);
-        const cause = errnoException(ev.code, `spawn ${file}`);
-        cause.path = file;
-        cause.spawnargs = args;
-        const err = new Error(`cannot restart slot ${ev.slot}: ${cause.message}`, { cause });
-        err.code = 'ERR_RCLUSTER_RESTART';
-        err.slot = ev.slot;
-        report(err);
+        report(codes.ERR_RCLUSTER_RESTART(ev.slot, spawnError(ev.code, file, args)));
         break;
       }
       case 'restarting':
@@ -198,12 +188,6 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker,
   }
 
   // A worker's exit carries what the core decided for its slot.
-  function afterExit(worker, next) {
-    if (!next) return;
-    if (next.kind === 'restarting') cluster.emit('restarting', worker, next.ms);
-    else if (next.kind === 'crashloop') cluster.emit('crashloop', worker, { slot: next.slot, crashes: next.crashes });
-  }
-
   function enqueue(task) {
     const run = queue.then(task, task);
     queue = run.catch(() => {});
@@ -258,14 +242,10 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker,
         if (keys.size === 0) done();
       };
       const onExit = (code, signal) => {
-        const err = new Error(`replacement worker ${fresh.id} exited (${signal || code}) before it was ready`);
-        err.code = 'ERR_RCLUSTER_NOT_READY';
-        done(err);
+        done(codes.ERR_RCLUSTER_NOT_READY(`replacement worker ${fresh.id} exited (${signal || code}) before it was ready`));
       };
       const timer = setTimeout(() => {
-        const err = new Error(`replacement worker ${fresh.id} was not ready within ${timeout} ms`);
-        err.code = 'ERR_RCLUSTER_NOT_READY';
-        done(err);
+        done(codes.ERR_RCLUSTER_NOT_READY(`replacement worker ${fresh.id} was not ready within ${timeout} ms`));
       }, timeout);
       fresh.on('listening', onListening);
       fresh.on('online', onOnline);
@@ -394,5 +374,8 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker,
 
   const killTimeout = () => config.killTimeout;
 
-  return { configure, killTimeout, workerEnv, nativeOptions, freeSlot, onRespawned, onEvent, afterExit };
+  return { configure, killTimeout, workerEnv, nativeOptions, freeSlot, onRespawned, onEvent };
 };
+
+// The bounds the CLI checks its flags against.
+module.exports.limits = { MAX_MS, MAX_TIMER_MS, DEFAULT_KILL_TIMEOUT };
