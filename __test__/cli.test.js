@@ -74,6 +74,8 @@ function get(port, urlPath = '/') {
     http.get({ host: '127.0.0.1', port, path: urlPath, agent: false, timeout: 5000 }, (res) => {
       let body = '';
       res.on('data', (d) => { body += d; }).on('end', () => resolve(body));
+    }).on('timeout', function onTimeout() {
+      this.destroy(new Error(`no answer from port ${port} in 5 s`));
     }).on('error', reject);
   });
 }

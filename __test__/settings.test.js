@@ -111,6 +111,7 @@ for (const [name, what] of [['groups-gid', 'gid'], ['groups-uid-gid', 'uid and g
     if (process.getuid() === 0) {
       assert.deepEqual(node.groups, [65534], `node:cluster baseline: ${JSON.stringify(node)}`);
       assert.equal(node.gid, 65534);
+      assert.deepEqual(ours.groups, [65534], `rcluster: ${JSON.stringify(ours)}`);
     }
     assert.deepEqual(ours, node);
   });

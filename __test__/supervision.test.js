@@ -7,8 +7,8 @@
 // primary of its own (fixtures/sup-*.js, workers in fixtures/sup-worker.js)
 // that reports through fixtures/harness.js; the assertions are made here.
 // Fixtures SIGKILL their workers on any failure or deadline, and this file
-// SIGKILLs every fixture it started after each test (workers die with their primary: the core sets
-// PR_SET_PDEATHSIG). Only loopback is used; nothing asserts speed.
+// SIGKILLs every fixture it started after each test (workers die with their primary: rcluster's
+// reaper kills those still alive). Only loopback is used; nothing asserts speed.
 
 const { describe, it, afterEach } = require('node:test');
 const assert = require('node:assert/strict');
