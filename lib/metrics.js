@@ -52,9 +52,16 @@ function apply(want) {
   current = { ...want, address: { address: r.address, family: r.family, port: r.port } };
 }
 
+// The CLI's `[host:]port` (`[::]:9100` for IPv6); null when it is not one.
+function parseHostPort(text) {
+  const m = /^(?:(?:\[([^\]]+)\]|([^:\[\]]+)):)?([0-9]{1,5})$/.exec(text);
+  if (!m || Number(m[3]) > 65535) return null;
+  return { host: m[1] || m[2] || DEFAULT_HOST, port: Number(m[3]) };
+}
+
 // What `server.address()` would say, or null without an endpoint.
 function address() {
   return current ? { ...current.address } : null;
 }
 
-module.exports = { parse, apply, address, DEFAULT_HOST };
+module.exports = { parse, apply, address, parseHostPort, DEFAULT_HOST };
