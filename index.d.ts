@@ -195,6 +195,12 @@ declare namespace rcluster {
     stats(): ClusterStats;
     /** Where the metrics endpoint (`settings.metrics`) listens; null when there is none. */
     metricsAddress(): MetricsAddress | null;
+    /**
+     * Makes `require('node:cluster')` in this primary list rcluster's workers and repeat their
+     * events, for libraries that reach workers through node:cluster (prom-client's
+     * `AggregatorRegistry`). Not for a primary that also forks with node:cluster.
+     */
+    mirrorToNodeCluster(): void;
 
     addListener<E extends keyof ClusterEvents>(event: E, listener: ClusterEvents[E]): this;
     addListener(event: string | symbol, listener: (...args: any[]) => void): this;

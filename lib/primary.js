@@ -85,6 +85,8 @@ cluster.setupMaster = cluster.setupPrimary;
 
 // Where the metrics endpoint listens (`{ address, family, port }`), or null.
 cluster.metricsAddress = metrics.address;
+// Lets node:cluster users in this primary (prom-client) see rcluster's workers.
+cluster.mirrorToNodeCluster = () => require('./node-mirror').mirror(cluster);
 
 function isUsingInspector(execArgv) {
   const re = /--inspect(?:-brk|-port|-wait)?|--debug-port/;

@@ -44,6 +44,7 @@ if (cluster.isPrimary) {
   cluster.setupPrimary({ metrics: false });
   const metricsPort: number | undefined = cluster.metricsAddress()?.port;
   void metricsPort;
+  cluster.mirrorToNodeCluster();
   void id; void pid; void reloaded; void scaled; void stopped; void rss;
   cluster.on('exit', (worker, code) => {
     // The event map types the listener: `code` is a number or null.
