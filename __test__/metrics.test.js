@@ -304,7 +304,8 @@ describe('the endpoint with workers', () => {
     await pollUntil(() => request(p.metrics, '/readyz'),
       (r) => r.status === 503 && r.body === 'slot 0 is waiting to restart its worker\n', '503 while slot 0 restarts', 10000);
     await pollUntil(() => request(p.metrics, '/readyz'),
-      (r) => r.status === 503 && /^slot 0: worker \d+ is not listening yet\n$/.test(r.body), '503 while it starts', 10000);
+      (r) => r.status === 503 && /^slot 0: worker \d+ is not listening on 1 of its slot's addresses yet\n$/.test(r.body),
+      '503 while it starts', 10000);
     await ready(p.metrics);
     assert.equal(p.workerPids().length, 3, 'the slot was restarted');
     const text = (await request(p.metrics, '/metrics')).body;
@@ -324,6 +325,12 @@ describe('the endpoint with workers', () => {
     // Both workers answered: 3 + 3, summed by prom-client in the primary.
     assert.match(aggregated.body, /\napp_requests_total 6\n/);
     assert.match((await request(p.metrics, '/metrics')).body, /\nrcluster_workers 2\n/);
+    // A reload is counted, and the successors are ready (their addresses replace their predecessors').
+    p.send('reload');
+    await p.fx.wait((m) => m.reloaded, 'the reload', 30000);
+    const text = (await ready(p.metrics), (await request(p.metrics, '/metrics')).body);
+    assert.match(text, /\nrcluster_reloads_total 1\n/);
+    assert.match((await request(p.js, '/')).body, /\napp_requests_total 6\n/, 'the successors answer prom-client too');
     p.send('stop');
     await p.fx.result();
   });

@@ -291,6 +291,26 @@ mod tests {
   }
 
   #[test]
+  fn crash_loops_are_remembered_until_the_slot_is_forked_into_again() {
+    let now = Instant::now();
+    let mut s = slots_with(0, 1, true);
+    s.listened(0, 1, "4:127.0.0.1:80");
+    s.listened(0, 9, "4:127.0.0.1:81"); // not the slot's current worker
+    assert_eq!(s.states()[0].3.iter().collect::<Vec<_>>(), ["4:127.0.0.1:80"]);
+    s.worker_gone(0, 1, Standing::Serving, Duration::ZERO, now);
+    let r = s.respawn(0).unwrap();
+    s.supervise(2, r.spec, r.sink, r.supervision);
+    assert_eq!(s.states()[0].3.len(), 1, "a restart serves the same addresses");
+    s.worker_gone(0, 2, Standing::Serving, Duration::ZERO, now);
+    assert!(s.states().is_empty());
+    assert_eq!(s.crash_loops().0.get(&0), Some(&2));
+    assert_eq!(s.crash_loops().1, 1);
+    s.supervise(3, spec(), Arc::new(|_, _| {}), supervised(0, true));
+    assert!(s.crash_loops().0.is_empty(), "forked into again");
+    assert_eq!(s.crash_loops().1, 1, "the count stays");
+  }
+
+  #[test]
   fn leaving_replaced_and_unrestarted_workers_are_not_restarted() {
     let now = Instant::now();
     let mut s = slots_with(0, 1, true);
