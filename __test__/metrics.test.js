@@ -291,7 +291,7 @@ describe('the endpoint with workers', () => {
     const p = await startPrimary({ LISTEN_DELAY_MS: '1500' });
     const noWorkers = await request(p.metrics, '/readyz');
     assert.equal(noWorkers.status, 503);
-    assert.equal(noWorkers.body, 'no workers yet\n');
+    assert.equal(noWorkers.body, 'no workers: none started yet, or all stopped\n');
     p.send('fork 2');
     const starting = await pollUntil(() => request(p.metrics, '/readyz'),
       (r) => r.status === 503 && /not listening yet/.test(r.body), '503 while the workers start');

@@ -219,7 +219,9 @@ mod tests {
       "{ok}"
     );
     let not_ready = get(addr, "GET /readyz HTTP/1.1\r\n\r\n").await;
-    assert!(not_ready.starts_with("HTTP/1.1 503 ") && not_ready.ends_with("no workers yet\n"));
+    assert!(
+      not_ready.starts_with("HTTP/1.1 503 ") && not_ready.ends_with("no workers: none started yet, or all stopped\n")
+    );
     let metrics = get(addr, "GET /metrics HTTP/1.0\r\n\r\n").await;
     assert!(metrics.contains("version=0.0.4") && metrics.contains("\nrcluster_workers 0\n"));
     let missing = get(addr, "GET /nope HTTP/1.1\r\n\r\n").await;

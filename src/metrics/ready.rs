@@ -6,8 +6,10 @@ use super::snapshot::{SlotStatus, Snapshot};
 
 /// `Ok(())` when ready, else why not.
 pub fn verdict(s: &Snapshot) -> Result<(), String> {
+  // No slot at all: before the first fork, or once shutdown() or scale(0)
+  // retired every worker.
   if s.slots.is_empty() {
-    return Err("no workers yet".into());
+    return Err("no workers: none started yet, or all stopped".into());
   }
   // The worst first: a crash loop does not heal by waiting.
   let worst = |st: &SlotStatus| match st {
@@ -56,7 +58,10 @@ mod tests {
 
   #[test]
   fn ready_only_when_every_slot_serves() {
-    assert_eq!(verdict(&Snapshot::default()), Err("no workers yet".into()));
+    assert_eq!(
+      verdict(&Snapshot::default()),
+      Err("no workers: none started yet, or all stopped".into())
+    );
     let serving = SlotStatus::Serving { id: 1 };
     assert_eq!(verdict(&with(&[serving.clone(), serving.clone()])), Ok(()));
     let starting = SlotStatus::NotListening { id: 4, missing: 0 };
