@@ -49,6 +49,26 @@ declare namespace rcluster {
      * should the primary exit first. Default 10000.
      */
     killTimeout?: number | undefined;
+    /**
+     * Serve `/metrics` (Prometheus text format), `/healthz` and `/readyz` from the primary's Rust
+     * core, on `host` (default `'127.0.0.1'`) and `port` (0: any free port, see
+     * {@link Cluster.metricsAddress}). `false` closes it. setupPrimary() throws what `listen()`
+     * would (`EADDRINUSE`, `EACCES`, `EADDRNOTAVAIL`, `ENOTFOUND`).
+     */
+    metrics?: MetricsOptions | false | undefined;
+  }
+
+  interface MetricsOptions {
+    /** Address to bind. Default `'127.0.0.1'`; `'0.0.0.0'` or `'::'` for every interface. */
+    host?: string | undefined;
+    port: number;
+  }
+
+  /** Where the metrics endpoint listens, as `server.address()` says. */
+  interface MetricsAddress {
+    address: string;
+    family: 'IPv4' | 'IPv6';
+    port: number;
   }
 
   /** What {@link Cluster.setupPrimary} accepts: {@link ClusterSettings}, with `cwd` also a URL and any `stdio`. */
@@ -173,6 +193,14 @@ declare namespace rcluster {
     /** Start or retire workers until there are `n`; resolves with the count. */
     scale(n: number, options?: ReloadOptions): Promise<number>;
     stats(): ClusterStats;
+    /** Where the metrics endpoint (`settings.metrics`) listens; null when there is none. */
+    metricsAddress(): MetricsAddress | null;
+    /**
+     * Makes `require('node:cluster')` in this primary list rcluster's workers and repeat their
+     * events, for libraries that reach workers through node:cluster (prom-client's
+     * `AggregatorRegistry`). Not for a primary that also forks with node:cluster.
+     */
+    mirrorToNodeCluster(): void;
 
     addListener<E extends keyof ClusterEvents>(event: E, listener: ClusterEvents[E]): this;
     addListener(event: string | symbol, listener: (...args: any[]) => void): this;

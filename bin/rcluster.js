@@ -36,6 +36,8 @@ Options:
       --kill-timeout T   grace period for workers to exit (default 10s,
                          at most 24 days), then SIGKILL
       --policy P         reuseport (default on Linux), rr or none
+      --metrics [HOST:]PORT  serve /metrics, /healthz and /readyz there
+                         (HOST defaults to 127.0.0.1; 0.0.0.0 for all)
   -q, --quiet            no lifecycle lines on stderr
   -h, --help             this text
   -v, --version          rcluster's version
@@ -125,6 +127,10 @@ function parseArgs(argv) {
       const v = value();
       if (!['rr', 'none', 'reuseport'].includes(v)) fail(`${a}: ${JSON.stringify(v)} is not reuseport, rr or none`);
       opts.policy = v;
+    } else if (a === '--metrics') {
+      const v = value();
+      opts.metrics = require('../lib/metrics').parseHostPort(v);
+      if (!opts.metrics) fail(`${a}: ${JSON.stringify(v)} is not [host:]port (port 0 to 65535)`);
     } else if (a === '-q' || a === '--quiet') {
       opts.quiet = true;
     } else if (a === '--') {
@@ -167,7 +173,10 @@ function main() {
       // The grace of reload and stop, and of leaving workers should the CLI
       // itself be killed meanwhile (default 10 s).
       killTimeout: opts.killTimeout,
+      metrics: opts.metrics,
     });
+    const m = cluster.metricsAddress();
+    if (m) say(`metrics on http://${m.family === 'IPv6' ? `[${m.address}]` : m.address}:${m.port}/metrics`);
   } catch (err) {
     fail(err.message);
   }

@@ -12,8 +12,14 @@ const cluster = require('node:cluster');
 function startHeartbeat() {
   const ms = Number(process.env.RCLUSTER_HEARTBEAT_MS);
   if (!cluster.isWorker || !(ms > 0) || process.__rclusterHeartbeat) return;
+  // `lag`: how late this timer fired (ms), i.e. the event loop's delay,
+  // reported by the primary's metrics endpoint.
+  let last = performance.now();
   const beat = () => {
-    if (process.connected) process.send({ cmd: 'NODE_RCLUSTER', act: 'heartbeat' });
+    const now = performance.now();
+    const lag = Math.max(0, Math.round(now - last - ms));
+    last = now;
+    if (process.connected) process.send({ cmd: 'NODE_RCLUSTER', act: 'heartbeat', lag });
   };
   process.__rclusterHeartbeat = setInterval(beat, ms);
   // The heartbeat must not keep a worker alive that would otherwise exit.

@@ -8,6 +8,7 @@ const { fileURLToPath } = require('node:url');
 const { getSystemErrorName, types: { isUint8Array } } = require('node:util');
 
 const binding = require('./binding');
+const metrics = require('./metrics');
 const { Worker, WorkerProcess, cork, uncorkAll } = require('./worker');
 const { codes, errnoException, spawnError } = require('./errors');
 const {
@@ -65,7 +66,9 @@ cluster.setupPrimary = function setupPrimary(options) {
       !settings.execArgv.some((s) => typeof s === 'string' && s.startsWith('--logfile='))) {
     settings.execArgv = [...settings.execArgv, '--logfile=v8-%p.log'];
   }
+  const metricsWanted = metrics.parse(settings.metrics);
   supervisor.configure(settings);
+  metrics.apply(metricsWanted);
   cluster.settings = settings;
   if (!initialized) {
     initialized = true;
@@ -79,6 +82,11 @@ cluster.setupPrimary = function setupPrimary(options) {
   process.nextTick(() => cluster.emit('setup', settings));
 };
 cluster.setupMaster = cluster.setupPrimary;
+
+// Where the metrics endpoint listens (`{ address, family, port }`), or null.
+cluster.metricsAddress = metrics.address;
+// Lets node:cluster users in this primary (prom-client) see rcluster's workers.
+cluster.mirrorToNodeCluster = () => require('./node-mirror').mirror(cluster);
 
 function isUsingInspector(execArgv) {
   const re = /--inspect(?:-brk|-port|-wait)?|--debug-port/;

@@ -284,6 +284,7 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker,
 
   cluster.reload = function reload(options) {
     const opts = checkOptions(options, 'options');
+    binding.countReload();
     return enqueue(async () => {
       const workers = liveWorkers().sort((a, b) => a.slot - b.slot);
       for (const w of workers) await replace(w, opts);

@@ -392,3 +392,55 @@ pub fn worker_stats(id: u32) -> Result<Option<NativeWorkerStats>> {
 pub fn process_usage(pid: i32) -> Option<NativeWorkerStats> {
   crate::supervisor::usage(pid).map(|u| NativeWorkerStats::new(pid, 0, Some(u)))
 }
+
+/// Where the metrics endpoint listens, or why it could not (`errno`,
+/// negative; -3008 is libuv's ENOTFOUND for a host that does not resolve).
+#[napi(object)]
+pub struct MetricsAddress {
+  pub errno: Option<i32>,
+  pub address: Option<String>,
+  /// `'IPv4'` or `'IPv6'`, as `server.address()` says.
+  pub family: Option<String>,
+  pub port: Option<u32>,
+}
+
+/// Starts (or moves) the metrics and health endpoint, served by the core.
+#[napi]
+pub fn start_metrics(host: String, port: u32) -> Result<MetricsAddress> {
+  use std::net::ToSocketAddrs;
+  let failed = |errno| MetricsAddress {
+    errno: Some(errno),
+    address: None,
+    family: None,
+    port: None,
+  };
+  let Some(addr) = (host.as_str(), port as u16)
+    .to_socket_addrs()
+    .ok()
+    .and_then(|mut a| a.next())
+  else {
+    return Ok(failed(-3008));
+  };
+  Ok(match core()?.start_metrics(addr) {
+    Ok(bound) => MetricsAddress {
+      errno: None,
+      address: Some(bound.ip().to_string()),
+      family: Some(if bound.is_ipv4() { "IPv4" } else { "IPv6" }.into()),
+      port: Some(bound.port() as u32),
+    },
+    Err(e) => failed(errno_of(&e)),
+  })
+}
+
+#[napi]
+pub fn stop_metrics() -> Result<()> {
+  core()?.stop_metrics();
+  Ok(())
+}
+
+/// Counts a `cluster.reload()` for `rcluster_reloads_total`.
+#[napi]
+pub fn count_reload() -> Result<()> {
+  core()?.count_reload();
+  Ok(())
+}

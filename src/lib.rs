@@ -8,6 +8,7 @@
 //! - `sockets`  — binding listen sockets
 //! - `handles`  — server handles; each policy's shape behind one `Shape` trait
 //! - `dispatch` — round-robin connection hand-off
+//! - `metrics`  — the /metrics, /healthz, /readyz endpoint (over `http`)
 //! - `pace`     — channel reads at the JS thread's pace
 //! - `reaper`   — kills workers that outlive a dead primary
 //! - `supervisor` — restart policy, watchdog verdicts, resource usage
@@ -22,6 +23,8 @@ pub mod direct;
 pub mod dispatch;
 pub mod framing;
 pub mod handles;
+pub mod http;
+pub mod metrics;
 pub mod pace;
 pub mod primary;
 pub mod protocol;

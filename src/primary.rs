@@ -23,6 +23,7 @@ mod events;
 mod servers;
 mod session;
 mod slots;
+mod snapshot;
 mod state;
 mod timers;
 
@@ -40,6 +41,7 @@ pub use self::slots::SlotView;
 use crate::channel::{OutFrame, ReaderEvent};
 use crate::direct::Sent;
 use crate::handles::Policy;
+use crate::metrics::snapshot::Counters;
 use crate::spawn::{self, ExitStatus, SpawnSpec};
 use crate::supervisor;
 pub use crate::supervisor::Supervision;
@@ -119,6 +121,14 @@ enum Msg {
   Linger {
     key: String,
   },
+  /// For the metrics endpoint.
+  Snapshot(tokio::sync::oneshot::Sender<crate::metrics::snapshot::Snapshot>),
+  StartMetrics {
+    addr: std::net::SocketAddr,
+    counters: Arc<Counters>,
+    reply: std::sync::mpsc::SyncSender<io::Result<std::net::SocketAddr>>,
+  },
+  StopMetrics,
 }
 
 /// The binding's handle on the core thread.
@@ -126,6 +136,7 @@ pub struct Core {
   tx: UnboundedSender<Msg>,
   registry: Registry,
   next_id: Arc<AtomicU32>,
+  counters: Arc<Counters>,
 }
 
 impl Core {
@@ -150,7 +161,12 @@ impl Core {
         rt.block_on(async { tokio::spawn(state.run(rx)).await })
           .expect("rcluster: the core loop panicked");
       })?;
-    Ok(Core { tx, registry, next_id })
+    Ok(Core {
+      tx,
+      registry,
+      next_id,
+      counters: Arc::default(),
+    })
   }
 
   /// Worker ids come from the core, which also numbers the workers it
@@ -295,6 +311,29 @@ impl Core {
       return SlotView::default();
     }
     view.recv().unwrap_or_default()
+  }
+
+  /// Starts (or moves) the metrics and health endpoint on `addr`; returns
+  /// the address bound (port 0 picks one). A taken port is `AddrInUse`.
+  pub fn start_metrics(&self, addr: std::net::SocketAddr) -> io::Result<std::net::SocketAddr> {
+    let (reply, result) = std::sync::mpsc::sync_channel(1);
+    let counters = self.counters.clone();
+    let gone = || io::Error::other("rcluster core is not running");
+    self
+      .tx
+      .send(Msg::StartMetrics { addr, counters, reply })
+      .map_err(|_| gone())?;
+    result.recv().map_err(|_| gone())?
+  }
+
+  /// Closes the endpoint's listening socket.
+  pub fn stop_metrics(&self) {
+    let _ = self.tx.send(Msg::StopMetrics);
+  }
+
+  /// `cluster.reload()` was called: counted for `rcluster_reloads_total`.
+  pub fn count_reload(&self) {
+    self.counters.reloads.fetch_add(1, Ordering::Relaxed);
   }
 
   pub fn stats(&self, id: u32) -> Option<WorkerStats> {

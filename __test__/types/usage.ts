@@ -40,6 +40,11 @@ if (cluster.isPrimary) {
   const scaled: Promise<number> = cluster.scale(4);
   const stopped: Promise<void> = cluster.shutdown({ timeout: 5000 });
   const rss: number = cluster.stats().totals.rss;
+  cluster.setupPrimary({ metrics: { host: '0.0.0.0', port: 9100 } });
+  cluster.setupPrimary({ metrics: false });
+  const metricsPort: number | undefined = cluster.metricsAddress()?.port;
+  void metricsPort;
+  cluster.mirrorToNodeCluster();
   void id; void pid; void reloaded; void scaled; void stopped; void rss;
   cluster.on('exit', (worker, code) => {
     // The event map types the listener: `code` is a number or null.

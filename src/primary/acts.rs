@@ -59,6 +59,7 @@ impl State {
           if let Some(w) = self.sessions.get_mut(&id) {
             w.last_heartbeat = Some(Instant::now());
           }
+          self.observe_heartbeat(id, f.get("lag").and_then(Value::as_f64));
         } else {
           self.emit(id, Event::Internal(Value::Object(f)));
         }
@@ -74,7 +75,11 @@ impl State {
     match protocol::act(&f) {
       Some("online") => self.emit(id, Event::Online),
       Some("queryServer") => self.query_server(id, &f),
-      Some("listening") => self.emit(id, Event::Listening(protocol::listening_info(&f))),
+      Some("listening") => {
+        let info = protocol::listening_info(&f);
+        self.observe_listening(id, &info);
+        self.emit(id, Event::Listening(info));
+      }
       Some("close") => {
         if let Some(key) = f.get("key").and_then(Value::as_str) {
           let released = self.servers.release(id, key, false);

@@ -288,6 +288,8 @@ pub struct Session {
   pub pending: Pending<HandOff>,
   /// Hand-offs ever made, for `cluster.stats()`.
   pub handoff_total: Arc<AtomicU64>,
+  /// Listening addresses and heartbeat lag, for metrics and readiness.
+  pub observed: super::snapshot::Observed,
 }
 
 /// What the binding may read without a round trip to the core.
@@ -380,6 +382,7 @@ impl Session {
       },
       pending: Pending::default(),
       handoff_total,
+      observed: Default::default(),
     };
     let info = ForkInfo {
       pid,

@@ -3,7 +3,7 @@
 //! policy (delays, crash loops) is `supervisor`'s; this decides per slot and
 //! returns the decision; the loop spawns and schedules.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use super::events::{EventSink, ExitDecision};
@@ -23,6 +23,9 @@ struct Slot {
   current: u32,
   /// A restart is scheduled.
   pending: bool,
+  /// Where its current worker must listen for the slot to be ready: what
+  /// its workers listened on (`{addressType}:{address}:{port}`).
+  serves: BTreeSet<String>,
 }
 
 /// What a restart is spawned with.
@@ -38,6 +41,11 @@ pub struct Slots {
   /// Restarts made per slot: kept when the slot stops being supervised
   /// (crash loop, shutdown), dropped by `forget` (scale-down).
   restarts: HashMap<u32, u32>,
+  /// Slots given up after a crash loop, with their crash count, until a
+  /// worker is forked into them again.
+  crash_looped: BTreeMap<u32, u32>,
+  /// Crash loops ever.
+  crash_loops: u64,
 }
 
 /// The slots as `cluster.fork()`, `scale()` and `stats()` need them.
@@ -71,6 +79,7 @@ impl Slots {
         s.pending = false;
       }
       None => {
+        self.crash_looped.remove(&supervision.slot);
         let backoff = supervision.restart.clone().map(Backoff::new);
         self.slots.insert(
           supervision.slot,
@@ -81,6 +90,7 @@ impl Slots {
             backoff,
             current: id,
             pending: false,
+            serves: BTreeSet::new(),
           },
         );
       }
@@ -105,6 +115,39 @@ impl Slots {
   pub fn forget(&mut self, slot: u32) {
     self.slots.remove(&slot);
     self.restarts.remove(&slot);
+    self.crash_looped.remove(&slot);
+  }
+
+  /// Worker `id` listens on `address`: the slot serves it, if `id` is the
+  /// slot's current worker (a reload's standby counts once promoted).
+  pub fn listened(&mut self, slot: u32, id: u32, address: &str) {
+    if let Some(s) = self.slots.get_mut(&slot).filter(|s| s.current == id) {
+      s.serves.insert(address.to_owned());
+    }
+  }
+
+  /// A promoted successor's addresses replace its predecessor's.
+  pub fn set_serves(&mut self, slot: u32, addresses: BTreeSet<String>) {
+    if let Some(s) = self.slots.get_mut(&slot) {
+      s.serves = addresses;
+    }
+  }
+
+  /// Each supervised slot with its current worker, whether a restart is
+  /// pending and the addresses it serves, ascending by slot.
+  pub fn states(&self) -> Vec<(u32, u32, bool, &BTreeSet<String>)> {
+    let mut out: Vec<_> = self
+      .slots
+      .iter()
+      .map(|(k, s)| (*k, s.current, s.pending, &s.serves))
+      .collect();
+    out.sort_unstable_by_key(|x| x.0);
+    out
+  }
+
+  /// Slots given up after a crash loop (slot, crashes), and how many crash loops there were.
+  pub fn crash_loops(&self) -> (&BTreeMap<u32, u32>, u64) {
+    (&self.crash_looped, self.crash_loops)
   }
 
   /// The view for JS, given the slots the workers hold now.
@@ -179,6 +222,8 @@ impl Slots {
       }
       Decision::CrashLoop { crashes } => {
         self.slots.remove(&slot);
+        self.crash_looped.insert(slot, crashes);
+        self.crash_loops += 1;
         ExitDecision::CrashLoop { slot, crashes }
       }
     }
@@ -243,6 +288,26 @@ mod tests {
     let d = s.worker_gone(0, 2, Standing::Recycling, Duration::ZERO, now);
     assert_eq!(d, Some(ExitDecision::CrashLoop { slot: 0, crashes: 2 }));
     assert!(s.respawn(0).is_none(), "the slot is given up");
+  }
+
+  #[test]
+  fn crash_loops_are_remembered_until_the_slot_is_forked_into_again() {
+    let now = Instant::now();
+    let mut s = slots_with(0, 1, true);
+    s.listened(0, 1, "4:127.0.0.1:80");
+    s.listened(0, 9, "4:127.0.0.1:81"); // not the slot's current worker
+    assert_eq!(s.states()[0].3.iter().collect::<Vec<_>>(), ["4:127.0.0.1:80"]);
+    s.worker_gone(0, 1, Standing::Serving, Duration::ZERO, now);
+    let r = s.respawn(0).unwrap();
+    s.supervise(2, r.spec, r.sink, r.supervision);
+    assert_eq!(s.states()[0].3.len(), 1, "a restart serves the same addresses");
+    s.worker_gone(0, 2, Standing::Serving, Duration::ZERO, now);
+    assert!(s.states().is_empty());
+    assert_eq!(s.crash_loops().0.get(&0), Some(&2));
+    assert_eq!(s.crash_loops().1, 1);
+    s.supervise(3, spec(), Arc::new(|_, _| {}), supervised(0, true));
+    assert!(s.crash_loops().0.is_empty(), "forked into again");
+    assert_eq!(s.crash_loops().1, 1, "the count stays");
   }
 
   #[test]

@@ -49,12 +49,14 @@ pub struct State {
   next_id: Arc<AtomicU32>,
   pub(super) sessions: HashMap<u32, Session>,
   pub(super) servers: Servers,
-  slots: Slots,
+  pub(super) slots: Slots,
   pub(super) timers: Timers,
   watchdog: bool,
   reaper: ReaperState,
   /// For workers that leave by themselves.
   pub(super) kill_timeout: Duration,
+  /// The metrics and health endpoint, when one was asked for.
+  metrics: Option<crate::metrics::Endpoint>,
 }
 
 impl State {
@@ -70,6 +72,7 @@ impl State {
       watchdog: false,
       reaper: ReaperState::Untried,
       kill_timeout: DEFAULT_KILL_TIMEOUT,
+      metrics: None,
     }
   }
 
@@ -98,7 +101,9 @@ impl State {
       Msg::Promote { id } => {
         if let Some(w) = self.sessions.get(&id) {
           if let Some(sup) = w.supervision.clone() {
+            let slot = sup.slot;
             self.slots.supervise(id, w.spec.clone(), w.sink.clone(), sup);
+            self.slots.set_serves(slot, w.observed.listening.clone());
           }
         }
       }
@@ -123,6 +128,20 @@ impl State {
         self.respawn(slot);
       }
       Msg::Tick => self.watch(),
+      Msg::Snapshot(reply) => {
+        let _ = reply.send(self.snapshot());
+      }
+      Msg::StartMetrics { addr, counters, reply } => {
+        let tx = self.tx.clone();
+        let ask: crate::metrics::Ask = Arc::new(move |reply| tx.send(Msg::Snapshot(reply)).is_ok());
+        // The old endpoint is closed before the new one binds: its port may be reused.
+        let previous = self.metrics.take();
+        let bound = move |r| {
+          let _ = reply.send(r);
+        };
+        self.metrics = Some(crate::metrics::start(addr, ask, counters, previous, bound));
+      }
+      Msg::StopMetrics => self.metrics = None,
       // Counted by the outbox when JS sent it: hand it to the writer as is.
       Msg::Send { id, frame } => {
         let lost = self

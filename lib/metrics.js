@@ -1,0 +1,67 @@
+'use strict';
+// The metrics and health endpoint (`setupPrimary({ metrics: { host, port } })`).
+// The core serves it; JS only validates the option and starts, moves or stops
+// it, and reports a bind failure the way net.Server#listen would.
+
+const { getSystemErrorMap } = require('node:util');
+
+const binding = require('./binding');
+const { validateObject, validateString, validatePort, validateNoNullBytes } = require('./validate');
+
+const DEFAULT_HOST = '127.0.0.1';
+const ENOTFOUND = -3008; // libuv's UV_EAI_NONAME
+
+let current = null; // { host, port, address: { address, family, port } }
+
+// `undefined`, `null` or `false`: no endpoint.
+function parse(value, name = 'options.metrics') {
+  if (value === undefined || value === null || value === false) return null;
+  validateObject(value, name);
+  const host = value.host === undefined ? DEFAULT_HOST : value.host;
+  validateString(host, `${name}.host`);
+  validateNoNullBytes(host, `${name}.host`);
+  const port = validatePort(value.port, `${name}.port`);
+  return { host, port };
+}
+
+function listenError(errno, host, port) {
+  if (errno === ENOTFOUND) {
+    const err = new Error(`getaddrinfo ENOTFOUND ${host}`);
+    return Object.assign(err, { errno, code: 'ENOTFOUND', syscall: 'getaddrinfo', hostname: host });
+  }
+  const [code, description] = getSystemErrorMap().get(errno) || [`Unknown system error ${errno}`, 'unknown error'];
+  const err = new Error(`listen ${code}: ${description} ${host}:${port}`);
+  return Object.assign(err, { errno, code, syscall: 'listen', address: host, port });
+}
+
+// Starts, moves or stops the endpoint for `want` (from parse). Throws what
+// listen() would (EADDRINUSE, EACCES, EADDRNOTAVAIL, ENOTFOUND); the old
+// endpoint is closed by then.
+function apply(want) {
+  if (want && current && want.host === current.host && want.port === current.port) return;
+  if (!want) {
+    if (current) binding.stopMetrics();
+    current = null;
+    return;
+  }
+  const r = binding.startMetrics(want.host, want.port);
+  if (r.errno) {
+    current = null;
+    throw listenError(r.errno, want.host, want.port);
+  }
+  current = { ...want, address: { address: r.address, family: r.family, port: r.port } };
+}
+
+// The CLI's `[host:]port` (`[::]:9100` for IPv6); null when it is not one.
+function parseHostPort(text) {
+  const m = /^(?:(?:\[([^\]]+)\]|([^:\[\]]+)):)?([0-9]{1,5})$/.exec(text);
+  if (!m || Number(m[3]) > 65535) return null;
+  return { host: m[1] || m[2] || DEFAULT_HOST, port: Number(m[3]) };
+}
+
+// What `server.address()` would say, or null without an endpoint.
+function address() {
+  return current ? { ...current.address } : null;
+}
+
+module.exports = { parse, apply, address, parseHostPort, DEFAULT_HOST };

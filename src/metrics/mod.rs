@@ -1,0 +1,252 @@
+//! The metrics and health endpoint, served by the core's runtime so it
+//! answers while the primary's JavaScript is busy:
+//!
+//! - `snapshot`   — the plain data the loop copies out for one request
+//! - `ready`      — the `/readyz` verdict
+//! - `exposition` — the Prometheus text format
+//!
+//! Each request asks the loop for a `Snapshot` (one message, answered in a
+//! pass over the workers), then reads /proc and renders on a blocking-pool
+//! thread, so neither the loop nor the JS thread does per-request work.
+
+pub mod exposition;
+pub mod ready;
+pub mod snapshot;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, Semaphore};
+use tokio::task::JoinHandle;
+
+use self::snapshot::{Counters, Snapshot};
+use crate::http::{self, BadRequest, Response};
+
+/// Asks the loop for a snapshot; false when the loop is gone.
+pub type Ask = Arc<dyn Fn(oneshot::Sender<Snapshot>) -> bool + Send + Sync>;
+
+/// Requests served at once; more connections are closed unanswered.
+const MAX_CONNECTIONS: usize = 64;
+/// A loop that does not answer within this is reported unhealthy.
+const LOOP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A running endpoint (its task binds, then accepts); dropping it closes
+/// the listening socket once the task is cancelled.
+pub struct Endpoint {
+  task: Option<JoinHandle<()>>,
+}
+
+impl Endpoint {
+  /// Cancels the task and waits until its socket is closed.
+  async fn closed(mut self) {
+    if let Some(task) = self.task.take() {
+      task.abort();
+      let _ = task.await;
+    }
+  }
+}
+
+impl Drop for Endpoint {
+  fn drop(&mut self) {
+    if let Some(task) = &self.task {
+      task.abort();
+    }
+  }
+}
+
+/// Serves on `addr` from a task on the current runtime (the core's), after
+/// `previous` is closed (so moving to the same port works). `bound` gets the
+/// address bound (port 0 picks one) or the bind error.
+pub fn start(
+  addr: SocketAddr,
+  ask: Ask,
+  counters: Arc<Counters>,
+  previous: Option<Endpoint>,
+  bound: impl FnOnce(io::Result<SocketAddr>) + Send + 'static,
+) -> Endpoint {
+  let task = tokio::spawn(async move {
+    if let Some(p) = previous {
+      p.closed().await;
+    }
+    match bind(addr) {
+      Ok(listener) => {
+        bound(listener.local_addr());
+        accept_loop(listener, ask, counters).await;
+      }
+      Err(e) => bound(Err(e)),
+    }
+  });
+  Endpoint { task: Some(task) }
+}
+
+/// Binds as Node's net does: SO_REUSEADDR, dual-stack for `::`; close-on-exec.
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+  let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+  socket.set_reuse_address(true)?;
+  if addr.is_ipv6() && addr.ip().is_unspecified() {
+    let _ = socket.set_only_v6(false);
+  }
+  socket.bind(&addr.into())?;
+  socket.listen(511)?;
+  socket.set_nonblocking(true)?;
+  TcpListener::from_std(socket.into())
+}
+
+async fn accept_loop(listener: TcpListener, ask: Ask, counters: Arc<Counters>) {
+  let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+  loop {
+    let conn = match listener.accept().await {
+      Ok((conn, _)) => conn,
+      // EMFILE and friends: back off instead of spinning.
+      Err(_) => {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        continue;
+      }
+    };
+    let Ok(permit) = permits.clone().try_acquire_owned() else {
+      continue; // dropped: closed unanswered
+    };
+    let (ask, counters) = (ask.clone(), counters.clone());
+    tokio::spawn(async move {
+      serve(conn, &ask, &counters).await;
+      drop(permit);
+    });
+  }
+}
+
+async fn serve(mut conn: TcpStream, ask: &Ask, counters: &Arc<Counters>) {
+  let response = match http::read_request(&mut conn).await {
+    Ok(req) => route(&req.method, &req.path, ask, counters).await,
+    Err(BadRequest::Incomplete) => return,
+    Err(BadRequest::TooLarge) => Response::text(431, "request head too large\n"),
+    Err(BadRequest::Malformed) => Response::text(400, "malformed request\n"),
+  };
+  let _ = http::respond(&mut conn, &response).await;
+}
+
+async fn route(method: &str, path: &str, ask: &Ask, counters: &Arc<Counters>) -> Response {
+  if !matches!(path, "/metrics" | "/healthz" | "/readyz") {
+    return Response::text(404, "not found: try /metrics, /healthz or /readyz\n");
+  }
+  if method != "GET" {
+    let mut r = Response::text(405, "only GET is allowed\n");
+    r.allow = Some("GET");
+    return r;
+  }
+  let Some(snapshot) = snapshot(ask).await else {
+    return Response::text(503, "the rcluster core is not answering\n");
+  };
+  match path {
+    "/healthz" => Response::text(200, "ok\n"),
+    "/readyz" => match ready::verdict(&snapshot) {
+      Ok(()) => Response::text(200, "ready\n"),
+      Err(reason) => Response::text(503, format!("{reason}\n")),
+    },
+    _ => {
+      let reloads = counters.reloads.load(Ordering::Relaxed);
+      // /proc reads and formatting off the core thread.
+      let body = tokio::task::spawn_blocking(move || metrics_text(&snapshot, reloads)).await;
+      match body {
+        Ok(body) => Response {
+          status: 200,
+          content_type: exposition::CONTENT_TYPE,
+          body,
+          allow: None,
+        },
+        Err(_) => Response::text(503, "metrics could not be rendered\n"),
+      }
+    }
+  }
+}
+
+/// A snapshot from the loop, proving it handles messages.
+async fn snapshot(ask: &Ask) -> Option<Snapshot> {
+  let (tx, rx) = oneshot::channel();
+  if !ask(tx) {
+    return None;
+  }
+  tokio::time::timeout(LOOP_TIMEOUT, rx).await.ok()?.ok()
+}
+
+fn metrics_text(snapshot: &Snapshot, reloads: u64) -> String {
+  let usage: HashMap<_, _> = snapshot
+    .workers
+    .iter()
+    .filter_map(|w| crate::supervisor::usage(w.pid).map(|u| (w.pid, u)))
+    .collect();
+  exposition::render(&exposition::Figures {
+    snapshot,
+    usage: &usage,
+    primary: crate::supervisor::usage(std::process::id() as i32),
+    reloads,
+  })
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+  async fn get(addr: SocketAddr, request: &str) -> String {
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(request.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).await.unwrap();
+    out
+  }
+
+  async fn start_now(addr: SocketAddr, ask: &Ask, previous: Option<Endpoint>) -> (Endpoint, io::Result<SocketAddr>) {
+    let (tx, rx) = oneshot::channel();
+    let ep = start(addr, ask.clone(), Arc::default(), previous, move |r| {
+      let _ = tx.send(r);
+    });
+    (ep, rx.await.unwrap())
+  }
+
+  #[tokio::test]
+  async fn routes_and_refuses_a_taken_port() {
+    let ask: Ask = Arc::new(|tx| tx.send(Snapshot::default()).is_ok());
+    let (ep, addr) = start_now("127.0.0.1:0".parse().unwrap(), &ask, None).await;
+    let addr = addr.unwrap();
+    let ok = get(addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(
+      ok.starts_with("HTTP/1.1 200 OK\r\n") && ok.ends_with("\r\n\r\nok\n"),
+      "{ok}"
+    );
+    let not_ready = get(addr, "GET /readyz HTTP/1.1\r\n\r\n").await;
+    assert!(
+      not_ready.starts_with("HTTP/1.1 503 ") && not_ready.ends_with("no workers: none started yet, or all stopped\n")
+    );
+    let metrics = get(addr, "GET /metrics HTTP/1.0\r\n\r\n").await;
+    assert!(metrics.contains("version=0.0.4") && metrics.contains("\nrcluster_workers 0\n"));
+    let missing = get(addr, "GET /nope HTTP/1.1\r\n\r\n").await;
+    assert!(missing.starts_with("HTTP/1.1 404 "));
+    let post = get(addr, "POST /metrics HTTP/1.1\r\n\r\n").await;
+    assert!(post.starts_with("HTTP/1.1 405 ") && post.contains("Allow: GET\r\n"));
+    assert!(get(addr, "garbage\r\n\r\n").await.starts_with("HTTP/1.1 400 "));
+
+    let (_other, taken) = start_now(addr, &ask, None).await;
+    assert_eq!(taken.unwrap_err().kind(), io::ErrorKind::AddrInUse);
+    // Moving to the very same port: the old socket is closed first.
+    let (moved, again) = start_now(addr, &ask, Some(ep)).await;
+    assert_eq!(again.unwrap(), addr);
+    assert!(get(addr, "GET /healthz HTTP/1.1\r\n\r\n")
+      .await
+      .starts_with("HTTP/1.1 200 "));
+    moved.closed().await;
+    assert!(TcpStream::connect(addr).await.is_err(), "closed with the endpoint");
+  }
+
+  #[tokio::test]
+  async fn a_gone_loop_is_unhealthy() {
+    let ask: Ask = Arc::new(|_| false);
+    let (_ep, addr) = start_now("127.0.0.1:0".parse().unwrap(), &ask, None).await;
+    let r = get(addr.unwrap(), "GET /healthz HTTP/1.1\r\n\r\n").await;
+    assert!(r.starts_with("HTTP/1.1 503 "), "{r}");
+  }
+}
