@@ -334,4 +334,75 @@ mod tests {
       assert_eq!(outbox.queued.load(Ordering::Relaxed), before - 2);
     });
   }
+
+  #[test]
+  fn the_core_writes_a_handle_only_when_nothing_is_ahead() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+      .enable_all()
+      .build()
+      .unwrap();
+    rt.block_on(async {
+      let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+      let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, flags).unwrap();
+      let (tx, mut rx) = unbounded_channel();
+      let outbox = Outbox::new(Arc::new(ours), tx);
+      let conn = Arc::new(OwnedFd::from(std::fs::File::open("/dev/null").unwrap()));
+      let handle = |b: &[u8]| OutFrame {
+        bytes: b.to_vec(),
+        fd: Some(conn.clone()),
+        token: None,
+      };
+
+      // Idle: on the wire at once, and in flight.
+      assert!(outbox.send_handle(handle(b"h1\n")));
+      assert!(rx.try_recv().is_err(), "the writer was involved");
+      assert!(outbox.handle_in_flight());
+      assert_eq!(read_all(&theirs), b"h1\n");
+      // Everything waits behind it: a JS send and the next handle.
+      assert!(matches!(outbox.send(b"m\n", None, None), Sent::Queued(_)));
+      assert!(outbox.send_handle(handle(b"h2\n")));
+      assert_eq!(std::iter::from_fn(|| rx.try_recv().ok()).count(), 2);
+      assert!(read_all(&theirs).is_empty());
+      // Its ACK wakes the writer, which holds frames; the flag stays until
+      // the writer takes the news (`WriterCmd::Settled`).
+      assert!(matches!(outbox.answered(true), Answer::WakeWriter));
+      assert!(outbox.handle_in_flight());
+      outbox.handle_settled();
+      outbox.done(2, false);
+      outbox.done(3, true);
+      // The writer's handle is answered by the writer.
+      assert!(matches!(outbox.answered(true), Answer::ToWriter));
+      outbox.handle_settled();
+
+      // A NACK sends the core's handle again, through the writer, then gives up.
+      assert!(outbox.send_handle(handle(b"h3\n")));
+      read_all(&theirs);
+      let Answer::Resend(again, 1) = outbox.answered(false) else {
+        panic!("a NACKed handle was not sent again");
+      };
+      assert_eq!(again.bytes, b"h3\n");
+      assert!(outbox.handle_in_flight(), "in flight until the writer resends it");
+      outbox.retransmit(3);
+      outbox.done(3, true);
+      assert!(matches!(outbox.answered(false), Answer::ToWriter));
+      outbox.handle_settled();
+
+      // Cut short by a full buffer: the writer finishes the frame, and only
+      // then is the handle in flight.
+      let big = vec![b'x'; 8 << 20];
+      assert!(outbox.send_handle(handle(&big)));
+      assert!(!outbox.handle_in_flight());
+      let Ok(WriterCmd::Frame(rest)) = rx.try_recv() else {
+        panic!("the rest did not go to the writer");
+      };
+      assert!(rest.fd.is_none() && rest.bytes.len() < big.len());
+      assert!(
+        matches!(outbox.send(b"n\n", None, None), Sent::Queued(_)),
+        "nothing passes the rest"
+      );
+      outbox.done(rest.bytes.len(), false);
+      assert!(outbox.handle_in_flight());
+      assert!(matches!(outbox.answered(true), Answer::WakeWriter));
+    });
+  }
 }
