@@ -23,7 +23,7 @@ use crate::protocol::{self, Inbound};
 use crate::readiness::Readiness;
 
 /// How many times a handle the peer NACKs is sent again (Node uses 3 too).
-const MAX_HANDLE_RETRANSMISSIONS: u32 = 3;
+pub const MAX_HANDLE_RETRANSMISSIONS: u32 = 3;
 
 /// Registers an owned socket with the runtime's reactor.
 pub fn register<T: AsRawFd>(inner: T, interest: tokio::io::Interest) -> io::Result<AsyncFd<T>> {
@@ -76,6 +76,12 @@ pub enum WriterCmd {
   Frame(OutFrame),
   HandleAck,
   HandleNack,
+  /// The handle the core wrote directly (see `direct`) is settled: what is
+  /// queued behind it may go.
+  Settled,
+  /// The handle the core wrote was NACKed: send it again first (this many
+  /// retransmissions so far, this one included).
+  Resend(OutFrame, u32),
   /// Flush what is queued, then shut the socket down (Node's `disconnect()`).
   Close,
   /// The peer is gone: fail whatever is queued.
@@ -101,8 +107,10 @@ pub async fn write_loop(
   let mut retries_of_head = 0;
   let mut wait = Readiness::new(&*sock, tokio::io::Interest::WRITABLE);
   loop {
-    let idle = in_flight.is_some() || queue.is_empty();
-    if idle && closing && in_flight.is_none() {
+    // A handle waits for its ACK: the writer's own, or one the core wrote.
+    let blocked = in_flight.is_some() || outbox.handle_in_flight();
+    let idle = blocked || queue.is_empty();
+    if idle && closing && !blocked {
       break;
     }
     let cmd = if idle {
@@ -136,6 +144,12 @@ pub async fn write_loop(
           }
         }
       }
+      Some(WriterCmd::Settled) => outbox.handle_settled(),
+      Some(WriterCmd::Resend(f, tries)) => {
+        outbox.retransmit(f.bytes.len());
+        queue.push_front(f);
+        retries_of_head = tries;
+      }
       Some(WriterCmd::Close) => closing = true,
       Some(WriterCmd::Abort) => {
         failed = Some("channel closed".to_string());
@@ -143,7 +157,7 @@ pub async fn write_loop(
       }
       None => {}
     }
-    while in_flight.is_none() && !queue.is_empty() {
+    while in_flight.is_none() && !queue.is_empty() && !outbox.handle_in_flight() {
       let has_fd = queue[0].fd.is_some();
       match send_one(&sock, &mut wait, &mut queue, &outbox, &events).await {
         Ok(Some(f)) if has_fd => in_flight = Some((f, std::mem::take(&mut retries_of_head))),

@@ -38,6 +38,25 @@ struct State {
   backlog: usize,
   handle_in_flight: bool,
   direct: bool,
+  /// The handle in flight when the core wrote it (not the writer), kept
+  /// for a retransmission, with how often it was sent again.
+  core_handle: Option<(OutFrame, u32)>,
+  /// The writer's next frame is the rest of a handle frame the core began:
+  /// once it is written, the handle is in flight.
+  core_rest: bool,
+}
+
+/// What the core does about the peer's answer to the handle in flight.
+pub enum Answer {
+  /// The writer sent it: pass the ACK/NACK on.
+  ToWriter,
+  /// Settled here; nothing waits.
+  Settled,
+  /// Settled, but the writer holds frames behind it: tell it
+  /// (`WriterCmd::Settled`).
+  WakeWriter,
+  /// NACKed: the writer sends it again, ahead of everything (`WriterCmd::Resend`).
+  Resend(OutFrame, u32),
 }
 
 /// What `Outbox::send` did with a frame.
@@ -62,6 +81,8 @@ impl Outbox {
         backlog: 0,
         handle_in_flight: false,
         direct: true,
+        core_handle: None,
+        core_rest: false,
       }),
     }
   }
@@ -119,6 +140,67 @@ impl Outbox {
       .map_or(Sent::Closed, Sent::Queued)
   }
 
+  /// A frame with a handle from the core: written at once when nothing is
+  /// queued or in flight, else queued for the writer. `false` when the
+  /// writer has ended.
+  pub fn send_handle(&self, frame: OutFrame) -> bool {
+    let mut st = self.state.lock().unwrap();
+    if st.backlog > 0 || st.handle_in_flight {
+      return self.count_and_hand_over(st, frame).is_some();
+    }
+    let fd = frame.fd.as_ref().map(|f| f.as_raw_fd());
+    let n = loop {
+      match send_with_fd(self.sock.as_raw_fd(), &frame.bytes, fd) {
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+        other => break other.unwrap_or(0),
+      }
+    };
+    if n == 0 {
+      // A full buffer, or an error the writer will meet and report.
+      return self.count_and_hand_over(st, frame).is_some();
+    }
+    let rest = (n < frame.bytes.len()).then(|| OutFrame {
+      bytes: frame.bytes[n..].to_vec(),
+      fd: None,
+      token: None,
+    });
+    st.core_handle = Some((frame, 0));
+    match rest {
+      // The fd left with the first bytes; the writer finishes the frame,
+      // and nothing can be counted ahead of the rest.
+      Some(rest) => {
+        st.core_rest = true;
+        self.count_and_hand_over(st, rest).is_some()
+      }
+      None => {
+        st.handle_in_flight = true;
+        true
+      }
+    }
+  }
+
+  /// The peer answered the handle in flight (`ok`: ACK).
+  pub fn answered(&self, ok: bool) -> Answer {
+    let mut st = self.state.lock().unwrap();
+    let Some((frame, tries)) = st.core_handle.take() else {
+      return Answer::ToWriter;
+    };
+    if !ok && tries < crate::channel::MAX_HANDLE_RETRANSMISSIONS {
+      // Still in flight until the writer takes it back.
+      return Answer::Resend(frame, tries + 1);
+    }
+    if st.backlog > 0 {
+      return Answer::WakeWriter;
+    }
+    st.handle_in_flight = false;
+    Answer::Settled
+  }
+
+  /// Whether a handle waits for its ACK (the writer's or the core's).
+  pub fn handle_in_flight(&self) -> bool {
+    self.state.lock().unwrap().handle_in_flight
+  }
+
   /// A frame `send` counted and routed through the core. Returns it when the
   /// writer has ended, uncounted, so its sender can be told.
   pub fn forward(&self, frame: OutFrame) -> Result<(), OutFrame> {
@@ -142,7 +224,8 @@ impl Outbox {
   pub fn done(&self, len: usize, carried_fd: bool) {
     let mut st = self.state.lock().unwrap();
     st.backlog = st.backlog.saturating_sub(1);
-    st.handle_in_flight |= carried_fd;
+    let rest_of_core_handle = std::mem::take(&mut st.core_rest);
+    st.handle_in_flight |= carried_fd || rest_of_core_handle;
     self.queued.fetch_sub(len, Ordering::Relaxed);
   }
 
@@ -249,6 +332,77 @@ mod tests {
       assert_eq!(outbox.queued.load(Ordering::Relaxed), before - 2);
       assert_eq!(outbox.push(frame(b"late\n", None)), None);
       assert_eq!(outbox.queued.load(Ordering::Relaxed), before - 2);
+    });
+  }
+
+  #[test]
+  fn the_core_writes_a_handle_only_when_nothing_is_ahead() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+      .enable_all()
+      .build()
+      .unwrap();
+    rt.block_on(async {
+      let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+      let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, flags).unwrap();
+      let (tx, mut rx) = unbounded_channel();
+      let outbox = Outbox::new(Arc::new(ours), tx);
+      let conn = Arc::new(OwnedFd::from(std::fs::File::open("/dev/null").unwrap()));
+      let handle = |b: &[u8]| OutFrame {
+        bytes: b.to_vec(),
+        fd: Some(conn.clone()),
+        token: None,
+      };
+
+      // Idle: on the wire at once, and in flight.
+      assert!(outbox.send_handle(handle(b"h1\n")));
+      assert!(rx.try_recv().is_err(), "the writer was involved");
+      assert!(outbox.handle_in_flight());
+      assert_eq!(read_all(&theirs), b"h1\n");
+      // Everything waits behind it: a JS send and the next handle.
+      assert!(matches!(outbox.send(b"m\n", None, None), Sent::Queued(_)));
+      assert!(outbox.send_handle(handle(b"h2\n")));
+      assert_eq!(std::iter::from_fn(|| rx.try_recv().ok()).count(), 2);
+      assert!(read_all(&theirs).is_empty());
+      // Its ACK wakes the writer, which holds frames; the flag stays until
+      // the writer takes the news (`WriterCmd::Settled`).
+      assert!(matches!(outbox.answered(true), Answer::WakeWriter));
+      assert!(outbox.handle_in_flight());
+      outbox.handle_settled();
+      outbox.done(2, false);
+      outbox.done(3, true);
+      // The writer's handle is answered by the writer.
+      assert!(matches!(outbox.answered(true), Answer::ToWriter));
+      outbox.handle_settled();
+
+      // A NACK sends the core's handle again, through the writer, then gives up.
+      assert!(outbox.send_handle(handle(b"h3\n")));
+      read_all(&theirs);
+      let Answer::Resend(again, 1) = outbox.answered(false) else {
+        panic!("a NACKed handle was not sent again");
+      };
+      assert_eq!(again.bytes, b"h3\n");
+      assert!(outbox.handle_in_flight(), "in flight until the writer resends it");
+      outbox.retransmit(3);
+      outbox.done(3, true);
+      assert!(matches!(outbox.answered(false), Answer::ToWriter));
+      outbox.handle_settled();
+
+      // Cut short by a full buffer: the writer finishes the frame, and only
+      // then is the handle in flight.
+      let big = vec![b'x'; 8 << 20];
+      assert!(outbox.send_handle(handle(&big)));
+      assert!(!outbox.handle_in_flight());
+      let Ok(WriterCmd::Frame(rest)) = rx.try_recv() else {
+        panic!("the rest did not go to the writer");
+      };
+      assert!(rest.fd.is_none() && rest.bytes.len() < big.len());
+      assert!(
+        matches!(outbox.send(b"n\n", None, None), Sent::Queued(_)),
+        "nothing passes the rest"
+      );
+      outbox.done(rest.bytes.len(), false);
+      assert!(outbox.handle_in_flight());
+      assert!(matches!(outbox.answered(true), Answer::WakeWriter));
     });
   }
 }

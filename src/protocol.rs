@@ -159,16 +159,27 @@ fn take_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
   Some((n, &bytes[digits..]))
 }
 
-/// The `newconn` hand-off frame, written directly in JSON mode (it is sent
-/// once per connection under SCHED_RR and when draining).
+/// The `newconn` hand-off frame. In JSON mode it is written byte by byte (it
+/// is sent once per connection under SCHED_RR and when draining): one
+/// allocation, no JSON value built.
 pub fn newconn_frame(mode: Serialization, seq: u64, key: &str) -> Vec<u8> {
   match mode {
     Serialization::Json => {
-      let key = Value::String(key.to_owned()).to_string();
-      let json = format!(
-        r#"{{"cmd":"NODE_HANDLE","type":"net.Native","msg":{{"cmd":"NODE_CLUSTER","act":"newconn","key":{key},"seq":{seq}}}}}"#
-      );
-      framing::frame(mode, json.as_bytes())
+      const HEAD: &[u8] =
+        br#"{"cmd":"NODE_HANDLE","type":"net.Native","msg":{"cmd":"NODE_CLUSTER","act":"newconn","key":"#;
+      let mut out = Vec::with_capacity(HEAD.len() + key.len() + 40);
+      out.extend_from_slice(HEAD);
+      if key.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(key.as_bytes());
+        out.push(b'"');
+      } else {
+        out.extend_from_slice(Value::String(key.to_owned()).to_string().as_bytes());
+      }
+      out.extend_from_slice(br#","seq":"#);
+      push_decimal(&mut out, seq);
+      out.extend_from_slice(b"}}\n");
+      out
     }
     Serialization::Advanced => encode(
       mode,
@@ -178,6 +189,20 @@ pub fn newconn_frame(mode: Serialization, seq: u64, key: &str) -> Vec<u8> {
       ),
     ),
   }
+}
+
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+  let mut digits = [0u8; 20];
+  let mut i = digits.len();
+  loop {
+    i -= 1;
+    digits[i] = b'0' + (n % 10) as u8;
+    n /= 10;
+    if n == 0 {
+      break;
+    }
+  }
+  out.extend_from_slice(&digits[i..]);
 }
 
 fn memchr_node(frame: &[u8]) -> bool {
@@ -331,6 +356,26 @@ mod tests {
     let parse = |b: &[u8]| serde_json::from_slice::<Value>(&b[..b.len() - 1]).unwrap();
     assert_eq!(parse(&fast), parse(&general));
     assert_eq!(fast.last(), Some(&b'\n'));
+  }
+
+  #[test]
+  fn newconn_bytes_are_nodes() {
+    // Captured with strace from a node:cluster RR primary (Node 20) and the
+    // worker's answers to it.
+    let node = b"{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Native\",\"msg\":{\"cmd\":\"NODE_CLUSTER\",\"act\":\"newconn\",\"key\":\"127.0.0.1:18942:4:undefined:0\",\"seq\":2}}\n";
+    assert_eq!(
+      newconn_frame(Serialization::Json, 2, "127.0.0.1:18942:4:undefined:0"),
+      node.to_vec()
+    );
+    let reply = br#"{"cmd":"NODE_CLUSTER","ack":2,"accepted":true,"seq":3}"#;
+    assert_eq!(parse_newconn_reply(reply), Some((2, true)));
+    let big = newconn_frame(Serialization::Json, u64::MAX, "null:0:4:undefined:0");
+    assert!(big.ends_with(b",\"seq\":18446744073709551615}}\n"));
+    // Keys with characters JSON escapes (a pipe path) take the general encoder.
+    let odd = "/tmp/a\"b\\c\n:undefined:undefined:undefined:0";
+    let frame = newconn_frame(Serialization::Json, 0, odd);
+    let v: Value = serde_json::from_slice(&frame[..frame.len() - 1]).unwrap();
+    assert_eq!(v["msg"]["key"], odd);
   }
 
   #[test]

@@ -18,6 +18,7 @@ use super::session::Session;
 use super::state::State;
 use super::Msg;
 use crate::channel::WriterCmd;
+use crate::direct::Answer;
 use crate::dispatch::HandOff;
 use crate::handles::{Deliver, VACANT_LINGER};
 use crate::protocol::{self, Fields, Inbound};
@@ -29,8 +30,8 @@ impl State {
     match msg {
       Inbound::Cluster(f) => self.on_cluster(id, f),
       Inbound::NewconnReply { ack, accepted } => self.on_newconn_reply(id, ack, accepted),
-      Inbound::HandleAck => self.write(id, WriterCmd::HandleAck),
-      Inbound::HandleNack => self.write(id, WriterCmd::HandleNack),
+      Inbound::HandleAck => self.handle_answered(id, true),
+      Inbound::HandleNack => self.handle_answered(id, false),
       Inbound::Handle {
         envelope,
         handle_type,
@@ -171,8 +172,24 @@ impl State {
         key: key.to_owned(),
         conn: conn.clone(),
       });
-      w.channel.frame(protocol::newconn_frame(w.mode, seq, key), Some(conn));
+      w.channel.handle_frame(protocol::newconn_frame(w.mode, seq, key), conn);
       w.handoff_total.fetch_add(1, Ordering::Relaxed);
+    }
+  }
+
+  /// The worker's ACK/NACK of the handle in flight: settled by the outbox
+  /// when the core wrote it, else by the writer.
+  fn handle_answered(&mut self, id: u32, ok: bool) {
+    let Some(w) = self.sessions.get(&id) else { return };
+    match w.channel.outbox.answered(ok) {
+      Answer::ToWriter => w.channel.command(if ok {
+        WriterCmd::HandleAck
+      } else {
+        WriterCmd::HandleNack
+      }),
+      Answer::Settled => {}
+      Answer::WakeWriter => w.channel.command(WriterCmd::Settled),
+      Answer::Resend(frame, tries) => w.channel.command(WriterCmd::Resend(frame, tries)),
     }
   }
 

@@ -264,6 +264,16 @@ impl ChannelEnd {
     self.outbox.push(OutFrame { bytes, fd, token: None });
   }
 
+  /// A frame carrying `fd`: written at once when nothing is queued or in
+  /// flight (one `newconn` per connection takes no trip through the writer).
+  pub fn handle_frame(&self, bytes: Vec<u8>, fd: Arc<OwnedFd>) {
+    self.outbox.send_handle(OutFrame {
+      bytes,
+      fd: Some(fd),
+      token: None,
+    });
+  }
+
   /// Refuses the rest of a broken stream at once.
   pub fn shutdown(&self) {
     let _ = nix::sys::socket::shutdown(self.sock.as_raw_fd(), nix::sys::socket::Shutdown::Both);
