@@ -392,3 +392,21 @@ pub fn worker_stats(id: u32) -> Result<Option<NativeWorkerStats>> {
 pub fn process_usage(pid: i32) -> Option<NativeWorkerStats> {
   crate::supervisor::usage(pid).map(|u| NativeWorkerStats::new(pid, 0, Some(u)))
 }
+
+#[napi(object)]
+pub struct NativeLoadStats {
+  /// Reuseport members seen stalled (see `load`).
+  pub stalls: f64,
+  /// Connections the primary took from stalled members' queues.
+  pub taken: f64,
+}
+
+/// The queue watcher's counters, for `cluster.stats()`.
+#[napi]
+pub fn load_stats() -> NativeLoadStats {
+  let (stalls, taken) = crate::load::counters();
+  NativeLoadStats {
+    stalls: stalls as f64,
+    taken: taken as f64,
+  }
+}

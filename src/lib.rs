@@ -22,6 +22,7 @@ pub mod direct;
 pub mod dispatch;
 pub mod framing;
 pub mod handles;
+pub mod load;
 pub mod pace;
 pub mod primary;
 pub mod protocol;

@@ -23,6 +23,7 @@ mod events;
 mod servers;
 mod session;
 mod slots;
+mod stalls;
 mod state;
 mod timers;
 
@@ -77,6 +78,8 @@ enum Msg {
     slot: u32,
   },
   Tick,
+  /// Time to sample the reuseport groups' accept queues (`load`).
+  LoadTick,
   Send {
     id: u32,
     frame: OutFrame,

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::task::AbortHandle;
 
 use super::events::{Event, EventSink, ExitDecision, ForkInfo};
 use super::servers::Servers;
@@ -53,6 +54,8 @@ pub struct State {
   pub(super) timers: Timers,
   watchdog: bool,
   reaper: ReaperState,
+  /// The queue watcher's ticks, while a reuseport group may exist.
+  pub(super) load_tick: Option<AbortHandle>,
   /// For workers that leave by themselves.
   pub(super) kill_timeout: Duration,
 }
@@ -69,6 +72,7 @@ impl State {
       slots: Slots::default(),
       watchdog: false,
       reaper: ReaperState::Untried,
+      load_tick: None,
       kill_timeout: DEFAULT_KILL_TIMEOUT,
     }
   }
@@ -123,6 +127,7 @@ impl State {
         self.respawn(slot);
       }
       Msg::Tick => self.watch(),
+      Msg::LoadTick => self.watch_load(),
       // Counted by the outbox when JS sent it: hand it to the writer as is.
       Msg::Send { id, frame } => {
         let lost = self
@@ -204,7 +209,7 @@ impl State {
     self.registry.lock().unwrap().insert(id, started.shared);
     if watched && !self.watchdog {
       self.watchdog = true;
-      self.timers.every(WATCHDOG_TICK, || Msg::Tick);
+      let _ = self.timers.every(WATCHDOG_TICK, || Msg::Tick);
     }
     self.sessions.insert(id, started.session);
     Ok(started.info)
