@@ -123,7 +123,13 @@ declare namespace rcluster {
 
   interface ClusterStats {
     workers: WorkerStats[];
-    totals: { workers: number; rss: number; cpuUser: number; cpuSystem: number; handoffs: number; restarts: number };
+    totals: {
+      workers: number; rss: number; cpuUser: number; cpuSystem: number; handoffs: number; restarts: number;
+      /** SCHED_REUSEPORT: times a worker's socket was seen stalled and steered away from */
+      stalls: number;
+      /** SCHED_REUSEPORT: connections the primary took from stalled workers' queues and handed to others */
+      stalledTaken: number;
+    };
     primary: { pid: number; rss: number | null; cpu: { user: number; system: number } | null };
   }
 

@@ -206,6 +206,8 @@ describe('the endpoint with workers', () => {
     assert.ok(value('rcluster_primary_cpu_seconds_total', 'mode="user"') > 0);
     assert.equal(value('rcluster_crash_loops_total'), 0);
     assert.equal(value('rcluster_reloads_total'), 0);
+    assert.ok(value('rcluster_stalls_total') >= 0);
+    assert.ok(value('rcluster_stalled_connections_taken_total') >= 0);
     p.send('stop');
     await p.fx.result();
   });

@@ -62,6 +62,9 @@ const WORKLOADS = [
   { key: 'mixed', label: 'mixed', close: true, slowEvery: 20, slowMs: 20,
     desc: 'one connection per request; 1 request in 20 burns 20 ms of CPU in its worker',
     short: 'conn/request; 1 in 20 requests burns 20 ms CPU' },
+  { key: 'stall', label: 'stall', close: true, stall: true, noSingle: true,
+    desc: 'one connection per request; one of the 2 workers blocks its event loop 200 ms every 1 s',
+    short: 'conn/request; 1 of 2 workers blocked 200 ms every 1 s' },
   { key: 'busy', label: 'busy primary', close: true, busy: true, noSingle: true,
     desc: "one connection per request; the primary's event loop is blocked 1 s every 2 s",
     short: "conn/request; primary's JS blocked 1 s every 2 s" },
@@ -300,6 +303,7 @@ class Server {
       BENCH_SLOW: String(this.workload.slowEvery || 0),
       BENCH_SLOW_MS: String(this.workload.slowMs || 0),
       BENCH_BUSY: this.workload.busy ? '1' : '0',
+      BENCH_STALL: this.workload.stall ? '1' : '0',
     };
     if (this.config.policy) env.NODE_CLUSTER_SCHED_POLICY = this.config.policy;
     else delete env.NODE_CLUSTER_SCHED_POLICY;

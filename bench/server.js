@@ -9,6 +9,8 @@
 //   BENCH_SLOW      1 in this many requests burns BENCH_SLOW_MS of CPU (0: never)
 //   BENCH_BUSY      1: once the counts are reset (right before the measured
 //                   run), the primary blocks its event loop 1 s every 2 s
+//   BENCH_STALL     1: once the counts are reset, the first worker blocks its
+//                   event loop 200 ms every 1 s
 //   NODE_CLUSTER_SCHED_POLICY  rr | none | reuseport, read by the cluster module
 //
 // Workers count the requests they serve. The runner talks to the primary:
@@ -28,6 +30,7 @@ const workerCount = Number(process.env.BENCH_WORKERS || 2);
 const slowEvery = Number(process.env.BENCH_SLOW || 0);
 const slowMs = Number(process.env.BENCH_SLOW_MS || 20);
 const busy = process.env.BENCH_BUSY === '1';
+const stall = process.env.BENCH_STALL === '1';
 const REPLY_TIMEOUT_MS = 5000;
 
 const BODY = 'hello world\n';
@@ -68,6 +71,8 @@ function listenOptions() {
   return opts;
 }
 
+let stalling = null;
+
 function runWorker() {
   // Told from the listen callback: with `exclusive` (node reusePort) the
   // worker binds by itself and the cluster emits no 'listening'.
@@ -76,6 +81,7 @@ function runWorker() {
     if (!m || typeof m !== 'object') return;
     if (m.cmd === 'bench-count') process.send({ cmd: 'bench-count', seq: m.seq, n: counter.count(), c: counter.conns() });
     else if (m.cmd === 'bench-reset') { counter.reset(); process.send({ cmd: 'bench-reset', seq: m.seq }); }
+    else if (m.cmd === 'bench-stall' && !stalling) stalling = setInterval(() => burn(200), 1000);
   });
 }
 
@@ -135,6 +141,7 @@ function runPrimary(cluster) {
       process.send({ type: 'reset' });
       // The reset comes right before the measured run: the primary's
       // JavaScript is stuck 1 s out of every 2 s from 200 ms into it.
+      if (stall) workers[0].send({ cmd: 'bench-stall' });
       if (busy && !busyTimer) {
         busyTimer = setTimeout(function block() {
           busyTimer = setTimeout(block, 2000);

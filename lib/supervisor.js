@@ -364,6 +364,10 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker,
       totals.handoffs += entry.handoffs;
     }
     for (const n of restarts.values()) totals.restarts += n;
+    // The reuseport queue watcher's counters (the primary's, not per worker).
+    const load = binding.loadStats();
+    totals.stalls = load.stalls;
+    totals.stalledTaken = load.taken;
     const own = binding.processUsage(process.pid);
     const primary = {
       pid: process.pid,

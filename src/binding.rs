@@ -444,3 +444,21 @@ pub fn count_reload() -> Result<()> {
   core()?.count_reload();
   Ok(())
 }
+
+#[napi(object)]
+pub struct NativeLoadStats {
+  /// Reuseport members seen stalled (see `load`).
+  pub stalls: f64,
+  /// Connections the primary took from stalled members' queues.
+  pub taken: f64,
+}
+
+/// The queue watcher's counters, for `cluster.stats()`.
+#[napi]
+pub fn load_stats() -> NativeLoadStats {
+  let (stalls, taken) = crate::load::counters();
+  NativeLoadStats {
+    stalls: stalls as f64,
+    taken: taken as f64,
+  }
+}

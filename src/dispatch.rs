@@ -183,7 +183,7 @@ const TCP_LISTEN: u8 = 10;
 
 /// How many connections wait in a TCP listener's accept queue (Linux reports
 /// it as `tcpi_unacked` for listening sockets); `None` for other sockets.
-fn accept_queue_len(listener: RawFd) -> Option<usize> {
+pub fn accept_queue_len(listener: RawFd) -> Option<usize> {
   // SAFETY: a zeroed tcp_info is valid; getsockopt writes at most `len`.
   let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
   let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;

@@ -24,6 +24,7 @@ use serde_json::Value;
 use socket2::Socket;
 
 use crate::dispatch::{Acceptor, Dispatcher, RoundRobin};
+use crate::load::{self, Watch, Watched};
 use crate::protocol::Fields;
 use crate::sockets::{self, Kind};
 
@@ -178,9 +179,11 @@ pub type Deliver = Arc<dyn Fn(Vec<OwnedFd>) + Send + Sync>;
 pub struct Slot {
   pub sock: Arc<OwnedFd>,
   pub owner: Option<u32>,
-  /// Accepting what is queued on a vacant TCP slot.
-  drain: Option<Acceptor>,
+  /// Accepting what is queued on a vacant (or stalled) TCP slot.
+  pub(crate) drain: Option<Acceptor>,
   vacated: Option<Instant>,
+  /// Whether its worker keeps up (see `load`).
+  pub watch: Watch,
 }
 
 /// A reuseport group. `slots` mirrors the kernel's order of the group (TCP
@@ -216,6 +219,11 @@ pub trait Shape: Send {
   }
   /// Closes vacancies nobody took within `VACANT_LINGER`.
   fn expire(&mut self, _now: Instant) {}
+  /// One sample of the queue watcher (`load`); `None` when the shape has
+  /// no per-worker queues to watch.
+  fn watch_load(&mut self, _unread: &dyn Fn(u32) -> bool, _deliver: &Deliver) -> Option<Watched> {
+    None
+  }
 }
 
 /// Removes a Unix socket's path when dropped, as libuv does when it closes a
@@ -279,6 +287,14 @@ impl Shape for ReusePortGroup {
 
   fn expire(&mut self, now: Instant) {
     self.expire_vacant(now);
+  }
+
+  fn watch_load(&mut self, unread: &dyn Fn(u32) -> bool, deliver: &Deliver) -> Option<Watched> {
+    let watched = crate::load::watch_group(self, unread, deliver);
+    if watched.changed {
+      self.steer();
+    }
+    Some(watched)
   }
 }
 
@@ -359,6 +375,7 @@ impl ServerHandle {
               owner: None,
               drain: None,
               vacated: None,
+              watch: Watch::default(),
             }],
             dispatcher: Dispatcher::default(),
             steering: true,
@@ -407,6 +424,11 @@ impl ServerHandle {
     self.shape.dispatcher()
   }
 
+  /// One sample of the queue watcher; `None`: nothing to watch here.
+  pub fn watch_load(&mut self, unread: &dyn Fn(u32) -> bool) -> Option<Watched> {
+    self.shape.watch_load(unread, &self.deliver)
+  }
+
   /// Closes vacant reuseport members nobody took over in time.
   pub fn expire_vacancies(&mut self, now: Instant) {
     self.shape.expire(now);
@@ -435,6 +457,7 @@ impl ReusePortGroup {
           owner: None,
           drain: None,
           vacated: None,
+          watch: Watch::default(),
         });
         self.slots.len() - 1
       }
@@ -443,6 +466,7 @@ impl ReusePortGroup {
     slot.owner = Some(worker);
     slot.drain = None;
     slot.vacated = None;
+    slot.watch = Watch::default();
     let sock = slot.sock.clone();
     self.dispatcher.add_worker(worker);
     self.steer();
@@ -457,6 +481,7 @@ impl ReusePortGroup {
     let slot = &mut self.slots[idx];
     slot.owner = None;
     slot.vacated = Some(Instant::now());
+    slot.watch = Watch::default();
     slot.drain = slot.sock.as_fd().try_clone_to_owned().ok().and_then(|dup| {
       let d = deliver.clone();
       Acceptor::start(Socket::from(dup), move |c| d(c)).ok()
@@ -495,13 +520,9 @@ impl ReusePortGroup {
     if !self.steering || self.slots.is_empty() {
       return;
     }
-    let live: Vec<u32> = self
-      .slots
-      .iter()
-      .enumerate()
-      .filter(|(_, s)| s.owner.is_some())
-      .map(|(i, _)| i as u32)
-      .collect();
+    // Stalled members are left out (`load::members`).
+    let owned = self.slots.iter().enumerate().filter(|(_, s)| s.owner.is_some());
+    let live = load::members(owned.map(|(i, s)| (i as u32, s.watch.stalled)));
     if sockets::steer_reuseport(self.slots[0].sock.as_raw_fd(), &live).is_err() {
       self.steering = false;
     }

@@ -24,6 +24,7 @@ pub mod dispatch;
 pub mod framing;
 pub mod handles;
 pub mod http;
+pub mod load;
 pub mod metrics;
 pub mod pace;
 pub mod primary;

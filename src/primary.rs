@@ -24,6 +24,7 @@ mod servers;
 mod session;
 mod slots;
 mod snapshot;
+mod stalls;
 mod state;
 mod timers;
 
@@ -79,6 +80,8 @@ enum Msg {
     slot: u32,
   },
   Tick,
+  /// Time to sample the reuseport groups' accept queues (`load`).
+  LoadTick,
   Send {
     id: u32,
     frame: OutFrame,

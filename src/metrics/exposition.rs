@@ -18,6 +18,9 @@ pub struct Figures<'a> {
   pub usage: &'a HashMap<i32, Usage>,
   pub primary: Option<Usage>,
   pub reloads: u64,
+  /// The load-aware default's counters (`load::counters`): stalls seen,
+  /// connections taken from stalled queues.
+  pub stalls: (u64, u64),
 }
 
 struct Out(String);
@@ -202,6 +205,18 @@ pub fn render(f: &Figures) -> String {
     "Rolling reloads started (cluster.reload(), SIGHUP with signals: true).",
   );
   out.sample("rcluster_reloads_total", &[], f.reloads as f64);
+  out.family(
+    "rcluster_stalls_total",
+    "counter",
+    "Times a worker was seen stalled: connections waiting in its queue while it did not read its channel.",
+  );
+  out.sample("rcluster_stalls_total", &[], f.stalls.0 as f64);
+  out.family(
+    "rcluster_stalled_connections_taken_total",
+    "counter",
+    "Connections the primary took from stalled workers' queues and handed to healthy ones.",
+  );
+  out.sample("rcluster_stalled_connections_taken_total", &[], f.stalls.1 as f64);
   out.0
 }
 
@@ -254,6 +269,7 @@ mod tests {
       usage: &usage,
       primary: None,
       reloads: 2,
+      stalls: (3, 7),
     });
     for line in [
       "# TYPE rcluster_workers gauge\nrcluster_workers 2\n",
@@ -269,6 +285,8 @@ mod tests {
       "# TYPE rcluster_primary_cpu_seconds_total counter\n",
       "rcluster_crash_loops_total 1\n",
       "rcluster_reloads_total 2\n",
+      "# TYPE rcluster_stalls_total counter\nrcluster_stalls_total 3\n",
+      "rcluster_stalled_connections_taken_total 7\n",
     ] {
       assert!(text.contains(line), "missing {line:?} in\n{text}");
     }

@@ -184,6 +184,7 @@ fn metrics_text(snapshot: &Snapshot, reloads: u64) -> String {
     usage: &usage,
     primary: crate::supervisor::usage(std::process::id() as i32),
     reloads,
+    stalls: crate::load::counters(),
   })
 }
 

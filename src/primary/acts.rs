@@ -119,6 +119,7 @@ impl State {
       })
     });
     self.send_cluster(id, reply.fields, reply.handle);
+    self.start_load_watch();
     if let Some(key) = reply.distribute {
       self.distribute(&key);
     }

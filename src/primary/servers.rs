@@ -37,6 +37,15 @@ pub enum Released {
   Lingering,
 }
 
+/// What one sample of the queue watcher found over every handle.
+#[derive(Default)]
+pub struct LoadSample {
+  /// Workers to write a probe to.
+  pub probes: Vec<u32>,
+  /// Keys whose takers changed: offer their queues again.
+  pub changed: Vec<String>,
+}
+
 pub struct Servers {
   pub policy: Policy,
   handles: HashMap<String, ServerHandle>,
@@ -170,6 +179,27 @@ impl Servers {
     } else {
       true
     }
+  }
+
+  /// One sample of the queue watcher over every handle (`unread`: whether a
+  /// worker left bytes on its channel unread). `None` when no handle has
+  /// queues to watch.
+  pub fn watch_load(&mut self, unread: &dyn Fn(u32) -> bool) -> Option<LoadSample> {
+    let mut out: Option<LoadSample> = None;
+    for (key, h) in self.handles.iter_mut() {
+      if let Some(w) = h.watch_load(unread) {
+        let o = out.get_or_insert_with(LoadSample::default);
+        o.probes.extend(w.probes);
+        if w.changed {
+          o.changed.push(key.clone());
+        }
+      }
+    }
+    if let Some(o) = out.as_mut() {
+      o.probes.sort_unstable();
+      o.probes.dedup();
+    }
+    out
   }
 
   /// Connections a primary-accepting listener accepted; returns their key.

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::task::AbortHandle;
 
 use super::events::{Event, EventSink, ExitDecision, ForkInfo};
 use super::servers::Servers;
@@ -53,6 +54,8 @@ pub struct State {
   pub(super) timers: Timers,
   watchdog: bool,
   reaper: ReaperState,
+  /// The queue watcher's ticks, while a reuseport group may exist.
+  pub(super) load_tick: Option<AbortHandle>,
   /// For workers that leave by themselves.
   pub(super) kill_timeout: Duration,
   /// The metrics and health endpoint, when one was asked for.
@@ -71,6 +74,7 @@ impl State {
       slots: Slots::default(),
       watchdog: false,
       reaper: ReaperState::Untried,
+      load_tick: None,
       kill_timeout: DEFAULT_KILL_TIMEOUT,
       metrics: None,
     }
@@ -142,6 +146,7 @@ impl State {
         self.metrics = Some(crate::metrics::start(addr, ask, counters, previous, bound));
       }
       Msg::StopMetrics => self.metrics = None,
+      Msg::LoadTick => self.watch_load(),
       // Counted by the outbox when JS sent it: hand it to the writer as is.
       Msg::Send { id, frame } => {
         let lost = self
@@ -223,7 +228,7 @@ impl State {
     self.registry.lock().unwrap().insert(id, started.shared);
     if watched && !self.watchdog {
       self.watchdog = true;
-      self.timers.every(WATCHDOG_TICK, || Msg::Tick);
+      let _ = self.timers.every(WATCHDOG_TICK, || Msg::Tick);
     }
     self.sessions.insert(id, started.session);
     Ok(started.info)

@@ -56,15 +56,19 @@ impl Timers {
     self.keyed.remove(key);
   }
 
-  /// Sends `msg` every `period`, the first one now, until the loop is gone.
-  pub fn every(&self, period: Duration, msg: impl Fn() -> Msg + Send + 'static) {
+  /// Sends `msg` every `period`, the first one now, until the loop is gone
+  /// or the returned handle aborts it.
+  pub fn every(&self, period: Duration, msg: impl Fn() -> Msg + Send + 'static) -> AbortHandle {
     let tx = self.tx.clone();
     tokio::spawn(async move {
       let mut tick = tokio::time::interval(period);
+      // A late tick is not made up for with a burst.
+      tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
       while tx.send(msg()).is_ok() {
         tick.tick().await;
       }
-    });
+    })
+    .abort_handle()
   }
 
   fn spawn(&self, delay: Duration, msg: Msg) -> AbortHandle {

@@ -1,0 +1,305 @@
+//! Load-aware reuseport: the queue watcher. A reuseport group's kernel hash is
+//! blind: a worker whose event loop is stuck (GC, a synchronous read, a CPU-heavy
+//! request) keeps getting its share of new connections, which wait until it
+//! comes back. Every `LOAD_TICK` the core samples each member's accept queue;
+//! a member whose queue stays non-empty while its worker does not even read
+//! its IPC channel is *stalled*: the steering program leaves it out, and the
+//! primary accepts what waits in its queue and hands it to the other workers
+//! (the path a departed worker's queue takes). It is back in as soon as its
+//! worker reads its channel again.
+//!
+//! Why the channel: under full load a healthy worker's queue is non-empty at
+//! most instants too, so the queue alone cannot tell busy from stuck. An
+//! unmodified Node worker reads its channel on every turn of its event loop,
+//! so the core writes a tiny internal message (Node's worker code ignores it)
+//! when it sees a queue, and asks the kernel whether it was read
+//! (`SIOCOUTQ`: bytes the peer has not read yet).
+//!
+//! Costs: with every member healthy and idle, one wake-up of the core thread
+//! per tick and one `getsockopt` per member; under load, at most one probe
+//! message per worker per tick. Nothing per connection until a member stalls.
+
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use socket2::Socket;
+
+use crate::dispatch::{accept_queue_len, Acceptor};
+use crate::handles::{Deliver, ReusePortGroup, Slot};
+
+/// How often accept queues are sampled. Fixed (it does not depend on the
+/// connection rate). A stall is seen two samples after the first connection
+/// waits, i.e. 10–20 ms into it: well under the shortest pauses that hurt a
+/// tail (GC and blocking calls of tens of ms), while 100 wake-ups a second of
+/// a few µs each cost an idle primary nothing measurable.
+pub const LOAD_TICK: Duration = Duration::from_millis(10);
+
+/// Consecutive samples with connections waiting (and the probe unread) that
+/// make a member stalled.
+pub const STALL_SAMPLES: u32 = 2;
+
+/// Stalls seen since the process started (every group, every member).
+pub static STALLS: AtomicU64 = AtomicU64::new(0);
+/// Connections the primary took from stalled members' queues.
+pub static TAKEN_FROM_STALLED: AtomicU64 = AtomicU64::new(0);
+
+/// One sample of a member.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+  /// Connections waiting in its accept queue.
+  pub queued: usize,
+  /// Its worker has not read everything the primary wrote on its channel.
+  pub unread: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+  Stalled,
+  Recovered,
+}
+
+/// What one sample leads to.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Step {
+  pub verdict: Option<Verdict>,
+  /// Write a probe on the worker's channel.
+  pub probe: bool,
+}
+
+/// The watcher's memory of one member.
+#[derive(Clone, Debug, Default)]
+pub struct Watch {
+  /// Consecutive samples with connections waiting.
+  busy: u32,
+  /// A probe was written that the worker had not read at the last sample.
+  probing: bool,
+  pub stalled: bool,
+}
+
+impl Watch {
+  /// The decision, a pure function of the samples. Hysteresis: it takes
+  /// `STALL_SAMPLES` samples of a waiting queue *and* a probe left unread
+  /// for a whole tick to stall, and the worker reading its channel again to
+  /// recover (its queue is empty by then: the primary drains it).
+  pub fn sample(&mut self, s: Sample) -> Step {
+    let probed = self.probing && s.unread;
+    if !s.unread {
+      self.probing = false;
+    }
+    if self.stalled {
+      if s.unread {
+        return Step::default();
+      }
+      self.stalled = false;
+      self.busy = 0;
+      return Step {
+        verdict: Some(Verdict::Recovered),
+        probe: false,
+      };
+    }
+    if s.queued == 0 {
+      self.busy = 0;
+      return Step::default();
+    }
+    self.busy = self.busy.saturating_add(1);
+    if self.busy >= STALL_SAMPLES && probed {
+      self.stalled = true;
+      return Step {
+        verdict: Some(Verdict::Stalled),
+        probe: false,
+      };
+    }
+    let probe = !self.probing;
+    self.probing = true;
+    Step { verdict: None, probe }
+  }
+}
+
+/// The members the steering program may pick: those with a worker that is not
+/// stalled — or every member with a worker when all of them are stalled
+/// (steering everything away would leave the kernel nowhere to put a
+/// connection; they wait where they are).
+pub fn members<'a>(owned: impl Iterator<Item = (u32, bool)> + Clone + 'a) -> Vec<u32> {
+  let healthy: Vec<u32> = owned.clone().filter(|(_, stalled)| !stalled).map(|(i, _)| i).collect();
+  if healthy.is_empty() {
+    owned.map(|(i, _)| i).collect()
+  } else {
+    healthy
+  }
+}
+
+/// What one sample of a group found.
+#[derive(Debug, Default)]
+pub struct Watched {
+  /// Workers to write a probe to.
+  pub probes: Vec<u32>,
+  /// A member stalled or recovered: the group must be steered again.
+  pub changed: bool,
+}
+
+/// Samples every member of `g` that has a worker (`unread`: whether that
+/// worker left bytes on its channel unread), then drains the stalled ones —
+/// only while some member is healthy: with every worker stalled there is
+/// nobody to hand connections to, and they wait where they are. The
+/// primary-accepted connections go through `deliver` to the group's
+/// dispatcher, whose workers are the healthy ones.
+pub fn watch_group(g: &mut ReusePortGroup, unread: &dyn Fn(u32) -> bool, deliver: &Deliver) -> Watched {
+  let mut out = Watched::default();
+  for slot in g.slots.iter_mut() {
+    let Some(owner) = slot.owner else { continue };
+    let queued = accept_queue_len(slot.sock.as_raw_fd()).unwrap_or(0);
+    let step = slot.watch.sample(Sample {
+      queued,
+      unread: unread(owner),
+    });
+    if step.probe {
+      out.probes.push(owner);
+    }
+    match step.verdict {
+      Some(Verdict::Stalled) => {
+        count_stall();
+        out.changed = true;
+      }
+      Some(Verdict::Recovered) => out.changed = true,
+      None => {}
+    }
+  }
+  let any_healthy = g.slots.iter().any(|s| s.owner.is_some() && !s.watch.stalled);
+  for slot in g.slots.iter_mut().filter(|s| s.owner.is_some()) {
+    let drain = slot.watch.stalled && any_healthy;
+    if drain && slot.drain.is_none() {
+      slot.drain = start_drain(slot, deliver);
+    } else if !drain {
+      // The worker accepts again (or nobody else can): its queue is its own.
+      slot.drain = None;
+    }
+  }
+  if out.changed {
+    // Connections the primary holds go to healthy workers only; with none,
+    // they wait in the primary until one recovers.
+    let takers = g.slots.iter().filter(|s| !s.watch.stalled);
+    g.dispatcher.workers = takers.filter_map(|s| s.owner).collect();
+  }
+  out
+}
+
+/// Accepts what a stalled member's queue holds, and whatever still reaches
+/// it (handshakes under way when it was steered away), as long as it stalls.
+fn start_drain(slot: &Slot, deliver: &Deliver) -> Option<Acceptor> {
+  let dup = slot.sock.as_fd().try_clone_to_owned().ok()?;
+  let d = deliver.clone();
+  Acceptor::start(Socket::from(dup), move |conns| {
+    count_taken(conns.len());
+    d(conns)
+  })
+  .ok()
+}
+
+/// Bytes written on a stream socket that its peer has not read yet.
+pub fn unread(fd: RawFd) -> bool {
+  let mut n: libc::c_int = 0;
+  // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one int.
+  let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) };
+  rc == 0 && n > 0
+}
+
+pub fn count_stall() {
+  STALLS.fetch_add(1, Ordering::Relaxed);
+}
+
+pub fn count_taken(n: usize) {
+  TAKEN_FROM_STALLED.fetch_add(n as u64, Ordering::Relaxed);
+}
+
+/// (stalls, connections taken from stalled queues) so far.
+pub fn counters() -> (u64, u64) {
+  (
+    STALLS.load(Ordering::Relaxed),
+    TAKEN_FROM_STALLED.load(Ordering::Relaxed),
+  )
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  fn run(w: &mut Watch, samples: &[(usize, bool)]) -> Vec<Step> {
+    samples
+      .iter()
+      .map(|&(queued, unread)| w.sample(Sample { queued, unread }))
+      .collect()
+  }
+
+  fn verdicts(steps: &[Step]) -> Vec<Option<Verdict>> {
+    steps.iter().map(|s| s.verdict).collect()
+  }
+
+  #[test]
+  fn a_waiting_queue_and_an_unread_probe_stall() {
+    let mut w = Watch::default();
+    let steps = run(&mut w, &[(0, false), (3, false), (7, true)]);
+    assert_eq!(verdicts(&steps), vec![None, None, Some(Verdict::Stalled)]);
+    assert!(steps[1].probe, "the first waiting queue sends a probe");
+    assert!(w.stalled);
+  }
+
+  #[test]
+  fn a_busy_worker_that_reads_its_channel_is_not_stalled() {
+    let mut w = Watch::default();
+    // Its queue never empties, but every probe is read by the next sample.
+    let steps = run(&mut w, &[(5, false); 20]);
+    assert!(verdicts(&steps).iter().all(Option::is_none));
+    assert!(steps.iter().all(|s| s.probe), "one probe per tick at most");
+    assert!(!w.stalled);
+  }
+
+  #[test]
+  fn a_queue_that_empties_resets_the_count() {
+    let mut w = Watch::default();
+    // Unread bytes alone (a large message on its way) are not a stall.
+    let steps = run(&mut w, &[(1, false), (0, true), (1, true), (0, true), (0, false)]);
+    assert!(verdicts(&steps).iter().all(Option::is_none));
+    assert!(!w.stalled);
+  }
+
+  #[test]
+  fn recovers_when_the_worker_reads_again() {
+    let mut w = Watch::default();
+    let steps = run(
+      &mut w,
+      &[(2, false), (4, true), (0, true), (0, true), (0, false), (0, false)],
+    );
+    let v = verdicts(&steps);
+    assert_eq!(v[1], Some(Verdict::Stalled));
+    assert_eq!(&v[2..4], &[None, None], "stays stalled while the probe is unread");
+    assert_eq!(v[4], Some(Verdict::Recovered));
+    assert_eq!(v[5], None);
+    assert!(!w.stalled);
+    // And it can stall again.
+    let again = run(&mut w, &[(1, false), (1, true)]);
+    assert_eq!(verdicts(&again), vec![None, Some(Verdict::Stalled)]);
+  }
+
+  #[test]
+  fn never_steers_everything_away() {
+    let all_stalled = [(0, true), (1, true)];
+    assert_eq!(members(all_stalled.into_iter()), vec![0, 1]);
+    let one = [(0, false), (1, true), (2, false)];
+    assert_eq!(members(one.into_iter()), vec![0, 2]);
+    assert!(members(std::iter::empty()).is_empty());
+  }
+
+  #[test]
+  fn unread_bytes_are_seen_until_the_peer_reads() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    let (mut a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+    assert!(!unread(a.as_raw_fd()));
+    a.write_all(b"probe\n").unwrap();
+    assert!(unread(a.as_raw_fd()));
+    let mut buf = [0u8; 16];
+    let _ = b.read(&mut buf).unwrap();
+    assert!(!unread(a.as_raw_fd()));
+  }
+}
