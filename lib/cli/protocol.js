@@ -1,0 +1,44 @@
+'use strict';
+// The control protocol: one JSON object per line each way.
+//   request  {"v":1,"id":7,"cmd":"scale","args":{"n":4}}
+//   response {"v":1,"id":7,"ok":true,"result":…} or {"v":1,"id":7,"ok":false,"error":{"code","message"}}
+// A line longer than MAX_LINE ends the connection: no peer of ours sends one.
+
+const VERSION = 1;
+const MAX_LINE = 1024 * 1024;
+
+// Calls onMessage(object) per line of `socket`; onError(err) for a line that
+// is too long or not JSON (the socket is then destroyed).
+function readLines(socket, onMessage, onError) {
+  let pending = '';
+  socket.setEncoding('utf8');
+  socket.on('data', (chunk) => {
+    pending += chunk;
+    let nl;
+    while ((nl = pending.indexOf('\n')) !== -1) {
+      const line = pending.slice(0, nl);
+      pending = pending.slice(nl + 1);
+      if (line.length === 0) continue;
+      let message;
+      try {
+        message = JSON.parse(line);
+      } catch {
+        onError(Object.assign(new Error('a line that is not JSON'), { code: 'ERR_RCLUSTER_PROTOCOL' }));
+        socket.destroy();
+        return;
+      }
+      onMessage(message);
+      if (socket.destroyed) return;
+    }
+    if (pending.length > MAX_LINE) {
+      onError(Object.assign(new Error(`a line over ${MAX_LINE} bytes`), { code: 'ERR_RCLUSTER_PROTOCOL' }));
+      socket.destroy();
+    }
+  });
+}
+
+function encode(message) {
+  return `${JSON.stringify({ v: VERSION, ...message })}\n`;
+}
+
+module.exports = { VERSION, MAX_LINE, readLines, encode };
