@@ -15,8 +15,11 @@ const cli = path.join(__dirname, '..', 'bin', 'rcluster.js');
 const app = path.join(__dirname, 'fixtures', 'cli-app.js');
 const children = new Set();
 const workerPids = new Set();
+// Control sockets of this file's CLIs: never the user's own $RCLUSTER_HOME.
+process.env.RCLUSTER_HOME = fs.mkdtempSync(path.join(os.tmpdir(), 'rcluster-home-'));
 
 test.after(() => {
+  fs.rmSync(process.env.RCLUSTER_HOME, { recursive: true, force: true });
   for (const c of children) c.kill('SIGKILL');
   for (const pid of workerPids) {
     try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
@@ -218,7 +221,7 @@ test('the app is found the way `node app` finds it', async () => {
     const cases = [['plain', 'plain'], ['plain.js', 'plain'], ['withindex', 'index'], ['./withindex/', 'index'],
       ['withmain', 'main'], ['esm.mjs', 'mjs'], ['common.cjs', 'cjs']];
     for (const [appArg, printed] of cases) {
-      const result = await runToExit(['-q', '-i', '1', appArg], { cwd: dir });
+      const result = await runToExit(['-q', '-i', '1', '--log-format', 'raw', appArg], { cwd: dir });
       assert.equal(result.code, 0, `${appArg}: ${result.stderr}`);
       assert.equal(result.stdout, `${printed}\n`, appArg);
     }

@@ -4,7 +4,9 @@
 // command line throws a UsageError, which bin/rcluster.js prints as one line.
 
 const path = require('node:path');
-const { MAX_TIMER_MS, MAX_MS: MAX_CORE_MS } = require('../supervisor').limits;
+// The library's own bounds, loaded only to check a run's flags: the commands
+// (ls, status…) load no native code.
+const limits = () => require('../supervisor').limits;
 
 // More workers than this is a typo (`-i 100000`), not a deployment: each one is
 // a whole Node process (tens of MB of RSS, its own V8 heap and pipes), so 1024
@@ -71,14 +73,14 @@ const OPTIONS = [
   { flags: ['-i', '--instances'], key: 'instances', parse: parseInstances },
   { flags: ['--name'], key: 'name', parse: parseName },
   { flags: ['--restart'], key: 'restart' },
-  { flags: ['--restart-delay'], key: 'restartDelay', parse: (f, v) => parseDuration(f, v, MAX_CORE_MS, 0) },
+  { flags: ['--restart-delay'], key: 'restartDelay', parse: (f, v) => parseDuration(f, v, limits().MAX_MS, 0) },
   { flags: ['--max-restarts'], key: 'maxRestarts', parse: (f, v) => parseCount(f, v, 0xFFFFFFFF) },
-  { flags: ['--min-uptime'], key: 'minUptime', parse: (f, v) => parseDuration(f, v, MAX_CORE_MS, 0) },
-  { flags: ['--hang-timeout'], key: 'hangTimeout', parse: (f, v) => parseDuration(f, v, MAX_CORE_MS) },
+  { flags: ['--min-uptime'], key: 'minUptime', parse: (f, v) => parseDuration(f, v, limits().MAX_MS, 0) },
+  { flags: ['--hang-timeout'], key: 'hangTimeout', parse: (f, v) => parseDuration(f, v, limits().MAX_MS) },
   { flags: ['--max-memory'], key: 'maxMemory', parse: parseSize },
-  { flags: ['--max-age'], key: 'maxAge', parse: (f, v) => parseDuration(f, v, MAX_CORE_MS) },
-  { flags: ['--kill-timeout'], key: 'killTimeout', parse: (f, v) => parseDuration(f, v, MAX_TIMER_MS) },
-  { flags: ['--listen-timeout'], key: 'listenTimeout', parse: (f, v) => parseDuration(f, v, MAX_TIMER_MS) },
+  { flags: ['--max-age'], key: 'maxAge', parse: (f, v) => parseDuration(f, v, limits().MAX_MS) },
+  { flags: ['--kill-timeout'], key: 'killTimeout', parse: (f, v) => parseDuration(f, v, limits().MAX_TIMER_MS) },
+  { flags: ['--listen-timeout'], key: 'listenTimeout', parse: (f, v) => parseDuration(f, v, limits().MAX_TIMER_MS) },
   { flags: ['--policy'], key: 'policy', parse: oneOf(['reuseport', 'rr', 'none']) },
   { flags: ['--log-format'], key: 'logFormat', parse: oneOf(LOG_FORMATS) },
   { flags: ['-q', '--quiet'], key: 'quiet' },
