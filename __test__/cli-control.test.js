@@ -135,7 +135,8 @@ test('home 0700, socket 0600, and another user is refused', async () => {
   assert.match(denied.stderr, /^rcluster: permission denied: \S+ is owned by uid 0, not 65534\n$/);
   // And the kernel refuses it a connection to the socket itself.
   const raw = await new Promise((resolve) => {
-    const code = `require('net').connect(${JSON.stringify(sock)}).on('connect', () => { console.log('connected'); process.exit(0); })
+    const code = `require('net').connect(${JSON.stringify(sock)})
+      .on('connect', () => { console.log('connected'); process.exit(0); })
       .on('error', (e) => { console.log(e.code); process.exit(0); });`;
     const c = spawn(process.execPath, ['-e', code], { ...asNobody, stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
@@ -169,7 +170,8 @@ test('a stale socket is replaced; a second live CLI of the same name refuses to 
   const sock = path.join(home, 'web.sock');
   // A CLI that died without cleaning up: its socket file is left behind.
   await new Promise((resolve) => {
-    const code = `require('net').createServer().listen(${JSON.stringify(sock)}, () => process.kill(process.pid, 'SIGKILL'))`;
+    const code = `require('net').createServer()
+      .listen(${JSON.stringify(sock)}, () => process.kill(process.pid, 'SIGKILL'))`;
     spawn(process.execPath, ['-e', code], { stdio: 'inherit' }).on('close', resolve);
   });
   assert.ok(fs.statSync(sock).isSocket());
@@ -191,7 +193,8 @@ test('errors are one line each: unknown app, unknown command, bad arguments', as
   const cases = [
     [['status', 'nope'], 1, /^rcluster: no app named "nope" is running \(rcluster ls lists them\)$/],
     [['reload', 'nope'], 1, /^rcluster: no app named "nope" is running/],
-    [['frobnicate'], 2, /^rcluster: cannot find app "frobnicate" .*, and no such command \(ls, status, reload, scale, stop, start\)$/],
+    [['frobnicate'], 2,
+      /^rcluster: cannot find app "frobnicate" .*, and no such command \(ls, status, reload, scale, stop, start\)$/],
     [['status'], 2, /^rcluster: status needs NAME$/],
     [['scale', 'web'], 2, /^rcluster: scale needs NAME and N$/],
     [['scale', 'web', 'lots'], 2, /^rcluster: scale: N must be a whole number from 1 to 1024 \(got "lots"\)$/],
@@ -213,7 +216,10 @@ test('a script named like a command runs with start or ./', async () => {
   const dir = tempDir();
   fs.writeFileSync(path.join(dir, 'stop'), 'console.log("the stop script"); process.exit(0);\n');
   const home = path.join(dir, 'home');
-  for (const args of [['start', '-q', '-i', '1', 'stop'], ['-q', '-i', '1', './stop'], ['start', '-q', '-i', '1', '--', 'stop']]) {
+  // After `start`, as a path, or after an option: only a first argument is a command.
+  const ways = [['start', '-q', '-i', '1', 'stop'], ['-q', '-i', '1', './stop'], ['-q', '-i', '1', 'stop'],
+    ['start', '-q', '-i', '1', '--', 'stop']];
+  for (const args of ways) {
     const r = await runToExit(args, { home, cwd: dir });
     assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
     assert.equal(r.stdout, '[stop 0] the stop script\n', args.join(' '));

@@ -9,7 +9,7 @@ const { isGone } = require('./helpers');
 
 const app = path.join(__dirname, 'fixtures', 'cli-app.js');
 
-test('a PM2 ecosystem file with two apps: both run, each with its own socket; unsupported keys warned once', async () => {
+test('a PM2 ecosystem file with two apps: each runs with its own socket; unsupported keys warned once', async () => {
   const dir = tempDir();
   const home = path.join(dir, 'home');
   const [portA, portB] = [await freePort(), await freePort()];
@@ -85,9 +85,11 @@ test('a bad value in an ecosystem file is one line naming the app, exit 2, and n
   const dir = tempDir();
   const home = path.join(dir, 'home');
   const cases = [
-    [{ apps: [{ name: 'a', script: app, kill_timeout: 0 }] }, /^rcluster: bad\.json: app "a": --kill-timeout: 0 is out of range/],
+    [{ apps: [{ name: 'a', script: app, kill_timeout: 0 }] },
+      /^rcluster: bad\.json: app "a": --kill-timeout: 0 is out of range/],
     [{ apps: [{ name: 'a', script: 'nope.js' }] }, /^rcluster: bad\.json: app "a": cannot find app "nope\.js"/],
-    [{ apps: [{ name: 'a', script: app }, { name: 'a', script: app }] }, /^rcluster: bad\.json: app "a": the name "a" is used twice\n$/],
+    [{ apps: [{ name: 'a', script: app }, { name: 'a', script: app }] },
+      /^rcluster: bad\.json: app "a": the name "a" is used twice\n$/],
     [{ apps: [{ name: 'a' }] }, /^rcluster: bad\.json: app "a": has no script\n$/],
     [{ apps: [] }, /^rcluster: \S+bad\.json lists no apps/],
   ];

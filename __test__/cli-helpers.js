@@ -72,12 +72,12 @@ function runCli(args, { env = {}, cwd, home } = {}) {
         waiters.delete(check);
         clearTimeout(timer);
         if (hits.length >= n) resolve(hits);
-        else reject(new Error(`CLI exited before ${pattern} x${n}; ${stream}:\n${text[stream]}\nstderr:\n${text.stderr}`));
+        else reject(new Error(`CLI exited before ${pattern} x${n}; ${stream}:\n${text[stream]}\n${text.stderr}`));
       }
     };
     const timer = setTimeout(() => {
       waiters.delete(check);
-      reject(new Error(`timed out waiting for ${pattern} x${n} on ${stream}:\n${text[stream]}\nstderr:\n${text.stderr}`));
+      reject(new Error(`timed out waiting for ${pattern} x${n} on ${stream}:\n${text[stream]}\n${text.stderr}`));
     }, ms);
     waiters.add(check);
     check();

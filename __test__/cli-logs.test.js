@@ -139,7 +139,7 @@ process.on('disconnect', () => clearInterval(t));
   assert.equal((await run.exited).code, 0);
 });
 
-test('LineSplitter: pieces make whole lines; a partial one is flushed after a pause; overlong ones in pieces', async () => {
+test('LineSplitter: pieces make whole lines, a partial one is flushed after a pause, overlong ones cut', async () => {
   const got = [];
   const s = new LineSplitter((l) => got.push(l.toString()), { flushMs: 30, maxLine: 8 });
   s.push(Buffer.from('ab'));

@@ -52,11 +52,15 @@ function request(name, cmd, args = {}, { timeout = 0, dir = privateHome() } = {}
       else resolve(result);
     };
     if (timeout) {
-      socket.setTimeout(timeout, () => finish(new CommandError(`${JSON.stringify(name)} did not answer within ${timeout} ms`)));
+      socket.setTimeout(timeout, () => {
+        finish(new CommandError(`${JSON.stringify(name)} did not answer within ${timeout} ms`));
+      });
     }
     socket.on('connect', () => socket.write(encode({ id: 1, cmd, args })));
     socket.on('error', (err) => finish(connectionError(err, name)));
-    socket.on('close', () => finish(new CommandError(`${JSON.stringify(name)} closed the connection without answering`)));
+    socket.on('close', () => {
+      finish(new CommandError(`${JSON.stringify(name)} closed the connection without answering`));
+    });
     readLines(socket, (res) => {
       if (res.ok) finish(null, res.result);
       else finish(new CommandError(`${cmd} ${name}: ${res.error ? res.error.message : 'refused'}`));
@@ -96,6 +100,8 @@ function statusTable(st) {
 }
 
 const out = (text) => process.stdout.write(`${text}\n`);
+// Exactly cluster.stats()'s fields.
+const statsJson = (st) => JSON.stringify({ workers: st.workers, totals: st.totals, primary: st.primary });
 
 async function ls(flags) {
   const dir = privateHome();
@@ -111,13 +117,14 @@ async function ls(flags) {
   if (apps.length === 0) return out('no apps running');
   const now = Date.now();
   out(table(['NAME', 'PID', 'WORKERS', 'UPTIME', 'APP'],
-    apps.map((a) => [a.name, a.pid, a.workers, duration(now - a.startedAt), a.app + (a.stopping ? ' (stopping)' : '')])));
+    apps.map((a) => [a.name, a.pid, a.workers, duration(now - a.startedAt),
+      a.app + (a.stopping ? ' (stopping)' : '')])));
 }
 
 async function status(name, flags) {
   if (!flags.watch) {
     const st = await request(name, 'status', {}, { timeout: QUICK_MS });
-    if (flags.json) out(JSON.stringify({ workers: st.workers, totals: st.totals, primary: st.primary }));
+    if (flags.json) out(statsJson(st));
     else out(statusTable(st));
     return;
   }
@@ -141,7 +148,7 @@ async function status(name, flags) {
       return;
     }
     seen = true;
-    const frame = flags.json ? JSON.stringify({ workers: st.workers, totals: st.totals, primary: st.primary }) : statusTable(st);
+    const frame = flags.json ? statsJson(st) : statusTable(st);
     process.stdout.write(tty ? `\x1b[H\x1b[J${frame}\n` : `${frame}\n\n`);
     let timer;
     await new Promise((resolve) => {
@@ -169,7 +176,8 @@ function parseCommandArgs(cmd, argv) {
   let n;
   if (cmd === 'scale') {
     if (!/^[0-9]+$/.test(positional[1]) || Number(positional[1]) < 1 || Number(positional[1]) > MAX_INSTANCES) {
-      throw new UsageError(`scale: N must be a whole number from 1 to ${MAX_INSTANCES} (got ${JSON.stringify(positional[1])})`);
+      const got = JSON.stringify(positional[1]);
+      throw new UsageError(`scale: N must be a whole number from 1 to ${MAX_INSTANCES} (got ${got})`);
     }
     n = Number(positional[1]);
   }

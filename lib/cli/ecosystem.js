@@ -23,18 +23,23 @@ function load(file) {
   try {
     data = file.endsWith('.json') ? JSON.parse(fs.readFileSync(file, 'utf8')) : require(file);
   } catch (err) {
-    if (err.code === 'ENOENT' || err.code === 'MODULE_NOT_FOUND') throw new UsageError(`cannot find ecosystem file ${file}`);
+    if (err.code === 'ENOENT' || err.code === 'MODULE_NOT_FOUND') {
+      throw new UsageError(`cannot find ecosystem file ${file}`);
+    }
     throw new UsageError(`cannot load ${file}: ${String(err.message).split('\n')[0]}`);
   }
   const apps = Array.isArray(data) ? data : data && (data.apps || (data.script ? [data] : null));
-  if (!Array.isArray(apps) || apps.length === 0) throw new UsageError(`${file} lists no apps (expected { apps: [...] })`);
+  if (!Array.isArray(apps) || apps.length === 0) {
+    throw new UsageError(`${file} lists no apps (expected { apps: [...] })`);
+  }
   return apps;
 }
 
 // PM2 takes these as a string (split on spaces) or an array.
 function words(value, key) {
   if (value === undefined || value === null) return [];
-  if (Array.isArray(value) && value.every((v) => typeof v === 'string' || typeof v === 'number')) return value.map(String);
+  const scalar = (v) => typeof v === 'string' || typeof v === 'number';
+  if (Array.isArray(value) && value.every(scalar)) return value.map(String);
   if (typeof value === 'string') return value.split(/\s+/).filter(Boolean);
   throw new UsageError(`${key} must be a string or an array of strings`);
 }
@@ -59,10 +64,12 @@ const PM2_KEYS = {
   interpreter_args: () => {},
   instances: (v, f) => f.push('-i', instancesOf(v)),
   exec_mode: (v, f, warn) => {
-    if (!/^cluster(?:_mode)?$/.test(String(v))) warn('exec_mode', `exec_mode ${JSON.stringify(v)}: rcluster always runs cluster mode`);
+    if (/^cluster(?:_mode)?$/.test(String(v))) return;
+    warn('exec_mode', `exec_mode ${JSON.stringify(v)}: rcluster always runs cluster mode`);
   },
   interpreter: (v, f, warn) => {
-    if (!/(?:^|\/)node$/.test(String(v))) warn('interpreter', `interpreter ${JSON.stringify(v)}: rcluster runs Node only`);
+    if (/(?:^|\/)node$/.test(String(v))) return;
+    warn('interpreter', `interpreter ${JSON.stringify(v)}: rcluster runs Node only (ignored)`);
   },
   max_memory_restart: (v, f) => f.push('--max-memory', String(v)),
   kill_timeout: (v, f) => f.push('--kill-timeout', String(v)),

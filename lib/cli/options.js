@@ -63,7 +63,8 @@ function parseName(flag, v) {
 
 function oneOf(choices) {
   return (flag, v) => {
-    if (!choices.includes(v)) fail(`${flag}: ${JSON.stringify(v)} is not ${choices.slice(0, -1).join(', ')} or ${choices.at(-1)}`);
+    const list = `${choices.slice(0, -1).join(', ')} or ${choices.at(-1)}`;
+    if (!choices.includes(v)) fail(`${flag}: ${JSON.stringify(v)} is not ${list}`);
     return v;
   };
 }

@@ -64,22 +64,23 @@ async function startControl({ file, name, handlers }) {
     const reply = (message) => {
       if (!socket.destroyed && socket.writable) socket.write(encode(message));
     };
+    const refuse = (id, code, message) => reply({ id, ok: false, error: { code, message } });
     readLines(socket, async (req) => {
       const id = req && req.id;
       if (!req || req.v !== VERSION) {
-        reply({ id, ok: false, error: { code: 'ERR_RCLUSTER_PROTOCOL', message: `protocol version ${req && req.v} is not ${VERSION}` } });
+        refuse(id, 'ERR_RCLUSTER_PROTOCOL', `protocol version ${req && req.v} is not ${VERSION}`);
         return;
       }
       const handler = Object.hasOwn(handlers, req.cmd) ? handlers[req.cmd] : null;
       if (!handler) {
-        reply({ id, ok: false, error: { code: 'ERR_RCLUSTER_UNKNOWN_COMMAND', message: `no such command ${JSON.stringify(req.cmd)}` } });
+        refuse(id, 'ERR_RCLUSTER_UNKNOWN_COMMAND', `no such command ${JSON.stringify(req.cmd)}`);
         return;
       }
       try {
         const result = await handler(req.args || {}, socket);
         reply({ id, ok: true, result: result === undefined ? null : result });
       } catch (err) {
-        reply({ id, ok: false, error: { code: err.code || 'ERR_RCLUSTER_COMMAND', message: err.message } });
+        refuse(id, err.code || 'ERR_RCLUSTER_COMMAND', err.message);
       }
     }, () => {});
   });
