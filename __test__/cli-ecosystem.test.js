@@ -19,8 +19,9 @@ test('a PM2 ecosystem file with two apps: each runs with its own socket; unsuppo
   fs.writeFileSync(file, `module.exports = {
   apps: [
     { name: 'alpha', script: 'server.js', cwd: 'srv', instances: 1, exec_mode: 'cluster', env: { PORT: ${portA} },
-      max_memory_restart: '300M', kill_timeout: 3000, listen_timeout: 8000, watch: true, merge_logs: true },
-    { name: 'beta', script: ${JSON.stringify(app)}, instances: 2, exec_mode: 'cluster_mode', env: { PORT: ${portB} },
+      max_memory_restart: '300M', kill_timeout: 3000, listen_timeout: 8000, watch: true, cron_restart: '0 * * * *',
+      merge_logs: true },
+    { name: 'beta', exec: ${JSON.stringify(app)}, instances: 2, exec_mode: 'cluster_mode', port: ${portB},
       node_args: '--max-old-space-size=256', exp_backoff_restart_delay: 100, max_restarts: 5, min_uptime: '2s',
       watch: ['lib'] },
   ],
@@ -44,7 +45,7 @@ test('a PM2 ecosystem file with two apps: each runs with its own socket; unsuppo
   const warnings = run.text.stderr.split('\n').filter((l) => /does not support/.test(l));
   assert.deepEqual(warnings, [
     'rcluster: ecosystem.config.js: rcluster does not support watch (ignored; see MIGRATING.md)',
-    'rcluster: ecosystem.config.js: rcluster does not support merge_logs (ignored; see MIGRATING.md)',
+    'rcluster: ecosystem.config.js: rcluster does not support cron_restart (ignored; see MIGRATING.md)',
   ]);
   // Lines of both apps, attributed by their own CLI.
   assert.match(run.text.stderr, /^\[rcluster\] worker \d+ \(pid \d+, slot 1\) listening on 127\.0\.0\.1:\d+$/m);

@@ -77,9 +77,17 @@ const PM2_KEYS = {
   exp_backoff_restart_delay: (v, f) => f.push('--restart-delay', String(v)),
   max_restarts: (v, f) => f.push('--max-restarts', String(v)),
   min_uptime: (v, f) => f.push('--min-uptime', String(v)),
+  // PM2's delay is fixed; rcluster's doubles from there (see MIGRATING.md).
+  restart_delay: (v, f) => f.push('--restart-delay', String(v)),
   log_type: (v, f) => { if (v === 'json') f.push('--log-format', 'json'); },
+  // Worker output is one stream here already: the workers' logs are merged.
+  merge_logs: () => {},
+  combine_logs: () => {},
   autorestart: () => {}, // below: PM2 restarts by default
+  port: () => {}, // below: it is env.PORT
 };
+// PM2's other spellings of the same keys.
+const PM2_ALIASES = { exec: 'script', interpreterArgs: 'interpreter_args', exec_interpreter: 'interpreter' };
 
 // rcluster.config.js: the CLI's long option names, kebab or camel case.
 function nativeFlag(key) {
@@ -104,6 +112,7 @@ function appsOf(file, { warn = () => {}, baseFlags = [] } = {}) {
     const where = `${path.basename(abs)}: app ${app && app.name ? JSON.stringify(app.name) : index}`;
     try {
       if (!app || typeof app !== 'object') throw new UsageError('is not an object');
+      if (!native && app.script === undefined && typeof app.exec === 'string') app = { ...app, script: app.exec };
       if (typeof app.script !== 'string' || !app.script) throw new UsageError('has no script');
       const flags = [];
       for (const [key, value] of Object.entries(app)) {
@@ -114,8 +123,8 @@ function appsOf(file, { warn = () => {}, baseFlags = [] } = {}) {
           if (!flag) warnOnce(key, `${path.basename(abs)}: ignoring unknown key ${JSON.stringify(key)}`);
           else if (value === true) flags.push(flag);
           else if (value !== false) flags.push(flag, String(value));
-        } else if (Object.hasOwn(PM2_KEYS, key)) {
-          PM2_KEYS[key](value, flags, warnOnce);
+        } else if (Object.hasOwn(PM2_KEYS, PM2_ALIASES[key] || key)) {
+          PM2_KEYS[PM2_ALIASES[key] || key](value, flags, warnOnce);
         } else {
           warnOnce(key, `${path.basename(abs)}: rcluster does not support ${key} (ignored; see MIGRATING.md)`);
         }
@@ -125,7 +134,7 @@ function appsOf(file, { warn = () => {}, baseFlags = [] } = {}) {
       const script = resolveApp(app.script, cwd);
       const args = words(app.args, 'args');
       const nodeArgs = native ? words(app.nodeArgs, 'nodeArgs') : [...words(app.node_args, 'node_args'),
-        ...words(app.interpreter_args, 'interpreter_args')];
+        ...words(app.interpreter_args || app.interpreterArgs, 'interpreter_args')];
       if (!flags.includes('--name')) flags.push('--name', defaultName(app.script));
       const argv = [...baseFlags, ...flags, '--', script, ...args];
       // The same checks a typed command line gets, before any app starts.
@@ -134,7 +143,10 @@ function appsOf(file, { warn = () => {}, baseFlags = [] } = {}) {
       names.add(opts.name);
       if (app.env != null && typeof app.env !== 'object') throw new UsageError('env must be an object');
       const env = {};
-      for (const [k, v] of Object.entries(app.env || {})) env[k] = typeof v === 'string' ? v : JSON.stringify(v);
+      if (!native && app.port !== undefined) env.PORT = String(app.port);
+      for (const [k, v] of Object.entries(app.env || {})) {
+        env[k] = typeof v === 'object' ? JSON.stringify(v) : String(v);
+      }
       return { name: opts.name, cwd, env, nodeArgs, argv };
     } catch (err) {
       if (err instanceof UsageError) throw new UsageError(`${where}: ${err.message}`);
