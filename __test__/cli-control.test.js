@@ -3,6 +3,7 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const { spawn } = require('node:child_process');
+const net = require('node:net');
 const fs = require('node:fs');
 const path = require('node:path');
 const { tempDir, freePort, runCli, runToExit, get, statusJson } = require('./cli-helpers');
@@ -243,5 +244,41 @@ test('status --watch redraws until SIGINT, and ends when the app stops', async (
   assert.equal((await runToExit(['stop', name], { home })).code, 0);
   assert.deepEqual(await w2.exited, { code: 0, signal: null });
   assert.match(w2.text.stdout, /web is no longer running\n$/);
+  assert.equal((await run.exited).code, 0);
+});
+
+test('the protocol: versioned, unknown commands answered, a bad or overlong line ends the connection', async () => {
+  const { home, run, name } = await start(['-i', '1'], { workers: 1 });
+  const sock = path.join(home, `${name}.sock`);
+  // Sends `data`; resolves with the answers (parsed lines) once `n` came or the server hung up.
+  const exchange = (data, n) => new Promise((resolve) => {
+    const s = net.connect(sock);
+    let got = '';
+    const lines = () => got.split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    s.on('connect', () => s.write(data));
+    s.setEncoding('utf8');
+    s.on('data', (d) => {
+      got += d;
+      if (lines().length >= n) s.destroy();
+    });
+    s.on('error', () => {}); // a reset while we still write: the answer is what counts
+    s.on('close', () => resolve(lines()));
+    s.setTimeout(5000, () => s.destroy());
+  });
+  const requests = ['{"v":1,"id":1,"cmd":"info"}', '{"v":1,"id":2,"cmd":"rm -rf"}', '{"v":2,"id":3,"cmd":"info"}'];
+  const answers = await exchange(`${requests.join('\n')}\n`, 3);
+  assert.equal(answers.length, 3);
+  const byId = Object.fromEntries(answers.map((a) => [a.id, a]));
+  assert.deepEqual([byId[1].v, byId[1].ok, byId[1].result.name, byId[1].result.pid], [1, true, name, run.child.pid]);
+  assert.deepEqual(byId[2], { v: 1, id: 2, ok: false,
+    error: { code: 'ERR_RCLUSTER_UNKNOWN_COMMAND', message: 'no such command "rm -rf"' } });
+  assert.deepEqual(byId[3].error, { code: 'ERR_RCLUSTER_PROTOCOL', message: 'protocol version 2 is not 1' });
+  // Not JSON, and a line without end: one error answer, then the server hangs up and carries on.
+  assert.deepEqual(await exchange('hello\n{"v":1,"id":9,"cmd":"info"}\n', 2), [{ v: 1, id: null, ok: false,
+    error: { code: 'ERR_RCLUSTER_PROTOCOL', message: 'a line that is not JSON' } }]);
+  assert.deepEqual((await exchange('x'.repeat(2 * 1024 * 1024), 1)).map((a) => a.error.message),
+    ['a line over 1048576 bytes']);
+  assert.equal((await statusJson(name, home)).workers.length, 1);
+  run.child.kill('SIGTERM');
   assert.equal((await run.exited).code, 0);
 });

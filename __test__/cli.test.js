@@ -167,6 +167,10 @@ test('each bad value is one line naming the flag as typed, exit 2', async () => 
     // setTimeout fires at once beyond 2^31-1 ms: that would be no grace at all.
     [['--kill-timeout', '2147483648'], /^rcluster: --kill-timeout: 2147483648 is out of range \(1ms to 2147483647ms\)/],
     [['--policy', 'fifo'], /^rcluster: --policy: "fifo" is not reuseport, rr or none$/],
+    [['--log-format', 'xml'], /^rcluster: --log-format: "xml" is not prefix, json or raw$/],
+    [['--name', 'a/b'], /^rcluster: --name: "a\/b" is not a name \(letters, digits, _ \. -; at most 64\)$/],
+    [['--name', '.hidden'], /^rcluster: --name: ".hidden" is not a name/],
+    [['--max-restarts', '-1'], /^rcluster: --max-restarts: "-1" is not a whole number$/],
   ];
   const runs = cases.map(([args, expected]) => [[...args, app], expected]);
   runs.push([['-i'], /^rcluster: -i needs a value$/]);

@@ -89,7 +89,7 @@ const OPTIONS = [
 
 const USAGE = `Usage: rcluster [options] app [args…]      run app in the foreground
        rcluster [options] FILE.config.js      run the apps of an ecosystem file
-       rcluster ls | status NAME [--json] [--watch] | reload NAME | scale NAME N | stop NAME
+       rcluster ls [--json] | status NAME [--json] [--watch] | reload NAME | scale NAME N | stop NAME
 
 Runs app on several workers sharing its listening sockets. app is found the
 way \`node app\` finds it (app.js, app/index.js, app/package.json "main"…).

@@ -7,10 +7,21 @@
 const VERSION = 1;
 const MAX_LINE = 1024 * 1024;
 
+// How long a peer that broke the protocol has to read our last words.
+const LINGER_MS = 1000;
+
 // Calls onMessage(object) per line of `socket`; onError(err) for a line that
-// is too long or not JSON (the socket is then destroyed).
+// is too long or not JSON, after which nothing more is read and the socket
+// is ended (what onError wrote goes out first).
 function readLines(socket, onMessage, onError) {
   let pending = '';
+  const hangUp = (err) => {
+    socket.removeAllListeners('data');
+    socket.pause();
+    onError(err);
+    socket.end();
+    setTimeout(() => socket.destroy(), LINGER_MS).unref();
+  };
   socket.setEncoding('utf8');
   socket.on('data', (chunk) => {
     pending += chunk;
@@ -23,16 +34,14 @@ function readLines(socket, onMessage, onError) {
       try {
         message = JSON.parse(line);
       } catch {
-        onError(Object.assign(new Error('a line that is not JSON'), { code: 'ERR_RCLUSTER_PROTOCOL' }));
-        socket.destroy();
+        hangUp(Object.assign(new Error('a line that is not JSON'), { code: 'ERR_RCLUSTER_PROTOCOL' }));
         return;
       }
       onMessage(message);
       if (socket.destroyed) return;
     }
     if (pending.length > MAX_LINE) {
-      onError(Object.assign(new Error(`a line over ${MAX_LINE} bytes`), { code: 'ERR_RCLUSTER_PROTOCOL' }));
-      socket.destroy();
+      hangUp(Object.assign(new Error(`a line over ${MAX_LINE} bytes`), { code: 'ERR_RCLUSTER_PROTOCOL' }));
     }
   });
 }

@@ -82,7 +82,7 @@ async function startControl({ file, name, handlers }) {
       } catch (err) {
         refuse(id, err.code || 'ERR_RCLUSTER_COMMAND', err.message);
       }
-    }, () => {});
+    }, (err) => refuse(null, err.code, err.message));
   });
   try {
     await listen(server, file);
