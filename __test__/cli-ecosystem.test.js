@@ -103,3 +103,22 @@ test('a bad value in an ecosystem file is one line naming the app, exit 2, and n
   }
   assert.equal(fs.existsSync(home), false, 'no app started');
 });
+
+test('the example ecosystem files translate to the intended command lines', () => {
+  const { appsOf } = require('../lib/cli/ecosystem');
+  const dir = path.join(__dirname, '..', 'examples', 'ecosystem');
+  const warnings = [];
+  const pm2 = appsOf(path.join(dir, 'ecosystem.config.js'), { warn: (l) => warnings.push(l) });
+  assert.deepEqual(warnings, []);
+  assert.deepEqual(pm2.map((a) => a.name), ['api', 'web']);
+  assert.deepEqual(pm2[0].argv, ['--name', 'api', '-i', 'max', '--max-memory', '512M', '--kill-timeout', '5000',
+    '--listen-timeout', '10000', '--restart-delay', '100', '--max-restarts', '10', '--min-uptime', '5s', '--restart',
+    '--', path.join(dir, 'app.js')]);
+  assert.deepEqual(pm2[0].env, { PORT: '3000', APP_NAME: 'api' });
+  assert.deepEqual(pm2[1].nodeArgs, ['--max-old-space-size=512']);
+  assert.ok(pm2[1].argv.join(' ').includes('--log-format json'));
+  const native = appsOf(path.join(dir, 'rcluster.config.js'), { warn: (l) => warnings.push(l) });
+  assert.deepEqual(warnings, []);
+  assert.deepEqual(native[0].argv, ['--name', 'api', '--instances', 'max', '--restart', '--hang-timeout', '5s',
+    '--max-memory', '512M', '--kill-timeout', '5s', '--log-format', 'json', '--', path.join(dir, 'app.js')]);
+});
