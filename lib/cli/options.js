@@ -102,9 +102,12 @@ Options:
       --name NAME        the app's name for commands (default: app's base name)
       --restart          restart crashed workers (exponential backoff, stops
                          on a crash loop)
-      --restart-delay T  first restart delay (default 100ms), doubling
-      --max-restarts N   crashes within a minute that make a crash loop
-      --min-uptime T     a worker up this long resets the backoff
+      --restart-delay T  with --restart: the first delay (default 100ms),
+                         doubling up to 10s
+      --max-restarts N   with --restart: more crashes than N within a minute
+                         are a crash loop (default 10)
+      --min-uptime T     with --restart: a worker up this long resets the
+                         backoff (default 10s)
       --hang-timeout T   replace a worker whose event loop is silent this long
       --max-memory SIZE  replace a worker whose RSS exceeds SIZE
       --max-age T        replace a worker older than T
@@ -121,7 +124,8 @@ Options:
 N is a decimal integer. T is a decimal integer of milliseconds, or one with a
 unit: 500ms, 30s, 10m, 1h. SIZE is a decimal integer of bytes, or one with a
 unit: 512K, 512M, 1G (binary units; KB, MB, GB mean the same). All must be
-greater than 0. Invalid options exit 2.
+greater than 0 (--restart-delay, --min-uptime, --max-restarts may be 0).
+Invalid options exit 2.
 
 Control sockets live in $RCLUSTER_HOME (default $XDG_RUNTIME_DIR/rcluster,
 else ~/.rcluster). Signals: SIGHUP reloads the workers one by one without

@@ -15,6 +15,7 @@ function commandError(code, message) {
   return Object.assign(new Error(message), { code });
 }
 
+// The tuning flags refine --restart; without it nothing restarts.
 function restartOption(opts) {
   if (!opts.restart) return false;
   const r = {};
@@ -71,7 +72,6 @@ async function run(opts, { say, fatal }) {
     const options = opts.listenTimeout ? { readyTimeout: opts.listenTimeout } : undefined;
     return cluster.reload(options);
   };
-
 
   const who = (w) => `worker ${w.id} (pid ${w.process.pid}, slot ${w.slot})`;
   cluster.on('fork', (w) => say(`${who(w)} forked`));
