@@ -236,6 +236,10 @@ test('status --watch redraws until SIGINT, and ends when the app stops', async (
   const watch = (extra = []) => runCli(['status', name, '--watch', ...extra], { home });
   const w1 = watch();
   await w1.until(/^SLOT/, 2, 'stdout');
+  // The first frame shows CPU seconds, the next ones the share of a CPU since the last frame.
+  const rows = (await w1.until(/^0\s+\d+\s+\d+\s+listening/, 2, 'stdout')).map((l) => l.split(/\s+/)[7]);
+  assert.match(rows[0], /^\d+\.\d\ds$/);
+  assert.match(rows[1], /^\d+%$/);
   w1.child.kill('SIGINT');
   assert.deepEqual(await w1.exited, { code: 0, signal: null });
 

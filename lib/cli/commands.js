@@ -89,10 +89,21 @@ function table(header, rows) {
   return [line(header), ...rows.map(line)].join('\n');
 }
 
-function statusTable(st) {
+const cpuSeconds = (w) => (w.cpu ? w.cpu.user + w.cpu.system : null);
+
+// CPU is the seconds used so far; given the previous frame (`last`: pid →
+// { cpu, at }), the share of one CPU since then, as `pm2 monit` shows it.
+function cpuCell(w, last, at) {
+  const now = cpuSeconds(w);
+  if (now === null) return '-';
+  const before = last && last.get(w.pid);
+  if (!before) return `${now.toFixed(2)}s`;
+  return `${Math.round((100 * (now - before.cpu)) / Math.max(0.001, (at - before.at) / 1000))}%`;
+}
+
+function statusTable(st, last, at) {
   const rows = st.workers.sort((a, b) => a.slot - b.slot || a.id - b.id).map((w) => [
-    w.slot, w.id, w.pid, w.state, duration(w.uptime), w.restarts, bytes(w.rss),
-    w.cpu ? `${(w.cpu.user + w.cpu.system).toFixed(2)}s` : '-', w.handoffs,
+    w.slot, w.id, w.pid, w.state, duration(w.uptime), w.restarts, bytes(w.rss), cpuCell(w, last, at), w.handoffs,
   ]);
   const head = `${st.name} (primary pid ${st.primary.pid}, ${st.totals.workers} workers, ` +
     `${bytes(st.totals.rss)}, ${st.totals.restarts} restarts${st.stopping ? ', stopping' : ''})`;
@@ -138,6 +149,7 @@ async function status(name, flags) {
     if (wake) wake();
   });
   let seen = false;
+  let last = null;
   while (!stop) {
     let st;
     try {
@@ -148,7 +160,9 @@ async function status(name, flags) {
       return;
     }
     seen = true;
-    const frame = flags.json ? statsJson(st) : statusTable(st);
+    const at = Date.now();
+    const frame = flags.json ? statsJson(st) : statusTable(st, last, at);
+    last = new Map(st.workers.filter((w) => w.cpu).map((w) => [w.pid, { cpu: cpuSeconds(w), at }]));
     process.stdout.write(tty ? `\x1b[H\x1b[J${frame}\n` : `${frame}\n\n`);
     let timer;
     await new Promise((resolve) => {
