@@ -50,12 +50,18 @@ test('a PM2 ecosystem file with two apps: each runs with its own socket; unsuppo
   // Lines of both apps, attributed by their own CLI.
   assert.match(run.text.stderr, /^\[rcluster\] worker \d+ \(pid \d+, slot 1\) listening on 127\.0\.0\.1:\d+$/m);
 
+  // SIGHUP to the ecosystem's CLI reloads every app.
+  run.child.kill('SIGHUP');
+  await run.until(/^\[rcluster\] reload complete$/, 2);
+  const fresh = (await statusJson('beta', home)).workers.map((w) => w.pid);
+  assert.equal(fresh.length, 2);
+  assert.ok(fresh.every((pid) => !b.workers.some((w) => w.pid === pid)), 'beta has new workers');
   // Stopping one app leaves the other running; SIGTERM then stops the rest.
   assert.equal((await runToExit(['stop', 'alpha'], { home })).code, 0);
   assert.equal((await statusJson('beta', home)).workers.length, 2);
   run.child.kill('SIGTERM');
   assert.deepEqual(await run.exited, { code: 0, signal: null });
-  for (const w of [...a.workers, ...b.workers]) assert.equal(isGone(w.pid), true);
+  for (const pid of [...a.workers, ...b.workers].map((w) => w.pid).concat(fresh)) assert.equal(isGone(pid), true);
   assert.deepEqual(fs.readdirSync(home), []);
 });
 
