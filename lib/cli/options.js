@@ -69,6 +69,12 @@ function oneOf(choices) {
   };
 }
 
+function parseMetrics(flag, v) {
+  const hostPort = require('../metrics').parseHostPort(v);
+  if (!hostPort) fail(`${flag}: ${JSON.stringify(v)} is not [host:]port (port 0 to 65535)`);
+  return hostPort;
+}
+
 // flags, the opts key, and how to read the value (none: a boolean switch).
 const OPTIONS = [
   { flags: ['-i', '--instances'], key: 'instances', parse: parseInstances },
@@ -84,6 +90,7 @@ const OPTIONS = [
   { flags: ['--listen-timeout'], key: 'listenTimeout', parse: (f, v) => parseDuration(f, v, limits().MAX_TIMER_MS) },
   { flags: ['--policy'], key: 'policy', parse: oneOf(['reuseport', 'rr', 'none']) },
   { flags: ['--log-format'], key: 'logFormat', parse: oneOf(LOG_FORMATS) },
+  { flags: ['--metrics'], key: 'metrics', parse: parseMetrics },
   { flags: ['-q', '--quiet'], key: 'quiet' },
 ];
 
@@ -117,6 +124,8 @@ Options:
       --policy P         reuseport (default on Linux), rr or none
       --log-format F     worker output: prefix (default, "[name slot] line"),
                          json (one object per line) or raw (untouched)
+      --metrics [HOST:]PORT  serve /metrics, /healthz and /readyz there
+                         (HOST defaults to 127.0.0.1; 0.0.0.0 for all)
   -q, --quiet            no lifecycle lines on stderr
   -h, --help             this text
   -v, --version          rcluster's version

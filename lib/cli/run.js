@@ -51,7 +51,10 @@ async function run(opts, { say, fatal }) {
       // The grace of reload and stop, and of leaving workers should the CLI
       // itself be killed meanwhile (default 10 s).
       killTimeout: opts.killTimeout,
+      metrics: opts.metrics,
     });
+    const m = cluster.metricsAddress();
+    if (m) say(`metrics on http://${m.family === 'IPv6' ? `[${m.address}]` : m.address}:${m.port}/metrics`);
   } catch (err) {
     fatal(err.message, 2);
   }
