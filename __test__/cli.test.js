@@ -15,8 +15,11 @@ const cli = path.join(__dirname, '..', 'bin', 'rcluster.js');
 const app = path.join(__dirname, 'fixtures', 'cli-app.js');
 const children = new Set();
 const workerPids = new Set();
+// Control sockets of this file's CLIs: never the user's own $RCLUSTER_HOME.
+process.env.RCLUSTER_HOME = fs.mkdtempSync(path.join(os.tmpdir(), 'rcluster-home-'));
 
 test.after(() => {
+  fs.rmSync(process.env.RCLUSTER_HOME, { recursive: true, force: true });
   for (const c of children) c.kill('SIGKILL');
   for (const pid of workerPids) {
     try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
@@ -164,6 +167,10 @@ test('each bad value is one line naming the flag as typed, exit 2', async () => 
     // setTimeout fires at once beyond 2^31-1 ms: that would be no grace at all.
     [['--kill-timeout', '2147483648'], /^rcluster: --kill-timeout: 2147483648 is out of range \(1ms to 2147483647ms\)/],
     [['--policy', 'fifo'], /^rcluster: --policy: "fifo" is not reuseport, rr or none$/],
+    [['--log-format', 'xml'], /^rcluster: --log-format: "xml" is not prefix, json or raw$/],
+    [['--name', 'a/b'], /^rcluster: --name: "a\/b" is not a name \(letters, digits, _ \. -; at most 64\)$/],
+    [['--name', '.hidden'], /^rcluster: --name: ".hidden" is not a name/],
+    [['--max-restarts', '-1'], /^rcluster: --max-restarts: "-1" is not a whole number$/],
   ];
   const runs = cases.map(([args, expected]) => [[...args, app], expected]);
   runs.push([['-i'], /^rcluster: -i needs a value$/]);
@@ -218,7 +225,7 @@ test('the app is found the way `node app` finds it', async () => {
     const cases = [['plain', 'plain'], ['plain.js', 'plain'], ['withindex', 'index'], ['./withindex/', 'index'],
       ['withmain', 'main'], ['esm.mjs', 'mjs'], ['common.cjs', 'cjs']];
     for (const [appArg, printed] of cases) {
-      const result = await runToExit(['-q', '-i', '1', appArg], { cwd: dir });
+      const result = await runToExit(['-q', '-i', '1', '--log-format', 'raw', appArg], { cwd: dir });
       assert.equal(result.code, 0, `${appArg}: ${result.stderr}`);
       assert.equal(result.stdout, `${printed}\n`, appArg);
     }

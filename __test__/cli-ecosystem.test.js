@@ -1,0 +1,130 @@
+'use strict';
+// Ecosystem files: PM2's keys and rcluster's own, one foreground CLI per app.
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const path = require('node:path');
+const { tempDir, freePort, runCli, runToExit, get, statusJson } = require('./cli-helpers');
+const { isGone } = require('./helpers');
+
+const app = path.join(__dirname, 'fixtures', 'cli-app.js');
+
+test('a PM2 ecosystem file with two apps: each runs with its own socket; unsupported keys warned once', async () => {
+  const dir = tempDir();
+  const home = path.join(dir, 'home');
+  const [portA, portB] = [await freePort(), await freePort()];
+  fs.mkdirSync(path.join(dir, 'srv'));
+  fs.copyFileSync(app, path.join(dir, 'srv', 'server.js'));
+  const file = path.join(dir, 'ecosystem.config.js');
+  fs.writeFileSync(file, `module.exports = {
+  apps: [
+    { name: 'alpha', script: 'server.js', cwd: 'srv', instances: 1, exec_mode: 'cluster', env: { PORT: ${portA} },
+      max_memory_restart: '300M', kill_timeout: 3000, listen_timeout: 8000, watch: true, cron_restart: '0 * * * *',
+      merge_logs: true },
+    { name: 'beta', exec: ${JSON.stringify(app)}, instances: 2, exec_mode: 'cluster_mode', port: ${portB},
+      node_args: '--max-old-space-size=256', exp_backoff_restart_delay: 100, max_restarts: 5, min_uptime: '2s',
+      watch: ['lib'] },
+  ],
+};
+`);
+  const run = runCli([file], { home });
+  await run.until(/listening on 127\.0\.0\.1:/, 3);
+  const ls = JSON.parse((await runToExit(['ls', '--json'], { home })).stdout);
+  assert.deepEqual(ls.map((a) => [a.name, a.workers]), [['alpha', 1], ['beta', 2]]);
+  assert.equal(ls[0].app, path.join(dir, 'srv', 'server.js'), 'script resolved against cwd');
+  const a = await statusJson('alpha', home);
+  const b = await statusJson('beta', home);
+  assert.equal(a.workers.length, 1);
+  assert.equal(b.workers.length, 2);
+  assert.ok(a.workers.map((w) => String(w.pid)).includes((await get(portA)).body), 'env.PORT reached alpha');
+  assert.ok(b.workers.map((w) => String(w.pid)).includes((await get(portB)).body), 'env.PORT reached beta');
+  // node_args reach the workers: their V8 heap limit is what beta asked for.
+  const heap = fs.readFileSync(`/proc/${b.workers[0].pid}/cmdline`, 'utf8').split('\0');
+  assert.ok(heap.includes('--max-old-space-size=256'), heap.join(' '));
+
+  const warnings = run.text.stderr.split('\n').filter((l) => /does not support/.test(l));
+  assert.deepEqual(warnings, [
+    'rcluster: ecosystem.config.js: rcluster does not support watch (ignored; see MIGRATING.md)',
+    'rcluster: ecosystem.config.js: rcluster does not support cron_restart (ignored; see MIGRATING.md)',
+  ]);
+  // Lines of both apps, attributed by their own CLI.
+  assert.match(run.text.stderr, /^\[rcluster\] worker \d+ \(pid \d+, slot 1\) listening on 127\.0\.0\.1:\d+$/m);
+
+  // SIGHUP to the ecosystem's CLI reloads every app.
+  run.child.kill('SIGHUP');
+  await run.until(/^\[rcluster\] reload complete$/, 2);
+  const fresh = (await statusJson('beta', home)).workers.map((w) => w.pid);
+  assert.equal(fresh.length, 2);
+  assert.ok(fresh.every((pid) => !b.workers.some((w) => w.pid === pid)), 'beta has new workers');
+  // Stopping one app leaves the other running; SIGTERM then stops the rest.
+  assert.equal((await runToExit(['stop', 'alpha'], { home })).code, 0);
+  assert.equal((await statusJson('beta', home)).workers.length, 2);
+  run.child.kill('SIGTERM');
+  assert.deepEqual(await run.exited, { code: 0, signal: null });
+  for (const pid of [...a.workers, ...b.workers].map((w) => w.pid).concat(fresh)) assert.equal(isGone(pid), true);
+  assert.deepEqual(fs.readdirSync(home), []);
+});
+
+test('rcluster.config.js with the CLI\'s option names, and a .json ecosystem file', async () => {
+  const dir = tempDir();
+  const home = path.join(dir, 'home');
+  const port = await freePort();
+  const native = path.join(dir, 'rcluster.config.js');
+  fs.writeFileSync(native, `module.exports = { apps: [{ name: 'nat', script: ${JSON.stringify(app)}, instances: 2,
+    restart: true, killTimeout: '5s', 'log-format': 'json', env: { PORT: '${port}' }, colour: 'blue' }] };`);
+  const run = runCli([native], { home });
+  await run.until(/listening on/, 2);
+  assert.equal((await statusJson('nat', home)).workers.length, 2);
+  assert.match(run.text.stderr, /^rcluster: rcluster\.config\.js: ignoring unknown key "colour"$/m);
+  run.child.kill('SIGTERM');
+  assert.equal((await run.exited).code, 0);
+
+  const json = path.join(dir, 'apps.json');
+  fs.writeFileSync(json, JSON.stringify({ apps: [{ name: 'js', script: app, instances: 1, env: { PORT: port } }] }));
+  const run2 = runCli([json], { home });
+  await run2.until(/listening on/, 1);
+  assert.equal((await statusJson('js', home)).workers.length, 1);
+  run2.child.kill('SIGINT');
+  assert.equal((await run2.exited).code, 0);
+});
+
+test('a bad value in an ecosystem file is one line naming the app, exit 2, and nothing starts', async () => {
+  const dir = tempDir();
+  const home = path.join(dir, 'home');
+  const cases = [
+    [{ apps: [{ name: 'a', script: app, kill_timeout: 0 }] },
+      /^rcluster: bad\.json: app "a": --kill-timeout: 0 is out of range/],
+    [{ apps: [{ name: 'a', script: 'nope.js' }] }, /^rcluster: bad\.json: app "a": cannot find app "nope\.js"/],
+    [{ apps: [{ name: 'a', script: app }, { name: 'a', script: app }] },
+      /^rcluster: bad\.json: app "a": the name "a" is used twice\n$/],
+    [{ apps: [{ name: 'a' }] }, /^rcluster: bad\.json: app "a": has no script\n$/],
+    [{ apps: [] }, /^rcluster: \S+bad\.json lists no apps/],
+  ];
+  for (const [content, expected] of cases) {
+    fs.writeFileSync(path.join(dir, 'bad.json'), JSON.stringify(content));
+    const r = await runToExit([path.join(dir, 'bad.json')], { home });
+    assert.equal(r.code, 2, r.stderr);
+    assert.equal(r.stderr.split('\n').filter(Boolean).length, 1, r.stderr);
+    assert.match(r.stderr, expected);
+  }
+  assert.equal(fs.existsSync(home), false, 'no app started');
+});
+
+test('the example ecosystem files translate to the intended command lines', () => {
+  const { appsOf } = require('../lib/cli/ecosystem');
+  const dir = path.join(__dirname, '..', 'examples', 'ecosystem');
+  const warnings = [];
+  const pm2 = appsOf(path.join(dir, 'ecosystem.config.js'), { warn: (l) => warnings.push(l) });
+  assert.deepEqual(warnings, []);
+  assert.deepEqual(pm2.map((a) => a.name), ['api', 'web']);
+  assert.deepEqual(pm2[0].argv, ['--name', 'api', '-i', 'max', '--max-memory', '512M', '--kill-timeout', '5000',
+    '--listen-timeout', '10000', '--restart-delay', '100', '--max-restarts', '10', '--min-uptime', '5s', '--restart',
+    '--', path.join(dir, 'app.js')]);
+  assert.deepEqual(pm2[0].env, { PORT: '3000', APP_NAME: 'api' });
+  assert.deepEqual(pm2[1].nodeArgs, ['--max-old-space-size=512']);
+  assert.ok(pm2[1].argv.join(' ').includes('--log-format json'));
+  const native = appsOf(path.join(dir, 'rcluster.config.js'), { warn: (l) => warnings.push(l) });
+  assert.deepEqual(warnings, []);
+  assert.deepEqual(native[0].argv, ['--name', 'api', '--instances', 'max', '--restart', '--hang-timeout', '5s',
+    '--max-memory', '512M', '--kill-timeout', '5s', '--log-format', 'json', '--', path.join(dir, 'app.js')]);
+});

@@ -1,0 +1,155 @@
+'use strict';
+// Worker output under the CLI: attributed per line, never split or mixed.
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const path = require('node:path');
+const { tempDir, runCli, statusJson, runToExit } = require('./cli-helpers');
+const { LineSplitter } = require('../lib/cli/logs');
+
+const LONG = 300 * 1024; // several pipe buffers: read in many chunks, and interleaved in the CLI
+
+// Each worker writes: short lines; long lines in pieces over several ticks,
+// both workers at once; a line on stderr; and a last line with no newline.
+function writeApp(dir) {
+  const file = path.join(dir, 'talk.js');
+  fs.writeFileSync(file, `'use strict';
+const pieces = (s, n) => Array.from({ length: n }, (_, i) => s.slice((i * s.length) / n, ((i + 1) * s.length) / n));
+async function main() {
+  for (let i = 0; i < 20; i++) process.stdout.write('short ' + i + ' from ' + process.pid + '\\n');
+  for (let k = 0; k < 3; k++) {
+    const line = 'long' + k + ':' + process.pid + ':' + ''.padEnd(${LONG}, String(k));
+    for (const p of pieces(line, 7)) {
+      process.stdout.write(p);
+      await new Promise((r) => setImmediate(r));
+    }
+    process.stdout.write('\\n');
+  }
+  process.stderr.write('err line from ' + process.pid + '\\n');
+  process.stdout.write('no newline from ' + process.pid);
+  // Alive until asked to leave (a timer would keep it past the disconnect).
+  const t = setInterval(() => {}, 1000);
+  process.on('disconnect', () => clearInterval(t));
+}
+main();
+`);
+  return file;
+}
+
+function checkLines(lines, parse) {
+  const byPid = new Map();
+  for (const raw of lines) {
+    const { pid, msg } = parse(raw);
+    if (!byPid.has(pid)) byPid.set(pid, []);
+    byPid.get(pid).push(msg);
+  }
+  assert.equal(byPid.size, 2, 'two workers');
+  for (const [pid, msgs] of byPid) {
+    const expected = [
+      ...Array.from({ length: 20 }, (_, i) => `short ${i} from ${pid}`),
+      ...[0, 1, 2].map((k) => `long${k}:${pid}:${''.padEnd(LONG, String(k))}`),
+      `no newline from ${pid}`,
+    ];
+    assert.equal(msgs.length, expected.length, `pid ${pid}: ${msgs.map((m) => m.slice(0, 40)).join(' | ')}`);
+    assert.ok(msgs.every((m, i) => m === expected[i]), `pid ${pid}: every line whole and in order`);
+  }
+  return byPid;
+}
+
+test('prefixed lines from several workers, whole, with partial lines flushed', async () => {
+  const dir = tempDir();
+  const home = path.join(dir, 'home');
+  const run = runCli(['-i', '2', writeApp(dir)], { home });
+  // 20 short + 3 long + 1 partial per worker.
+  const lines = await run.until(/^\[talk [01]\] /, 48, 'stdout');
+  const st = await statusJson('talk', home);
+  const slotOf = new Map(st.workers.map((w) => [w.pid, w.slot]));
+  checkLines(lines, (l) => {
+    const m = /^\[talk ([01])\] (.*)$/s.exec(l);
+    const pid = Number(/(?:from |long\d:)(\d+)/.exec(m[2])[1]);
+    assert.equal(Number(m[1]), slotOf.get(pid), 'the prefix names the worker\'s slot');
+    return { pid, msg: m[2] };
+  });
+  assert.equal(run.text.stdout.split('\n').filter(Boolean).length, 48, 'nothing else on stdout');
+  const err = await run.until(/^\[talk [01]\] err line from \d+$/, 2, 'stderr');
+  assert.equal(err.length, 2);
+  run.child.kill('SIGTERM');
+  assert.equal((await run.exited).code, 0);
+});
+
+test('--log-format json: one object per line with time, app, slot, id, pid, stream, msg', async () => {
+  const dir = tempDir();
+  const home = path.join(dir, 'home');
+  const run = runCli(['-i', '2', '--log-format', 'json', '--name', 'api', writeApp(dir)], { home });
+  const lines = await run.until(/^\{/, 48, 'stdout');
+  const st = await statusJson('api', home);
+  const byPid = new Map(st.workers.map((w) => [w.pid, w]));
+  checkLines(lines, (l) => {
+    const o = JSON.parse(l);
+    assert.deepEqual(Object.keys(o), ['time', 'app', 'slot', 'id', 'pid', 'stream', 'msg']);
+    assert.ok(!Number.isNaN(Date.parse(o.time)));
+    assert.equal(o.app, 'api');
+    assert.equal(o.stream, 'stdout');
+    assert.equal(o.slot, byPid.get(o.pid).slot);
+    assert.equal(o.id, byPid.get(o.pid).id);
+    return o;
+  });
+  const err = (await run.until(/^\{.*"stream":"stderr"/, 2, 'stderr')).map((l) => JSON.parse(l));
+  assert.deepEqual(err.map((o) => o.msg).sort(), st.workers.map((w) => `err line from ${w.pid}`).sort());
+  run.child.kill('SIGTERM');
+  assert.equal((await run.exited).code, 0);
+});
+
+test('--log-format raw passes output through untouched', async () => {
+  const dir = tempDir();
+  const file = path.join(dir, 'raw.js');
+  fs.writeFileSync(file, "process.stdout.write('a\\r\\nb'); process.stderr.write('c'); process.exit(0);\n");
+  const r = await runToExit(['-q', '-i', '1', '--log-format', 'raw', file], { home: path.join(dir, 'home') });
+  assert.deepEqual([r.code, r.stdout, r.stderr], [0, 'a\r\nb', 'c']);
+  const p = await runToExit(['-q', '-i', '1', file], { home: path.join(dir, 'home') });
+  assert.deepEqual([p.code, p.stdout, p.stderr], [0, '[raw 0] a\r\n[raw 0] b\n', '[raw 0] c\n']);
+});
+
+test('a worker the core restarts into the same slot is attributed too', async () => {
+  const dir = tempDir();
+  const home = path.join(dir, 'home');
+  const file = path.join(dir, 'phoenix.js');
+  const mark = path.join(dir, 'crashed');
+  fs.writeFileSync(file, `const fs = require('node:fs');
+if (!fs.existsSync(${JSON.stringify(mark)})) {
+  fs.writeFileSync(${JSON.stringify(mark)}, '');
+  console.log('first life ' + process.pid);
+  process.exit(5);
+}
+console.log('second life ' + process.pid);
+const t = setInterval(() => {}, 1000);
+process.on('disconnect', () => clearInterval(t));
+`);
+  const run = runCli(['-i', '1', '--restart', '--log-format', 'json', file], { home });
+  const [second] = await run.until(/second life/, 1, 'stdout');
+  const first = JSON.parse((await run.until(/first life/, 1, 'stdout'))[0]);
+  const o = JSON.parse(second);
+  assert.equal(o.slot, 0);
+  assert.equal(first.slot, 0);
+  assert.notEqual(o.pid, first.pid);
+  assert.equal(o.msg, `second life ${o.pid}`);
+  const st = await statusJson('phoenix', home);
+  assert.deepEqual(st.workers.map((w) => [w.pid, w.restarts]), [[o.pid, 1]]);
+  run.child.kill('SIGTERM');
+  assert.equal((await run.exited).code, 0);
+});
+
+test('LineSplitter: pieces make whole lines, a partial one is flushed after a pause, overlong ones cut', async () => {
+  const got = [];
+  const s = new LineSplitter((l) => got.push(l.toString()), { flushMs: 30, maxLine: 8 });
+  s.push(Buffer.from('ab'));
+  s.push(Buffer.from('c\n\nde'));
+  assert.deepEqual(got, ['abc', '']);
+  await new Promise((r) => setTimeout(r, 80));
+  assert.deepEqual(got, ['abc', '', 'de']);
+  s.push(Buffer.from('0123456789abcdefXY\n12345678\n'));
+  assert.deepEqual(got.slice(3), ['01234567', '89abcdef', 'XY', '12345678']);
+  s.push(Buffer.from('tail'));
+  s.end();
+  assert.deepEqual(got.slice(7), ['tail']);
+});

@@ -1,0 +1,117 @@
+'use strict';
+// Worker stdout/stderr, one whole line at a time, attributed to its worker:
+//   prefix: "[api 0] listening"        json: {"time","app","slot","id","pid","stream","msg"}
+// Each line goes out in one write, so lines of different workers never mix.
+// A partial line is written once its worker is silent for FLUSH_MS, or its
+// stream ends; one longer than MAX_LINE is written in MAX_LINE pieces.
+
+const FLUSH_MS = 100;
+const MAX_LINE = 1024 * 1024;
+const NL = 0x0a;
+
+// Splits a byte stream into lines; emit(Buffer line without '\n').
+class LineSplitter {
+  constructor(emit, { flushMs = FLUSH_MS, maxLine = MAX_LINE } = {}) {
+    this.emit = emit;
+    this.flushMs = flushMs;
+    this.maxLine = maxLine;
+    this.parts = [];
+    this.size = 0;
+    this.timer = null;
+  }
+
+  push(chunk) {
+    let start = 0;
+    let nl;
+    while ((nl = chunk.indexOf(NL, start)) !== -1) {
+      this.take(chunk.subarray(start, nl));
+      this.flush(true);
+      start = nl + 1;
+    }
+    if (start < chunk.length) this.take(chunk.subarray(start));
+    this.arm();
+  }
+
+  take(piece) {
+    while (this.size + piece.length > this.maxLine) {
+      const room = this.maxLine - this.size;
+      this.parts.push(piece.subarray(0, room));
+      this.size += room;
+      this.flush(true);
+      piece = piece.subarray(room);
+    }
+    if (piece.length) {
+      this.parts.push(piece);
+      this.size += piece.length;
+    }
+  }
+
+  // `whole`: also an empty line (a bare "\n" is a line).
+  flush(whole = false) {
+    if (this.size === 0 && !whole) return;
+    const line = this.parts.length === 1 ? this.parts[0] : Buffer.concat(this.parts, this.size);
+    this.parts = [];
+    this.size = 0;
+    this.emit(line);
+  }
+
+  arm() {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    if (this.size === 0) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.flush();
+    }, this.flushMs);
+    this.timer.unref();
+  }
+
+  end() {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.flush();
+  }
+}
+
+function formatter(format, app, worker, stream) {
+  if (format === 'json') {
+    return (line) => `${JSON.stringify({
+      time: new Date().toISOString(), app, slot: worker.slot, id: worker.id, pid: worker.process.pid, stream,
+      msg: line.toString('utf8'),
+    })}\n`;
+  }
+  const prefix = Buffer.from(`[${app} ${worker.slot}] `);
+  const nl = Buffer.from('\n');
+  return (line) => Buffer.concat([prefix, line, nl]);
+}
+
+// Attributes the output of every worker `cluster` forks from now on (fork(),
+// reload and scale successors, and the core's own restarts all emit 'fork').
+function attributeLogs(cluster, { app, format, out = process.stdout, err = process.stderr }) {
+  const open = new Set();
+  cluster.on('fork', (worker) => {
+    for (const [name, sink] of [['stdout', out], ['stderr', err]]) {
+      const stream = worker.process[name];
+      if (!stream) continue;
+      const format1 = formatter(format, app, worker, name);
+      const splitter = new LineSplitter((line) => sink.write(format1(line)));
+      open.add(splitter);
+      stream.on('data', (chunk) => splitter.push(chunk));
+      stream.on('end', () => { splitter.end(); open.delete(splitter); });
+      stream.on('error', () => {});
+    }
+  });
+  // Whatever is still partial when the CLI exits.
+  process.on('exit', () => { for (const s of open) s.end(); });
+}
+
+// Copies `stream` to `sink` whole lines at a time, unchanged (the ecosystem
+// runner uses it for its apps' CLIs, whose lines are already attributed).
+function relayLines(stream, sink) {
+  const splitter = new LineSplitter((line) => sink.write(Buffer.concat([line, Buffer.from('\n')])));
+  stream.on('data', (chunk) => splitter.push(chunk));
+  stream.on('end', () => splitter.end());
+  return splitter;
+}
+
+module.exports = { LineSplitter, attributeLogs, relayLines, FLUSH_MS, MAX_LINE };

@@ -1,0 +1,171 @@
+'use strict';
+// The foreground supervisor: one app on N workers, its lifecycle lines on
+// stderr, its workers' output attributed, and a control socket for commands.
+
+const path = require('node:path');
+const cluster = require('../..');
+const { cpuCount } = require('../cpus');
+const { version } = require('../../package.json');
+const { MAX_INSTANCES } = require('./options');
+const { attributeLogs } = require('./logs');
+const { ensureHome, socketPath } = require('./home');
+const { startControl } = require('./server');
+
+function commandError(code, message) {
+  return Object.assign(new Error(message), { code });
+}
+
+// The tuning flags refine --restart; without it nothing restarts.
+function restartOption(opts) {
+  if (!opts.restart) return false;
+  const r = {};
+  if (opts.restartDelay !== undefined) r.initialDelay = opts.restartDelay;
+  if (opts.maxRestarts !== undefined) r.maxRestarts = opts.maxRestarts;
+  if (opts.minUptime !== undefined) r.stableAfter = opts.minUptime;
+  return Object.keys(r).length ? r : true;
+}
+
+// `say(line)` writes a lifecycle line; `fatal(line)` one line and exit 1.
+async function run(opts, { say, fatal }) {
+  const count = opts.instances === 'max' ? Math.min(cpuCount(), MAX_INSTANCES) : opts.instances;
+  const startedAt = Date.now();
+  let stopping = false;
+
+  if (opts.policy) {
+    const policies = { rr: cluster.SCHED_RR, none: cluster.SCHED_NONE, reuseport: cluster.SCHED_REUSEPORT };
+    cluster.schedulingPolicy = policies[opts.policy];
+  }
+  const piped = opts.logFormat !== 'raw';
+  try {
+    cluster.setupPrimary({
+      exec: opts.app,
+      args: opts.args,
+      // The preload gives apps that never require rcluster a heartbeat.
+      execArgv: [...process.execArgv, '-r', require.resolve('../child.js')],
+      // Output is read here to be attributed; raw mode leaves it alone.
+      stdio: piped ? ['inherit', 'pipe', 'pipe', 'ipc'] : undefined,
+      restart: restartOption(opts),
+      hangTimeout: opts.hangTimeout,
+      maxMemory: opts.maxMemory,
+      maxAge: opts.maxAge,
+      // The grace of reload and stop, and of leaving workers should the CLI
+      // itself be killed meanwhile (default 10 s).
+      killTimeout: opts.killTimeout,
+      metrics: opts.metrics,
+    });
+    const m = cluster.metricsAddress();
+    if (m) say(`metrics on http://${m.family === 'IPv6' ? `[${m.address}]` : m.address}:${m.port}/metrics`);
+  } catch (err) {
+    fatal(err.message, 2);
+  }
+  if (piped) attributeLogs(cluster, { app: opts.name, format: opts.logFormat });
+
+  const stop = (why) => {
+    if (stopping) return cluster.shutdown();
+    stopping = true;
+    say(`${why}: shutting down`);
+    return cluster.shutdown().then(() => {
+      say('all workers stopped');
+      // On the next turn, so the answer to a `stop` command is written first.
+      setImmediate(() => process.exit(0));
+    });
+  };
+  const reload = () => {
+    if (stopping) return Promise.reject(commandError('ERR_RCLUSTER_STOPPING', 'the app is stopping'));
+    const options = opts.listenTimeout ? { readyTimeout: opts.listenTimeout } : undefined;
+    return cluster.reload(options);
+  };
+
+  const who = (w) => `worker ${w.id} (pid ${w.process.pid}, slot ${w.slot})`;
+  cluster.on('fork', (w) => say(`${who(w)} forked`));
+  cluster.on('online', (w) => say(`${who(w)} online`));
+  cluster.on('listening', (w, a) => {
+    const where = a.addressType === -1 ? a.address : `${a.address || '*'}:${a.port}`;
+    say(`${who(w)} listening on ${where}${typeof a.addressType === 'string' ? ` (${a.addressType})` : ''}`);
+  });
+  cluster.on('exit', (w, code, signal) => say(`${who(w)} exited (${signal || `code ${code}`})`));
+  cluster.on('restarting', (w, delay) => say(`restarting slot ${w.slot} in ${Math.round(delay)} ms`));
+  cluster.on('crashloop', (w, info) => {
+    say(`slot ${info.slot} crashed ${info.crashes} times within the window: not restarting it`);
+  });
+  cluster.on('unresponsive', (w, silent) => say(`${who(w)} unresponsive for ${Math.round(silent)} ms: replacing it`));
+  cluster.on('recycle', (w, reason) => say(`${who(w)} over its ${reason} limit: replacing it`));
+  cluster.on('error', (err) => say(`error: ${err.message}`));
+
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGHUP', () => {
+    if (stopping) return;
+    say('SIGHUP: reloading');
+    reload().then(
+      () => say('reload complete'),
+      (err) => say(`reload stopped, old workers kept: ${err.message}`),
+    );
+  });
+
+  let control;
+  try {
+    control = await startControl({
+      file: socketPath(ensureHome(), opts.name),
+      name: opts.name,
+      handlers: {
+        info: () => ({
+          name: opts.name, pid: process.pid, app: opts.app, version, startedAt,
+          workers: Object.keys(cluster.workers).length, stopping,
+        }),
+        status: () => ({ name: opts.name, pid: process.pid, stopping, ...cluster.stats() }),
+        reload: async () => {
+          say('reload requested: reloading');
+          try {
+            await reload();
+          } catch (err) {
+            say(`reload stopped, old workers kept: ${err.message}`);
+            throw err;
+          }
+          say('reload complete');
+          return { workers: Object.keys(cluster.workers).length };
+        },
+        scale: async ({ n }) => {
+          if (!Number.isInteger(n) || n < 1 || n > MAX_INSTANCES) {
+            throw commandError('ERR_OUT_OF_RANGE', `N must be a whole number from 1 to ${MAX_INSTANCES} (got ${n})`);
+          }
+          if (stopping) throw commandError('ERR_RCLUSTER_STOPPING', 'the app is stopping');
+          say(`scale to ${n} requested`);
+          const options = opts.listenTimeout ? { readyTimeout: opts.listenTimeout } : undefined;
+          return { workers: await cluster.scale(n, options) };
+        },
+        stop: async () => {
+          await stop('stop requested');
+          return { stopped: true };
+        },
+      },
+    });
+  } catch (err) {
+    fatal(err.message);
+  }
+  say(`control socket ${control.file}`);
+
+  say(`starting ${count} worker${count === 1 ? '' : 's'} for ${path.relative(process.cwd(), opts.app) || opts.app}`);
+  // One fork per turn of the event loop: a fork takes tens of ms, and a signal
+  // that arrives meanwhile must stop the start-up instead of waiting behind it.
+  let forked = 0;
+  const forkNext = () => {
+    if (stopping || forked >= count) return;
+    forked++;
+    cluster.fork();
+    setImmediate(forkNext);
+  };
+  forkNext();
+
+  // The CLI exits when nothing is left to run (the core keeps it alive while
+  // a restart is pending; the control socket does not): 1 if workers crashed
+  // for good, else 0.
+  cluster.on('crashloop', () => { process.exitCode = 1; });
+  if (!opts.restart) {
+    cluster.on('exit', (w, code, signal) => {
+      if (!stopping && !w.exitedAfterDisconnect && (code !== 0 || signal)) process.exitCode = 1;
+    });
+  }
+}
+
+module.exports = { run };
