@@ -44,8 +44,8 @@ test('a PM2 ecosystem file with two apps: each runs with its own socket; unsuppo
 
   const warnings = run.text.stderr.split('\n').filter((l) => /does not support/.test(l));
   assert.deepEqual(warnings, [
-    'rcluster: ecosystem.config.js: rcluster does not support watch (ignored; see MIGRATING.md)',
-    'rcluster: ecosystem.config.js: rcluster does not support cron_restart (ignored; see MIGRATING.md)',
+    'rcluster: ecosystem.config.js: rcluster does not support watch (ignored; see docs/MIGRATING.md)',
+    'rcluster: ecosystem.config.js: rcluster does not support cron_restart (ignored; see docs/MIGRATING.md)',
   ]);
   // Lines of both apps, attributed by their own CLI.
   assert.match(run.text.stderr, /^\[rcluster\] worker \d+ \(pid \d+, slot 1\) listening on 127\.0\.0\.1:\d+$/m);

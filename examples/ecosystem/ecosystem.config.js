@@ -1,7 +1,7 @@
 // A PM2 ecosystem file, run as is: `rcluster examples/ecosystem/ecosystem.config.js`.
 // Each app gets its own foreground supervisor and control socket
 // (`rcluster status api`, `rcluster reload web`…). Keys rcluster does not
-// support are warned about once; MIGRATING.md maps every PM2 key.
+// support are warned about once; docs/MIGRATING.md maps every PM2 key.
 module.exports = {
   apps: [
     {

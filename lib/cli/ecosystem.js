@@ -77,7 +77,7 @@ const PM2_KEYS = {
   exp_backoff_restart_delay: (v, f) => f.push('--restart-delay', String(v)),
   max_restarts: (v, f) => f.push('--max-restarts', String(v)),
   min_uptime: (v, f) => f.push('--min-uptime', String(v)),
-  // PM2's delay is fixed; rcluster's doubles from there (see MIGRATING.md).
+  // PM2's delay is fixed; rcluster's doubles from there (see docs/MIGRATING.md).
   restart_delay: (v, f) => f.push('--restart-delay', String(v)),
   log_type: (v, f) => { if (v === 'json') f.push('--log-format', 'json'); },
   // Worker output is one stream here already: the workers' logs are merged.
@@ -126,7 +126,7 @@ function appsOf(file, { warn = () => {}, baseFlags = [] } = {}) {
         } else if (Object.hasOwn(PM2_KEYS, PM2_ALIASES[key] || key)) {
           PM2_KEYS[PM2_ALIASES[key] || key](value, flags, warnOnce);
         } else {
-          warnOnce(key, `${path.basename(abs)}: rcluster does not support ${key} (ignored; see MIGRATING.md)`);
+          warnOnce(key, `${path.basename(abs)}: rcluster does not support ${key} (ignored; see docs/MIGRATING.md)`);
         }
       }
       if (!native && app.autorestart !== false) flags.push('--restart');
