@@ -39,6 +39,10 @@ pub struct Dispatcher {
   pub backlog: VecDeque<Arc<OwnedFd>>,
   /// Rotates ties so equally loaded workers take turns.
   cursor: usize,
+  /// Each worker's supervised slot, and whether connections go by client
+  /// address to the slot that owns it (`sticky: 'ip'`, see `take_sticky`).
+  pub slots: std::collections::HashMap<u32, u32>,
+  pub sticky: bool,
 }
 
 impl Dispatcher {
@@ -50,6 +54,7 @@ impl Dispatcher {
 
   pub fn remove_worker(&mut self, id: u32) {
     self.workers.retain(|w| *w != id);
+    self.slots.remove(&id);
   }
 
   /// Picks a worker for the next connection: the fewest unanswered hand-offs
@@ -70,6 +75,43 @@ impl Dispatcher {
       self.cursor = (idx + 1) % n.max(1);
       id
     })
+  }
+}
+
+/// How far `take_sticky` looks past a connection whose worker is busy.
+const STICKY_SCAN: usize = 64;
+
+impl Dispatcher {
+  /// `sticky: 'ip'`: the first queued connection (within `STICKY_SCAN`)
+  /// whose client's slot (`sticky::owner` over the slots with an available
+  /// worker) can take it now, with that slot's worker. A busy worker keeps
+  /// its clients waiting rather than losing them to another; connections
+  /// without an IP peer (Unix sockets) go to the least loaded.
+  pub fn take_sticky(&mut self, load: impl Fn(u32) -> Option<usize>) -> Option<(u32, Arc<OwnedFd>)> {
+    let mut live: Vec<(u32, u32, usize)> = Vec::new();
+    for id in &self.workers {
+      let slot = self.slots.get(id).copied().unwrap_or(u32::MAX - id);
+      if let Some(l) = load(*id) {
+        if !live.iter().any(|e| e.0 == slot) {
+          live.push((slot, *id, l));
+        }
+      }
+    }
+    let least = live.iter().min_by_key(|e| e.2).copied()?;
+    for i in 0..self.backlog.len().min(STICKY_SCAN) {
+      let peer = socket2::SockRef::from(&*self.backlog[i]).peer_addr().ok();
+      let target = match peer.and_then(|a| a.as_socket()) {
+        Some(a) => {
+          let slot = crate::sticky::owner(crate::sticky::bucket_of(a.ip()), live.iter().map(|e| e.0));
+          live.iter().find(|e| Some(e.0) == slot).copied()?
+        }
+        None => least,
+      };
+      if target.2 < MAX_UNANSWERED {
+        return self.backlog.remove(i).map(|c| (target.1, c));
+      }
+    }
+    None
   }
 }
 
