@@ -152,4 +152,96 @@ function runAutocannon(autocannon, opts) {
   });
 }
 
-module.exports = { pick, parseWrk, toMs };
+// The sticky workload's load generator, in this process: wrk cannot bind
+// source addresses. `connections` lanes, lane i bound to sources[i % n], each
+// a loop of one connection per request (`Connection: close`) for `duration`
+// seconds. The server names the worker in `x-worker`; `affinity` is the share
+// of each source's requests its most frequent worker served (all sources
+// together, and the worst one). `sid(source)` adds `?sid=` for routers that
+// stick by session id (@socket.io/sticky).
+function runFromSources(opts) {
+  const net = require('node:net');
+  const { port, sources, connections, duration, timeout = 2, sid } = opts;
+  const perSource = new Map(sources.map((s) => [s, new Map()]));
+  const latencies = [];
+  const errors = { connect: 0, read: 0, write: 0, timeout: 0, non2xx: 0 };
+  const started = performance.now();
+  const end = started + duration * 1000;
+  // One watchdog for every lane (a timer per connection costs the generator
+  // CPU the servers would otherwise get).
+  const inFlight = new Set();
+  const watchdog = setInterval(() => {
+    const now = performance.now();
+    for (const f of inFlight) if (now - f.t0 > timeout * 1000) f.fail('timeout');
+  }, 100);
+  const lane = (source) => new Promise((resolve) => {
+    const request = `GET /${sid ? `?sid=${sid(source)}` : ''} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`;
+    const counts = perSource.get(source);
+    const next = () => {
+      if (performance.now() >= end) return resolve();
+      const f = { t0: performance.now(), data: '', connected: false, done: false };
+      const c = net.connect({ host: '127.0.0.1', port, localAddress: source });
+      f.fail = (kind) => {
+        if (f.done) return;
+        f.done = true;
+        inFlight.delete(f);
+        errors[kind]++;
+        c.destroy();
+        setImmediate(next);
+      };
+      inFlight.add(f);
+      c.on('connect', () => { f.connected = true; c.write(request); });
+      c.on('data', (d) => { f.data += d; });
+      c.on('error', () => f.fail(f.connected ? 'read' : 'connect'));
+      c.on('close', () => {
+        if (f.done) return;
+        f.done = true;
+        inFlight.delete(f);
+        if (!f.data.startsWith('HTTP/1.1 200')) errors[f.data ? 'non2xx' : 'read']++;
+        else {
+          latencies.push(performance.now() - f.t0);
+          const w = /\r\nx-worker: (\d+)/i.exec(f.data);
+          const key = w ? w[1] : '?';
+          counts.set(key, (counts.get(key) || 0) + 1);
+        }
+        next();
+      });
+    };
+    next();
+  });
+  const lanes = [];
+  for (let i = 0; i < connections; i++) lanes.push(lane(sources[i % sources.length]));
+  return Promise.all(lanes).then(() => {
+    clearInterval(watchdog);
+    const seconds = (performance.now() - started) / 1000;
+    latencies.sort((a, b) => a - b);
+    const pct = (p) => latencies.length ? latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] : NaN;
+    let modal = 0;
+    let worst = 1;
+    const bySource = {};
+    for (const [s, counts] of perSource) {
+      const n = [...counts.values()].reduce((a, b) => a + b, 0);
+      const top = Math.max(0, ...counts.values());
+      modal += top;
+      if (n > 0) worst = Math.min(worst, top / n);
+      bySource[s] = Object.fromEntries(counts);
+    }
+    errors.total = errors.connect + errors.read + errors.write + errors.timeout + errors.non2xx;
+    return {
+      requests: latencies.length,
+      seconds,
+      rps: latencies.length / seconds,
+      p50Ms: pct(0.5),
+      p99Ms: pct(0.99),
+      errors,
+      affinity: latencies.length ? modal / latencies.length : null,
+      worstAffinity: latencies.length ? worst : null,
+      bySource,
+      raw: JSON.stringify(bySource),
+      command: `node loadgen runFromSources: ${connections} lanes over ${sources.length} sources ` +
+        `(${sources[0]}..${sources[sources.length - 1]}), ${duration} s, Connection: close${sid ? ', ?sid= per source' : ''}`,
+    };
+  });
+}
+
+module.exports = { pick, parseWrk, toMs, runFromSources };

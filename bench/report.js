@@ -6,7 +6,7 @@ const { spread, sig, int } = require('./stats');
 
 const BASELINE = 'node-rr';
 const METRICS = ['rps', 'p50Ms', 'p99Ms', 'failed', 'primaryCpuPer10k', 'share', 'connShare',
-  'msgsPerSec', 'cpuAllUsPerMsg', 'cpuJsUsPerMsg'];
+  'msgsPerSec', 'cpuAllUsPerMsg', 'cpuJsUsPerMsg', 'affinity', 'worstAffinity'];
 // rcluster's config in the ipc cases (its default policy; the policy does not touch IPC).
 const IPC_CONFIG = 'rcluster-reuseport';
 // The ipc targets of issue #9, as ratios to node:cluster of the same run.

@@ -43,6 +43,9 @@ pub struct Dispatcher {
   /// address to the slot that owns it (`sticky: 'ip'`, see `take_sticky`).
   pub slots: std::collections::HashMap<u32, u32>,
   pub sticky: bool,
+  /// Queued connections' client buckets by fd, so a connection passed over
+  /// (its worker busy) is not looked up again (`getpeername`) on each pass.
+  buckets: std::collections::HashMap<RawFd, Option<u32>>,
 }
 
 impl Dispatcher {
@@ -99,16 +102,24 @@ impl Dispatcher {
     }
     let least = live.iter().min_by_key(|e| e.2).copied()?;
     for i in 0..self.backlog.len().min(STICKY_SCAN) {
-      let peer = socket2::SockRef::from(&*self.backlog[i]).peer_addr().ok();
-      let target = match peer.and_then(|a| a.as_socket()) {
-        Some(a) => {
-          let slot = crate::sticky::owner(crate::sticky::bucket_of(a.ip()), live.iter().map(|e| e.0));
+      let conn = &self.backlog[i];
+      let bucket = *self.buckets.entry(conn.as_raw_fd()).or_insert_with(|| {
+        let peer = socket2::SockRef::from(&**conn).peer_addr().ok();
+        peer
+          .and_then(|a| a.as_socket())
+          .map(|a| crate::sticky::bucket_of(a.ip()))
+      });
+      let target = match bucket {
+        Some(b) => {
+          let slot = crate::sticky::owner(b, live.iter().map(|e| e.0));
           live.iter().find(|e| Some(e.0) == slot).copied()?
         }
         None => least,
       };
       if target.2 < MAX_UNANSWERED {
-        return self.backlog.remove(i).map(|c| (target.1, c));
+        let conn = self.backlog.remove(i)?;
+        self.buckets.remove(&conn.as_raw_fd());
+        return Some((target.1, conn));
       }
     }
     None
