@@ -38,6 +38,8 @@ Options:
       --policy P         reuseport (default on Linux), rr or none
       --metrics [HOST:]PORT  serve /metrics, /healthz and /readyz there
                          (HOST defaults to 127.0.0.1; 0.0.0.0 for all)
+      --sticky ip        every connection from one client address reaches the
+                         same worker slot (not with --policy none)
   -q, --quiet            no lifecycle lines on stderr
   -h, --help             this text
   -v, --version          rcluster's version
@@ -131,6 +133,10 @@ function parseArgs(argv) {
       const v = value();
       opts.metrics = require('../lib/metrics').parseHostPort(v);
       if (!opts.metrics) fail(`${a}: ${JSON.stringify(v)} is not [host:]port (port 0 to 65535)`);
+    } else if (a === '--sticky') {
+      const v = value();
+      if (v !== 'ip') fail(`${a}: ${JSON.stringify(v)} is not ip`);
+      opts.sticky = v;
     } else if (a === '-q' || a === '--quiet') {
       opts.quiet = true;
     } else if (a === '--') {
@@ -174,6 +180,7 @@ function main() {
       // itself be killed meanwhile (default 10 s).
       killTimeout: opts.killTimeout,
       metrics: opts.metrics,
+      sticky: opts.sticky,
     });
     const m = cluster.metricsAddress();
     if (m) say(`metrics on http://${m.family === 'IPv6' ? `[${m.address}]` : m.address}:${m.port}/metrics`);
