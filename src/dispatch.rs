@@ -282,6 +282,50 @@ mod tests {
     assert_eq!(rr.pick(|w| if w == 1 { None } else { Some(0) }), None);
   }
 
+  /// `sticky`: each connection goes to its client's slot; one whose worker
+  /// is saturated waits (affinity wins) while others pass it.
+  #[test]
+  fn sticky_picks_by_client_address_and_waits_for_a_busy_owner() {
+    let s = sockets::bind_tcp(sockets::Kind::Tcp4, Some("127.0.0.1"), 0, 0, false).unwrap();
+    sockets::listen(&s, 64).unwrap();
+    let port = sockets::local_port(&s).unwrap();
+    let mut d = rr_with(&[10, 20]);
+    d.slots.extend([(10, 0), (20, 1)]);
+    d.sticky = true;
+    let owner_of = |i: u8| {
+      let slot = crate::sticky::owner(crate::sticky::bucket_of([127, 0, 0, i].into()), [0, 1]).unwrap();
+      if slot == 0 {
+        10
+      } else {
+        20
+      }
+    };
+    let sources: Vec<u8> = (2..18).collect();
+    let first = sources.iter().copied().find(|i| owner_of(*i) == 10).unwrap();
+    let other = sources.iter().copied().find(|i| owner_of(*i) == 20).unwrap();
+    let mut clients = Vec::new();
+    let mut queue_from = |d: &mut Dispatcher, i: u8| {
+      let c = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+      c.bind(&std::net::SocketAddr::from(([127, 0, 0, i], 0)).into()).unwrap();
+      c.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .unwrap();
+      clients.push(c);
+      std::thread::sleep(std::time::Duration::from_millis(10));
+      d.backlog.push_back(Arc::new(sockets::accept(s.as_raw_fd()).unwrap()));
+    };
+    queue_from(&mut d, first);
+    queue_from(&mut d, other);
+    // Worker 10 is saturated: its client waits, the other one goes.
+    let busy10 = |w: u32| Some(if w == 10 { MAX_UNANSWERED } else { 0 });
+    assert_eq!(d.take_sticky(busy10).map(|(w, _)| w), Some(20));
+    assert!(d.take_sticky(busy10).is_none(), "127.0.0.{first} waits for its worker");
+    assert_eq!(d.take_sticky(|_| Some(0)).map(|(w, _)| w), Some(10));
+    // Its slot without an available worker: the client goes to the live one.
+    queue_from(&mut d, first);
+    let only20 = |w: u32| if w == 20 { Some(0) } else { None };
+    assert_eq!(d.take_sticky(only20).map(|(w, _)| w), Some(20));
+  }
+
   #[test]
   fn tcp_listeners_tell_their_accept_queue() {
     let s = sockets::bind_tcp(sockets::Kind::Tcp4, Some("127.0.0.1"), 0, 0, false).unwrap();
