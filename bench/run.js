@@ -426,7 +426,7 @@ async function runOnce(gen, config, workload, opts) {
       // wrk cannot bind source addresses: the Node generator of loadgen.js does.
       const sources = Array.from({ length: workload.sources }, (_, i) => `127.0.0.${i + 2}`);
       const sid = (s) => `client${s.replace(/\./g, '-')}`.padEnd(20, 'x');
-      gen = { run: (o) => loadgen.runFromSources({ ...o, port: server.port, sources, sid }) };
+      gen = { run: (o, track) => loadgen.runFromSources({ ...o, port: server.port, sources, sid, track }) };
     }
     if (opts.warmup > 0) await gen.run({ ...base, duration: opts.warmup }, trackChild);
     await server.request('reset');
