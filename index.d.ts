@@ -44,6 +44,11 @@ declare namespace rcluster {
     /** SIGTERM/SIGINT → shutdown() then exit 0; SIGHUP → reload(). */
     signals?: boolean | undefined;
     /**
+     * `'ip'`: every TCP connection from one client address reaches the same worker slot (in the kernel under
+     * SCHED_REUSEPORT, in the core under SCHED_RR). Refused with SCHED_NONE. Applies to servers opened afterwards.
+     */
+    sticky?: 'ip' | false | undefined;
+    /**
      * How long a worker asked to leave may take before SIGKILL (ms): the default of shutdown()'s
      * `timeout` and reload()/scale()'s `killTimeout`, and what a disconnecting worker gets to finish
      * should the primary exit first. Default 10000.

@@ -171,6 +171,7 @@ test('each bad value is one line naming the flag as typed, exit 2', async () => 
     [['--name', 'a/b'], /^rcluster: --name: "a\/b" is not a name \(letters, digits, _ \. -; at most 64\)$/],
     [['--name', '.hidden'], /^rcluster: --name: ".hidden" is not a name/],
     [['--max-restarts', '-1'], /^rcluster: --max-restarts: "-1" is not a whole number$/],
+    [['--sticky', 'cookie'], /^rcluster: --sticky: "cookie" is not ip$/],
   ];
   const runs = cases.map(([args, expected]) => [[...args, app], expected]);
   runs.push([['-i'], /^rcluster: -i needs a value$/]);
@@ -183,6 +184,15 @@ test('each bad value is one line naming the flag as typed, exit 2', async () => 
     assert.match(lines[0], expected, what);
     assert.doesNotMatch(lines[0], /options\./, what);
   }
+});
+
+test('--sticky ip with --policy none is refused in one line, exit 2, and no worker starts', async () => {
+  const result = await runToExit(['--policy', 'none', '--sticky', 'ip', app]);
+  assert.equal(result.code, 2, result.stderr);
+  const lines = result.stderr.split('\n').filter(Boolean);
+  assert.equal(lines.length, 1, result.stderr);
+  assert.match(lines[0], /^rcluster: .*sticky.* cannot be used with SCHED_NONE/);
+  assert.doesNotMatch(result.stderr + result.stdout, /forked|listening/);
 });
 
 test('valid sizes and durations with units are accepted', async () => {

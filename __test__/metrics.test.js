@@ -367,10 +367,13 @@ describe('the endpoint with workers', () => {
 });
 
 describe('rcluster --metrics', () => {
-  it('serves the endpoint for a CLI cluster and stops with SIGTERM', async () => {
+  it('serves the endpoint for a CLI cluster and stops with SIGTERM', async (t) => {
+    const home = fs.mkdtempSync(path.join(os.tmpdir(), 'rcluster-home-'));
+    t.after(() => fs.rmSync(home, { recursive: true, force: true }));
     const child = spawn(process.execPath, [CLI, '-i', '2', '--metrics', '127.0.0.1:0', APP], {
       stdio: ['ignore', 'ignore', 'pipe'],
-      env: { ...process.env, PORT: String(await freePort()) },
+      // A private control-socket home: another CLI test may run an app of the same name.
+      env: { ...process.env, PORT: String(await freePort()), RCLUSTER_HOME: home },
     });
     tracked.children.add(child);
     let err = '';

@@ -6,7 +6,7 @@ const { spread, sig, int } = require('./stats');
 
 const BASELINE = 'node-rr';
 const METRICS = ['rps', 'p50Ms', 'p99Ms', 'failed', 'primaryCpuPer10k', 'share', 'connShare',
-  'msgsPerSec', 'cpuAllUsPerMsg', 'cpuJsUsPerMsg'];
+  'msgsPerSec', 'cpuAllUsPerMsg', 'cpuJsUsPerMsg', 'affinity', 'worstAffinity'];
 // rcluster's config in the ipc cases (its default policy; the policy does not touch IPC).
 const IPC_CONFIG = 'rcluster-reuseport';
 // The ipc targets of issue #9, as ratios to node:cluster of the same run.
@@ -129,6 +129,27 @@ function targets(summary, runs) {
     add({ id: `kill-${c}`, what: 'kill: failed requests ≤ 5 (median)', config: c, workload: 'kill',
       value: s ? s.median : null, op: '<=', target: 5, unit: '',
       detail: s ? `per round ${s.min === s.max ? s.min : `${s.min}–${s.max}`}` : undefined });
+  }
+  if (summary.sticky) {
+    // Against the better node:cluster router of the run: most req/s, least primary CPU.
+    const nodes = ['node-sticky-session', 'node-socketio-sticky'];
+    const pickBy = (m, better) => nodes.map((c) => [c, med(summary, 'sticky', c, m)])
+      .filter(([, v]) => v !== null).sort((x, y) => (better(x[1], y[1]) ? -1 : 1))[0] || [null, null];
+    const [fastest, rps] = pickBy('rps', (x, y) => x > y);
+    const [leanest, cpu] = pickBy('primaryCpuPer10k', (x, y) => x < y);
+    const mine = (c, m) => med(summary, 'sticky', c, m);
+    add({ id: 'sticky-rps', what: `sticky req/s vs the best node router (${fastest})`, config: 'rcluster-sticky',
+      workload: 'sticky', value: rps > 0 && mine('rcluster-sticky', 'rps') !== null ? mine('rcluster-sticky', 'rps') / rps : null,
+      op: '>=', target: 2, unit: '×' });
+    add({ id: 'sticky-cpu', what: `sticky primary CPU per 10k conns, % of the leanest node router (${leanest})`,
+      config: 'rcluster-sticky', workload: 'sticky',
+      value: cpu > 0 && mine('rcluster-sticky', 'primaryCpuPer10k') !== null ? (mine('rcluster-sticky', 'primaryCpuPer10k') / cpu) * 100 : null,
+      op: '<=', target: 5, unit: '%' });
+    for (const c of ['rcluster-sticky', 'rcluster-sticky-rr']) {
+      const s = summary.sticky[c] && summary.sticky[c].worstAffinity;
+      add({ id: `sticky-affinity-${c}`, what: 'sticky: worst per-address affinity (%, worst round)', config: c,
+        workload: 'sticky', value: s ? s.min * 100 : null, op: '>=', target: 100, unit: '' });
+    }
   }
   for (const w of Object.keys(summary).filter(isIpc)) {
     for (const t of IPC_TARGETS) {

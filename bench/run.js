@@ -51,6 +51,14 @@ const CONFIGS = [
   { key: 'node-none', label: 'node:cluster NONE', mode: 'node', policy: 'none' },
   { key: 'node-reuseport', label: 'node reusePort', mode: 'node-reuseport', policy: 'none', needs: 'reusePort' },
   { key: 'single', label: 'single process', mode: 'single', single: true },
+  // The sticky workload's configs (and only its): client-address affinity.
+  { key: 'rcluster-sticky', label: "rcluster sticky: 'ip' (reuseport)", mode: 'rcluster', policy: 'reuseport',
+    rcluster: true, sticky: 'ip' },
+  { key: 'rcluster-sticky-rr', label: "rcluster sticky: 'ip' (rr)", mode: 'rcluster', policy: 'rr',
+    rcluster: true, sticky: 'ip' },
+  { key: 'node-sticky-session', label: 'node:cluster + sticky-session', mode: 'node-sticky-session', sticky: 'lib' },
+  { key: 'node-socketio-sticky', label: 'node:cluster + @socket.io/sticky', mode: 'node-socketio-sticky',
+    policy: 'rr', sticky: 'lib' },
 ];
 const BASELINE = 'node-rr';
 
@@ -71,6 +79,9 @@ const WORKLOADS = [
   { key: 'kill', label: 'kill', close: true, kill: true, noSingle: true,
     desc: 'one connection per request; one of the 2 workers is SIGKILLed at 30% of the run, not restarted',
     short: 'conn/request; 1 of 2 workers SIGKILLed at 30% of the run' },
+  { key: 'sticky', label: 'sticky', close: true, sticky: true, sources: 16,
+    desc: 'one connection per request from 16 client addresses (127.0.0.2-17), each expected to stay on one worker',
+    short: 'conn/request from 16 client addresses; affinity' },
   // The ipc cases: `messages` echoes measured per run (about 2 s for node:cluster on a 2-core EPYC).
   { key: 'ipc-json64', label: 'ipc json 64 B',
     ipc: { serialization: 'json', bytes: 64, inflight: 64, messages: 250000 },
@@ -304,6 +315,7 @@ class Server {
       BENCH_SLOW_MS: String(this.workload.slowMs || 0),
       BENCH_BUSY: this.workload.busy ? '1' : '0',
       BENCH_STALL: this.workload.stall ? '1' : '0',
+      BENCH_STICKY: this.config.sticky || '',
     };
     if (this.config.policy) env.NODE_CLUSTER_SCHED_POLICY = this.config.policy;
     else delete env.NODE_CLUSTER_SCHED_POLICY;
@@ -414,6 +426,12 @@ async function runOnce(gen, config, workload, opts) {
   try {
     const url = `http://127.0.0.1:${server.port}/`;
     const base = { url, connections: opts.connections, threads: opts.threads, close: workload.close, timeout: 2 };
+    if (workload.sticky) {
+      // wrk cannot bind source addresses: the Node generator of loadgen.js does.
+      const sources = Array.from({ length: workload.sources }, (_, i) => `127.0.0.${i + 2}`);
+      const sid = (s) => `client${s.replace(/\./g, '-')}`.padEnd(20, 'x');
+      gen = { run: (o, track) => loadgen.runFromSources({ ...o, port: server.port, sources, sid, track }) };
+    }
     if (opts.warmup > 0) await gen.run({ ...base, duration: opts.warmup }, trackChild);
     await server.request('reset');
 
@@ -460,6 +478,7 @@ async function runOnce(gen, config, workload, opts) {
       connCounts,
       share,
       connShare: share === null || !connCounts ? null : spreadRatio(Object.values(connCounts)),
+      ...(workload.sticky ? { affinity: result.affinity, worstAffinity: result.worstAffinity } : {}),
       killed,
       command: result.command,
       raw: result.raw,
@@ -508,7 +527,7 @@ function fmtRun(r) {
   const cpu = r.primaryCpuPer10k === null ? '' : `  cpu/10k ${sig(r.primaryCpuPer10k, 2)}s`;
   return `${Math.round(r.rps).toString().padStart(6)} req/s  p50 ${sig(r.p50Ms, 3)}ms  p99 ${sig(r.p99Ms, 3)}ms` +
     `  err ${r.failed}${r.failed ? ` (c${r.errors.connect}/r${r.errors.read}/w${r.errors.write}/t${r.errors.timeout}/n${r.errors.non2xx})` : ''}` +
-    `${cpu}${share}`;
+    `${cpu}${share}${r.affinity === undefined ? '' : `  affinity ${sig(r.affinity * 100, 4)}%`}`;
 }
 
 function stamp(date) {
@@ -556,6 +575,7 @@ async function main() {
       for (const c of asked) {
         if (w.noSingle && c.single) continue;
         if (w.ipc && !IPC_CONFIGS.includes(c.key)) continue;
+        if (Boolean(w.sticky) !== Boolean(c.sticky) && !w.ipc) continue;
         plan.push({ round, w, c });
       }
     }

@@ -4,6 +4,8 @@
 // Started by bench/run.js with child_process.fork() (an IPC channel to the
 // runner) and these variables:
 //   BENCH_MODE      rcluster | node | node-reuseport | single
+//                   | node-sticky-session | node-socketio-sticky (the sticky workload's routers)
+//   BENCH_STICKY    ip: rcluster's `sticky: 'ip'`; any value: answers name the worker (x-worker)
 //   BENCH_PORT      port to listen on (127.0.0.1 only)
 //   BENCH_WORKERS   number of workers (cluster modes)
 //   BENCH_SLOW      1 in this many requests burns BENCH_SLOW_MS of CPU (0: never)
@@ -31,6 +33,9 @@ const slowEvery = Number(process.env.BENCH_SLOW || 0);
 const slowMs = Number(process.env.BENCH_SLOW_MS || 20);
 const busy = process.env.BENCH_BUSY === '1';
 const stall = process.env.BENCH_STALL === '1';
+const sticky = process.env.BENCH_STICKY || '';
+// The sticky workload's routers that pass connections from the primary's JS.
+const routed = mode === 'node-sticky-session' || mode === 'node-socketio-sticky';
 const REPLY_TIMEOUT_MS = 5000;
 
 const BODY = 'hello world\n';
@@ -45,10 +50,19 @@ function burn(ms) {
 function serve(listenOptions, onListening) {
   let served = 0;
   let conns = 0;
+  const sids = new Set();
   const server = http.createServer((req, res) => {
     served++;
     if (slowEvery > 0 && served % slowEvery === 0) burn(slowMs);
-    res.writeHead(200, { 'Content-Type': 'text/plain', 'Content-Length': BODY.length });
+    const headers = { 'Content-Type': 'text/plain', 'Content-Length': BODY.length };
+    if (sticky) headers['X-Worker'] = nodeCluster.worker ? nodeCluster.worker.id : 0;
+    // What socket.io's engine tells @socket.io/sticky when a session opens.
+    const sid = mode === 'node-socketio-sticky' && /sid=([\w-]{20})/.exec(req.url);
+    if (sid && !sids.has(sid[1])) {
+      sids.add(sid[1]);
+      process.send({ type: 'sticky:connection', data: sid[1] });
+    }
+    res.writeHead(200, headers);
     res.end(BODY);
   });
   server.keepAliveTimeout = 30000;
@@ -57,7 +71,21 @@ function serve(listenOptions, onListening) {
     console.error(`bench server ${process.pid}: ${err.stack || err}`);
     process.exit(1);
   });
-  server.listen(listenOptions, onListening);
+  if (mode === 'node-sticky-session') {
+    require('sticky-session').listen(server, port);
+    setImmediate(onListening);
+  } else if (mode === 'node-socketio-sticky') {
+    // @socket.io/sticky's setupWorker, without socket.io: take the
+    // connection and the first chunk the primary read.
+    process.on('message', (m, socket) => {
+      if (!m || m.type !== 'sticky:connection' || !socket) return;
+      server.emit('connection', socket);
+      socket.unshift(Buffer.from(m.data));
+    });
+    setImmediate(onListening);
+  } else {
+    server.listen(listenOptions, onListening);
+  }
   return { count: () => served, conns: () => conns, reset: () => { served = 0; conns = 0; } };
 }
 
@@ -158,7 +186,20 @@ function runPrimary(cluster) {
   });
 
   const workers = [];
-  for (let i = 0; i < workerCount; i++) workers.push(cluster.fork());
+  if (mode === 'node-sticky-session') {
+    // It forks the workers itself, once it listens (on every address).
+    require('sticky-session').listen(http.createServer(), port, { workers: workerCount });
+    cluster.on('fork', (w) => workers.push(w));
+  } else {
+    if (mode === 'node-socketio-sticky') {
+      cluster.setupPrimary({ serialization: 'advanced' }); // as @socket.io/sticky asks
+      const front = http.createServer();
+      require('@socket.io/sticky').setupMaster(front, { loadBalancingMethod: 'least-connection' });
+      front.listen(port, host);
+    }
+    if (mode === 'rcluster' && sticky === 'ip') cluster.setupPrimary({ sticky: 'ip' });
+    for (let i = 0; i < workerCount; i++) workers.push(cluster.fork());
+  }
   let listening = 0;
   cluster.on('message', (worker, m) => {
     if (!m || m.cmd !== 'bench-listening' || ++listening !== workerCount) return;
@@ -183,7 +224,7 @@ if (nodeCluster.isWorker) {
   runSingle();
 } else if (mode === 'rcluster') {
   runPrimary(require('..'));
-} else if (mode === 'node' || mode === 'node-reuseport') {
+} else if (mode === 'node' || mode === 'node-reuseport' || routed) {
   runPrimary(nodeCluster);
 } else {
   console.error(`bench server: unknown BENCH_MODE ${mode}`);

@@ -13,7 +13,7 @@ const { Worker, WorkerProcess, cork, uncorkAll } = require('./worker');
 const { codes, errnoException, spawnError } = require('./errors');
 const {
   validateString, validateStringArray, validateObject, validatePort, validateOneOf,
-  validateNoNullBytes,
+  validateNoNullBytes, validateSticky,
 } = require('./validate');
 
 const SCHED_NONE = 1;
@@ -48,6 +48,8 @@ function defaultPolicy(env = process.env, platform = process.platform) {
 cluster.schedulingPolicy = defaultPolicy();
 
 let initialized = false;
+let policyInUse; // what the core was told at the first setupPrimary()
+let stickyInUse = false;
 let debugPortOffset = 1;
 
 cluster.setupPrimary = function setupPrimary(options) {
@@ -66,6 +68,14 @@ cluster.setupPrimary = function setupPrimary(options) {
       !settings.execArgv.some((s) => typeof s === 'string' && s.startsWith('--logfile='))) {
     settings.execArgv = [...settings.execArgv, '--logfile=v8-%p.log'];
   }
+  // Checked here, where the policy is read (it is fixed from the first
+  // setupPrimary() on), so a bad combination fails before any worker exists.
+  const sticky = validateSticky(settings.sticky, 'options.sticky');
+  if (sticky && (initialized ? policyInUse : cluster.schedulingPolicy) === SCHED_NONE) {
+    throw codes.ERR_INVALID_ARG_VALUE('options.sticky', settings.sticky,
+      'cannot be used with SCHED_NONE (whichever worker accepts first gets the connection); ' +
+      'use SCHED_REUSEPORT or SCHED_RR');
+  }
   const metricsWanted = metrics.parse(settings.metrics);
   supervisor.configure(settings);
   metrics.apply(metricsWanted);
@@ -73,12 +83,16 @@ cluster.setupPrimary = function setupPrimary(options) {
   if (!initialized) {
     initialized = true;
     const policy = cluster.schedulingPolicy;
+    policyInUse = policy;
     if (policy !== SCHED_NONE && policy !== SCHED_RR && policy !== SCHED_REUSEPORT) {
       throw codes.ERR_INVALID_ARG_VALUE('cluster.schedulingPolicy', policy,
         'must be SCHED_NONE, SCHED_RR or SCHED_REUSEPORT');
     }
     binding.setSchedulingPolicy(policy);
   }
+  // Applies to servers workers open from now on.
+  if (sticky !== stickyInUse) binding.setSticky(sticky);
+  stickyInUse = sticky;
   process.nextTick(() => cluster.emit('setup', settings));
 };
 cluster.setupMaster = cluster.setupPrimary;

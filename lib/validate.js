@@ -56,7 +56,18 @@ function validateNoNullBytes(value, name) {
   }
 }
 
+// `sticky`: 'ip' (by client address) or off (undefined, false).
+function validateSticky(value, name) {
+  if (value === undefined || value === false) return false;
+  if (typeof value !== 'string' && typeof value !== 'boolean') {
+    throw codes.ERR_INVALID_ARG_TYPE(name, ['string', 'boolean'], value);
+  }
+  if (value !== 'ip') throw codes.ERR_INVALID_ARG_VALUE(name, value, "must be 'ip' or false");
+  return true;
+}
+
 module.exports = {
+  validateSticky,
   validateString,
   validateArray,
   validateStringArray,

@@ -279,6 +279,13 @@ pub fn set_scheduling_policy(policy: u32) -> Result<()> {
   Ok(())
 }
 
+/// `sticky: 'ip'` (true) or not, for server handles created from now on.
+#[napi]
+pub fn set_sticky(on: bool) -> Result<()> {
+  core()?.set_sticky(on);
+  Ok(())
+}
+
 /// Closes an fd that JS received but will not use.
 #[napi]
 pub fn close_fd(fd: i32) {

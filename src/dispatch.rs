@@ -39,6 +39,13 @@ pub struct Dispatcher {
   pub backlog: VecDeque<Arc<OwnedFd>>,
   /// Rotates ties so equally loaded workers take turns.
   cursor: usize,
+  /// Each worker's supervised slot, and whether connections go by client
+  /// address to the slot that owns it (`sticky: 'ip'`, see `take_sticky`).
+  pub slots: std::collections::HashMap<u32, u32>,
+  pub sticky: bool,
+  /// Queued connections' client buckets by fd, so a connection passed over
+  /// (its worker busy) is not looked up again (`getpeername`) on each pass.
+  buckets: std::collections::HashMap<RawFd, Option<u32>>,
 }
 
 impl Dispatcher {
@@ -50,6 +57,7 @@ impl Dispatcher {
 
   pub fn remove_worker(&mut self, id: u32) {
     self.workers.retain(|w| *w != id);
+    self.slots.remove(&id);
   }
 
   /// Picks a worker for the next connection: the fewest unanswered hand-offs
@@ -70,6 +78,51 @@ impl Dispatcher {
       self.cursor = (idx + 1) % n.max(1);
       id
     })
+  }
+}
+
+/// How far `take_sticky` looks past a connection whose worker is busy.
+const STICKY_SCAN: usize = 64;
+
+impl Dispatcher {
+  /// `sticky: 'ip'`: the first queued connection (within `STICKY_SCAN`)
+  /// whose client's slot (`sticky::owner` over the slots with an available
+  /// worker) can take it now, with that slot's worker. A busy worker keeps
+  /// its clients waiting rather than losing them to another; connections
+  /// without an IP peer (Unix sockets) go to the least loaded.
+  pub fn take_sticky(&mut self, load: impl Fn(u32) -> Option<usize>) -> Option<(u32, Arc<OwnedFd>)> {
+    let mut live: Vec<(u32, u32, usize)> = Vec::new();
+    for id in &self.workers {
+      let slot = self.slots.get(id).copied().unwrap_or(u32::MAX - id);
+      if let Some(l) = load(*id) {
+        if !live.iter().any(|e| e.0 == slot) {
+          live.push((slot, *id, l));
+        }
+      }
+    }
+    let least = live.iter().min_by_key(|e| e.2).copied()?;
+    for i in 0..self.backlog.len().min(STICKY_SCAN) {
+      let conn = &self.backlog[i];
+      let bucket = *self.buckets.entry(conn.as_raw_fd()).or_insert_with(|| {
+        let peer = socket2::SockRef::from(&**conn).peer_addr().ok();
+        peer
+          .and_then(|a| a.as_socket())
+          .map(|a| crate::sticky::bucket_of(a.ip()))
+      });
+      let target = match bucket {
+        Some(b) => {
+          let slot = crate::sticky::owner(b, live.iter().map(|e| e.0));
+          live.iter().find(|e| Some(e.0) == slot).copied()?
+        }
+        None => least,
+      };
+      if target.2 < MAX_UNANSWERED {
+        let conn = self.backlog.remove(i)?;
+        self.buckets.remove(&conn.as_raw_fd());
+        return Some((target.1, conn));
+      }
+    }
+    None
   }
 }
 
@@ -227,6 +280,50 @@ mod tests {
     assert_eq!(rr.pick(|_| Some(MAX_UNANSWERED)), None);
     rr.remove_worker(2);
     assert_eq!(rr.pick(|w| if w == 1 { None } else { Some(0) }), None);
+  }
+
+  /// `sticky`: each connection goes to its client's slot; one whose worker
+  /// is saturated waits (affinity wins) while others pass it.
+  #[test]
+  fn sticky_picks_by_client_address_and_waits_for_a_busy_owner() {
+    let s = sockets::bind_tcp(sockets::Kind::Tcp4, Some("127.0.0.1"), 0, 0, false).unwrap();
+    sockets::listen(&s, 64).unwrap();
+    let port = sockets::local_port(&s).unwrap();
+    let mut d = rr_with(&[10, 20]);
+    d.slots.extend([(10, 0), (20, 1)]);
+    d.sticky = true;
+    let owner_of = |i: u8| {
+      let slot = crate::sticky::owner(crate::sticky::bucket_of([127, 0, 0, i].into()), [0, 1]).unwrap();
+      if slot == 0 {
+        10
+      } else {
+        20
+      }
+    };
+    let sources: Vec<u8> = (2..18).collect();
+    let first = sources.iter().copied().find(|i| owner_of(*i) == 10).unwrap();
+    let other = sources.iter().copied().find(|i| owner_of(*i) == 20).unwrap();
+    let mut clients = Vec::new();
+    let mut queue_from = |d: &mut Dispatcher, i: u8| {
+      let c = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+      c.bind(&std::net::SocketAddr::from(([127, 0, 0, i], 0)).into()).unwrap();
+      c.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .unwrap();
+      clients.push(c);
+      std::thread::sleep(std::time::Duration::from_millis(10));
+      d.backlog.push_back(Arc::new(sockets::accept(s.as_raw_fd()).unwrap()));
+    };
+    queue_from(&mut d, first);
+    queue_from(&mut d, other);
+    // Worker 10 is saturated: its client waits, the other one goes.
+    let busy10 = |w: u32| Some(if w == 10 { MAX_UNANSWERED } else { 0 });
+    assert_eq!(d.take_sticky(busy10).map(|(w, _)| w), Some(20));
+    assert!(d.take_sticky(busy10).is_none(), "127.0.0.{first} waits for its worker");
+    assert_eq!(d.take_sticky(|_| Some(0)).map(|(w, _)| w), Some(10));
+    // Its slot without an available worker: the client goes to the live one.
+    queue_from(&mut d, first);
+    let only20 = |w: u32| if w == 20 { Some(0) } else { None };
+    assert_eq!(d.take_sticky(only20).map(|(w, _)| w), Some(20));
   }
 
   #[test]

@@ -27,6 +27,7 @@ use crate::dispatch::{Acceptor, Dispatcher, RoundRobin};
 use crate::load::{self, Watch, Watched};
 use crate::protocol::Fields;
 use crate::sockets::{self, Kind};
+use crate::steering;
 
 /// The backlog the primary listens with before a worker sets its own (Node's
 /// default for servers, also used when `listen()` got no usable backlog).
@@ -179,6 +180,8 @@ pub type Deliver = Arc<dyn Fn(Vec<OwnedFd>) + Send + Sync>;
 pub struct Slot {
   pub sock: Arc<OwnedFd>,
   pub owner: Option<u32>,
+  /// The owner's supervised slot (what `sticky: 'ip'` maps clients to).
+  supervised: u32,
   /// Accepting what is queued on a vacant (or stalled) TCP slot.
   pub(crate) drain: Option<Acceptor>,
   vacated: Option<Instant>,
@@ -198,6 +201,8 @@ pub struct ReusePortGroup {
   /// False once attaching the steering program failed (old kernel, or a
   /// seccomp filter): then vacant slots get some connections and drain them.
   steering: bool,
+  /// `sticky: 'ip'`: steer by client address (`steering::sticky_program`).
+  sticky: bool,
 }
 
 /// One scheduling policy's shape of a server handle, behind the interface
@@ -205,8 +210,8 @@ pub struct ReusePortGroup {
 /// `round_robin_handle.js` do): what a joining worker gets, what a leaving
 /// one leaves behind.
 pub trait Shape: Send {
-  /// `worker` joins; says what it gets.
-  fn add(&mut self, worker: u32, q: &Query) -> Result<Grant, i32>;
+  /// `worker` (of supervised `slot`) joins; says what it gets.
+  fn add(&mut self, worker: u32, slot: u32, q: &Query) -> Result<Grant, i32>;
   /// `worker` leaves; `deliver` takes connections it left queued, if any.
   fn remove(&mut self, worker: u32, deliver: &Deliver);
   /// Where connections the primary accepted wait for workers.
@@ -224,6 +229,9 @@ pub trait Shape: Send {
   fn watch_load(&mut self, _unread: &dyn Fn(u32) -> bool, _deliver: &Deliver) -> Option<Watched> {
     None
   }
+  /// `sticky: 'ip'`: connections go by client address (see `sticky`).
+  /// Shapes that do not distribute connections have nothing to do.
+  fn set_sticky(&mut self) {}
 }
 
 /// Removes a Unix socket's path when dropped, as libuv does when it closes a
@@ -244,7 +252,7 @@ pub struct Shared {
 }
 
 impl Shape for Shared {
-  fn add(&mut self, _worker: u32, _q: &Query) -> Result<Grant, i32> {
+  fn add(&mut self, _worker: u32, _slot: u32, _q: &Query) -> Result<Grant, i32> {
     Ok(Grant::Handle(self.sock.clone()))
   }
 
@@ -252,8 +260,9 @@ impl Shape for Shared {
 }
 
 impl Shape for RoundRobin {
-  fn add(&mut self, worker: u32, _q: &Query) -> Result<Grant, i32> {
+  fn add(&mut self, worker: u32, slot: u32, _q: &Query) -> Result<Grant, i32> {
     self.dispatcher.add_worker(worker);
+    self.dispatcher.slots.insert(worker, slot);
     Ok(Grant::RoundRobin {
       sockname: self.sockname.clone(),
     })
@@ -266,11 +275,21 @@ impl Shape for RoundRobin {
   fn dispatcher(&mut self) -> Option<&mut Dispatcher> {
     Some(&mut self.dispatcher)
   }
+
+  fn set_sticky(&mut self) {
+    self.dispatcher.sticky = true;
+  }
 }
 
 impl Shape for ReusePortGroup {
-  fn add(&mut self, worker: u32, q: &Query) -> Result<Grant, i32> {
-    self.join(worker, q).map(Grant::Handle)
+  fn add(&mut self, worker: u32, slot: u32, q: &Query) -> Result<Grant, i32> {
+    self.join(worker, slot, q).map(Grant::Handle)
+  }
+
+  fn set_sticky(&mut self) {
+    self.sticky = true;
+    self.dispatcher.sticky = true;
+    self.steer();
   }
 
   fn remove(&mut self, worker: u32, deliver: &Deliver) {
@@ -290,6 +309,11 @@ impl Shape for ReusePortGroup {
   }
 
   fn watch_load(&mut self, unread: &dyn Fn(u32) -> bool, deliver: &Deliver) -> Option<Watched> {
+    // Sticky groups keep a stalled worker's clients with it (affinity wins
+    // over load), so there is nothing to watch.
+    if self.sticky {
+      return None;
+    }
     let watched = crate::load::watch_group(self, unread, deliver);
     if watched.changed {
       self.steer();
@@ -373,12 +397,14 @@ impl ServerHandle {
             slots: vec![Slot {
               sock: Arc::new(first.into()),
               owner: None,
+              supervised: 0,
               drain: None,
               vacated: None,
               watch: Watch::default(),
             }],
             dispatcher: Dispatcher::default(),
             steering: true,
+            sticky: false,
           })
         }
         (k, Policy::RoundRobin) if !k.is_udp() => {
@@ -404,9 +430,9 @@ impl ServerHandle {
     })
   }
 
-  /// Adds a worker and says what it gets.
-  pub fn add(&mut self, worker: u32) -> Result<Grant, i32> {
-    let grant = self.shape.add(worker, &self.query)?;
+  /// Adds a worker (of supervised `slot`) and says what it gets.
+  pub fn add(&mut self, worker: u32, slot: u32) -> Result<Grant, i32> {
+    let grant = self.shape.add(worker, slot, &self.query)?;
     self.workers.insert(worker);
     Ok(grant)
   }
@@ -417,6 +443,11 @@ impl ServerHandle {
       self.shape.remove(worker, &self.deliver);
     }
     self.workers.is_empty()
+  }
+
+  /// `sticky: 'ip'` (before any worker joins).
+  pub fn set_sticky(&mut self) {
+    self.shape.set_sticky();
   }
 
   /// Where this handle's primary-accepted connections wait for workers.
@@ -444,7 +475,7 @@ impl ServerHandle {
 }
 
 impl ReusePortGroup {
-  fn join(&mut self, worker: u32, q: &Query) -> Result<Arc<OwnedFd>, i32> {
+  fn join(&mut self, worker: u32, supervised: u32, q: &Query) -> Result<Arc<OwnedFd>, i32> {
     // Take over a vacant member first: its queue stays with it, so whatever
     // the drain has not accepted yet is the replacement's to serve.
     let idx = match self.slots.iter().position(|s| s.owner.is_none()) {
@@ -455,6 +486,7 @@ impl ReusePortGroup {
         self.slots.push(Slot {
           sock: Arc::new(s.into()),
           owner: None,
+          supervised,
           drain: None,
           vacated: None,
           watch: Watch::default(),
@@ -464,11 +496,13 @@ impl ReusePortGroup {
     };
     let slot = &mut self.slots[idx];
     slot.owner = Some(worker);
+    slot.supervised = supervised;
     slot.drain = None;
     slot.vacated = None;
     slot.watch = Watch::default();
     let sock = slot.sock.clone();
     self.dispatcher.add_worker(worker);
+    self.dispatcher.slots.insert(worker, supervised);
     self.steer();
     Ok(sock)
   }
@@ -520,10 +554,21 @@ impl ReusePortGroup {
     if !self.steering || self.slots.is_empty() {
       return;
     }
-    // Stalled members are left out (`load::members`).
-    let owned = self.slots.iter().enumerate().filter(|(_, s)| s.owner.is_some());
-    let live = load::members(owned.map(|(i, s)| (i as u32, s.watch.stalled)));
-    if sockets::steer_reuseport(self.slots[0].sock.as_raw_fd(), &live).is_err() {
+    let fd = self.slots[0].sock.as_raw_fd();
+    let attached = if self.sticky {
+      // Every member with a worker, whatever its load: affinity wins.
+      let members: Vec<(u32, u32)> = (self.slots.iter().enumerate())
+        .filter(|(_, s)| s.owner.is_some())
+        .map(|(i, s)| (i as u32, s.supervised))
+        .collect();
+      sockets::attach_reuseport_cbpf(fd, &mut steering::sticky_program(&members))
+    } else {
+      // Stalled members are left out (`load::members`).
+      let owned = self.slots.iter().enumerate().filter(|(_, s)| s.owner.is_some());
+      let live = load::members(owned.map(|(i, s)| (i as u32, s.watch.stalled)));
+      sockets::steer_reuseport(fd, &live)
+    };
+    if attached.is_err() {
       self.steering = false;
     }
   }
@@ -556,25 +601,25 @@ mod tests {
       .unwrap();
     rt.block_on(async {
       let mut none = loopback(Policy::None);
-      let a = handle_fd(none.add(1).unwrap());
-      assert_eq!(handle_fd(none.add(2).unwrap()), a, "one socket for all");
+      let a = handle_fd(none.add(1, 1).unwrap());
+      assert_eq!(handle_fd(none.add(2, 2).unwrap()), a, "one socket for all");
       assert!(!none.remove(1));
       assert!(none.remove(2), "unused once the last worker leaves");
       assert!(none.dispatcher().is_none());
 
       let mut rr = loopback(Policy::RoundRobin);
-      assert!(matches!(rr.add(1), Ok(Grant::RoundRobin { sockname: Some(_) })));
+      assert!(matches!(rr.add(1, 1), Ok(Grant::RoundRobin { sockname: Some(_) })));
       assert_eq!(rr.dispatcher().unwrap().workers, vec![1]);
       assert!(rr.remove(1));
       assert!(rr.dispatcher().unwrap().workers.is_empty());
 
       let mut rp = loopback(Policy::ReusePort);
-      let first = handle_fd(rp.add(1).unwrap());
-      assert_ne!(handle_fd(rp.add(2).unwrap()), first, "a socket per worker");
+      let first = handle_fd(rp.add(1, 1).unwrap());
+      assert_ne!(handle_fd(rp.add(2, 2).unwrap()), first, "a socket per worker");
       assert!(!rp.has_vacancies());
       assert!(!rp.remove(1));
       assert!(rp.has_vacancies(), "the departed worker's socket waits for a taker");
-      assert_eq!(handle_fd(rp.add(3).unwrap()), first, "taken over, queue and all");
+      assert_eq!(handle_fd(rp.add(3, 3).unwrap()), first, "taken over, queue and all");
       assert!(!rp.has_vacancies());
     });
   }

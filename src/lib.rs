@@ -6,6 +6,8 @@
 //! - `direct`   — a worker's outgoing frames; `worker.send`'s fast path
 //! - `protocol` — Node's cluster messages
 //! - `sockets`  — binding listen sockets
+//! - `sticky`   — `sticky: 'ip'`: client address → slot (consistent hashing)
+//! - `steering` — the reuseport group's sticky steering program (classic BPF)
 //! - `handles`  — server handles; each policy's shape behind one `Shape` trait
 //! - `dispatch` — round-robin connection hand-off
 //! - `metrics`  — the /metrics, /healthz, /readyz endpoint (over `http`)
@@ -33,6 +35,8 @@ pub mod readiness;
 pub mod reaper;
 pub mod sockets;
 pub mod spawn;
+pub mod steering;
+pub mod sticky;
 pub mod supervisor;
 pub mod v8;
 

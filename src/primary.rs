@@ -97,6 +97,8 @@ enum Msg {
     id: u32,
   },
   SetPolicy(Policy),
+  /// `sticky: 'ip'` for server handles created from now on.
+  SetSticky(bool),
   Read {
     id: u32,
     event: ReaderEvent,
@@ -292,6 +294,10 @@ impl Core {
 
   pub fn set_policy(&self, policy: Policy) {
     let _ = self.tx.send(Msg::SetPolicy(policy));
+  }
+
+  pub fn set_sticky(&self, on: bool) {
+    let _ = self.tx.send(Msg::SetSticky(on));
   }
 
   /// Makes a standby worker its slot's current one (a reload's successor).

@@ -325,7 +325,11 @@ pub fn reuseport_program(live: &[u32]) -> Vec<libc::sock_filter> {
 /// Attaches `reuseport_program(live)` to the reuseport group `fd` belongs to
 /// (any member will do; the program is the group's).
 pub fn steer_reuseport(fd: RawFd, live: &[u32]) -> io::Result<()> {
-  let mut prog = reuseport_program(live);
+  attach_reuseport_cbpf(fd, &mut reuseport_program(live))
+}
+
+/// Attaches a classic-BPF program to the reuseport group `fd` belongs to.
+pub fn attach_reuseport_cbpf(fd: RawFd, prog: &mut [libc::sock_filter]) -> io::Result<()> {
   let fprog = libc::sock_fprog {
     len: prog.len() as u16,
     filter: prog.as_mut_ptr(),

@@ -15,6 +15,7 @@ if (cluster.isPrimary) {
     maxAge: 3_600_000,
     signals: true,
     killTimeout: 30_000,
+    sticky: 'ip',
   });
   cluster.schedulingPolicy = cluster.SCHED_REUSEPORT;
   const w = cluster.fork({ ROLE: 'web' });
@@ -58,6 +59,8 @@ if (cluster.isPrimary) {
   void cluster.scale('4');
   // @ts-expect-error unknown serialization
   cluster.setupPrimary({ serialization: 'xml' });
+  // @ts-expect-error sticky is 'ip' (or false)
+  cluster.setupPrimary({ sticky: 'cookie' });
 } else {
   http.createServer((req, res) => res.end(`${cluster.worker?.id}`)).listen(3000);
 }

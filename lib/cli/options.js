@@ -63,7 +63,7 @@ function parseName(flag, v) {
 
 function oneOf(choices) {
   return (flag, v) => {
-    const list = `${choices.slice(0, -1).join(', ')} or ${choices.at(-1)}`;
+    const list = choices.length === 1 ? choices[0] : `${choices.slice(0, -1).join(', ')} or ${choices.at(-1)}`;
     if (!choices.includes(v)) fail(`${flag}: ${JSON.stringify(v)} is not ${list}`);
     return v;
   };
@@ -91,6 +91,7 @@ const OPTIONS = [
   { flags: ['--policy'], key: 'policy', parse: oneOf(['reuseport', 'rr', 'none']) },
   { flags: ['--log-format'], key: 'logFormat', parse: oneOf(LOG_FORMATS) },
   { flags: ['--metrics'], key: 'metrics', parse: parseMetrics },
+  { flags: ['--sticky'], key: 'sticky', parse: oneOf(['ip']) },
   { flags: ['-q', '--quiet'], key: 'quiet' },
 ];
 
@@ -126,6 +127,8 @@ Options:
                          json (one object per line) or raw (untouched)
       --metrics [HOST:]PORT  serve /metrics, /healthz and /readyz there
                          (HOST defaults to 127.0.0.1; 0.0.0.0 for all)
+      --sticky ip        every connection from one client address reaches the
+                         same worker slot (not with --policy none)
   -q, --quiet            no lifecycle lines on stderr
   -h, --help             this text
   -v, --version          rcluster's version

@@ -52,6 +52,7 @@ async function run(opts, { say, fatal }) {
       // itself be killed meanwhile (default 10 s).
       killTimeout: opts.killTimeout,
       metrics: opts.metrics,
+      sticky: opts.sticky,
     });
     const m = cluster.metricsAddress();
     if (m) say(`metrics on http://${m.family === 'IPv6' ? `[${m.address}]` : m.address}:${m.port}/metrics`);

@@ -113,7 +113,13 @@ impl State {
       return;
     }
     let tx = self.tx.clone();
-    let reply = self.servers.query(id, f, move |generation| -> Deliver {
+    // Every fork has a slot; an unsupervised worker would get its own.
+    let slot = self
+      .sessions
+      .get(&id)
+      .and_then(|w| w.supervision.as_ref())
+      .map_or(u32::MAX - id, |s| s.slot);
+    let reply = self.servers.query(id, slot, f, move |generation| -> Deliver {
       Arc::new(move |conns| {
         let _ = tx.send(Msg::Accepted { generation, conns });
       })

@@ -48,6 +48,8 @@ pub struct LoadSample {
 
 pub struct Servers {
   pub policy: Policy,
+  /// `sticky: 'ip'` for handles created from now on.
+  pub sticky: bool,
   handles: HashMap<String, ServerHandle>,
   /// The keys each worker holds.
   held: HashMap<u32, HashSet<String>>,
@@ -61,6 +63,7 @@ impl Servers {
   pub fn new(policy: Policy) -> Self {
     Servers {
       policy,
+      sticky: false,
       handles: HashMap::new(),
       held: HashMap::new(),
       generations: HashMap::new(),
@@ -70,7 +73,7 @@ impl Servers {
 
   /// `queryServer` from `worker`, answering `ack`. `deliver` makes the sink
   /// for a new handle's accepted connections, given its generation.
-  pub fn query(&mut self, worker: u32, f: &Fields, deliver: impl FnOnce(u64) -> Deliver) -> QueryReply {
+  pub fn query(&mut self, worker: u32, slot: u32, f: &Fields, deliver: impl FnOnce(u64) -> Deliver) -> QueryReply {
     let key = protocol::server_key(f);
     let ack = protocol::seq(f).unwrap_or(0);
     let refused = |errno: i32, key: &str| QueryReply {
@@ -81,7 +84,10 @@ impl Servers {
     if !self.handles.contains_key(&key) {
       let generation = self.next_generation;
       match Query::from_fields(f).and_then(|q| ServerHandle::create(q, self.policy, deliver(generation))) {
-        Ok(h) => {
+        Ok(mut h) => {
+          if self.sticky {
+            h.set_sticky();
+          }
           self.generations.insert(generation, key.clone());
           self.next_generation += 1;
           self.handles.insert(key.clone(), h);
@@ -98,7 +104,7 @@ impl Servers {
     }
     let data = handle.data.clone();
     let ty = handle.handle_type();
-    let granted = handle.add(worker);
+    let granted = handle.add(worker, slot);
     match granted {
       Ok(grant) => {
         self.held.entry(worker).or_default().insert(key.clone());
@@ -227,6 +233,9 @@ impl Servers {
     let d = self.handles.get_mut(key).and_then(ServerHandle::dispatcher)?;
     if d.backlog.is_empty() {
       return None;
+    }
+    if d.sticky {
+      return d.take_sticky(load);
     }
     let worker = d.pick(load)?;
     Some((worker, d.backlog.pop_front().expect("checked non-empty")))

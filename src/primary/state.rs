@@ -166,6 +166,7 @@ impl State {
       }
       Msg::CloseChannel { id } => self.write(id, WriterCmd::Close),
       Msg::SetPolicy(p) => self.servers.policy = p,
+      Msg::SetSticky(on) => self.servers.sticky = on,
       Msg::Read {
         id,
         event: ReaderEvent::Message(m),
