@@ -290,8 +290,12 @@ describe('supervision', () => {
     }
     assert.deepEqual(bySlot.map((w) => w.restarts), [0, 1], 'slot 1 was restarted once');
     const t = stats.totals;
-    assert.deepEqual(Object.keys(t).sort(), ['cpuSystem', 'cpuUser', 'handoffs', 'restarts', 'rss', 'workers']);
+    assert.deepEqual(Object.keys(t).sort(),
+      ['cpuSystem', 'cpuUser', 'handoffs', 'restarts', 'rss', 'stalledTaken', 'stalls', 'workers']);
     assert.equal(t.workers, 2);
+    // rr: no reuseport group, so nothing is watched for stalls.
+    assert.equal(t.stalls, 0);
+    assert.equal(t.stalledTaken, 0);
     assert.equal(t.restarts, 1);
     assert.equal(t.rss, bySlot[0].rss + bySlot[1].rss);
     assert.ok(Math.abs(t.cpuUser - (bySlot[0].cpu.user + bySlot[1].cpu.user)) < 1e-9);
