@@ -125,8 +125,11 @@ fn errno_of(e: &std::io::Error) -> i32 {
 /// Installs the function called (once per batch) when core events wait to
 /// be taken with `takeEvents`.
 #[napi]
-pub fn on_events(pump: Function<'_, (), ()>) -> Result<()> {
-  pump::install(pump)
+pub fn on_events(env: &Env, pump: Function<'_, (), ()>) -> Result<()> {
+  pump::install(env, pump)?;
+  // From now on the JS thread reads the workers' channels.
+  crate::uv_reader::install();
+  Ok(())
 }
 
 /// The events queued since the last call, as `{ meta, json, data, others }`
@@ -178,6 +181,8 @@ pub fn fork(js: &Env, options: ForkOptions) -> Result<ForkResult> {
   let sink = pump::sink(js, id, serialization)?;
   match core.fork(id, spec, sink, supervision, options.standby.unwrap_or(false)) {
     Ok(info) => Ok({
+      // Its channel's reader starts before any JS runs again.
+      crate::uv_reader::adopt(js.raw());
       ForkResult {
         id,
         pid: Some(info.pid),

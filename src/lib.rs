@@ -8,20 +8,23 @@
 //! - `sockets`  — binding listen sockets
 //! - `handles`  — server handles; each policy's shape behind one `Shape` trait
 //! - `dispatch` — round-robin connection hand-off
+//! - `handover` — who reads a worker's channel (the core, or the JS thread)
 //! - `pace`     — channel reads at the JS thread's pace
 //! - `reaper`   — kills workers that outlive a dead primary
 //! - `supervisor` — restart policy, watchdog verdicts, resource usage
 //! - `primary`  — the core thread: `Core` (the binding's handle) and its loop,
 //!   with one owner per concept under `primary/` (`session`, `servers`,
 //!   `slots`, `timers`, `events`, `state`, `acts`)
-//! - `binding`  — the N-API surface (with `pump`, the only modules that know napi)
+//! - `binding`  — the N-API surface (with `pump` and `uv_reader`, the only modules that know napi)
 //! - `pump`     — core events delivered to JS in batches, one call per wake-up
+//! - `uv_reader` — the JS thread reads worker channels on Node's libuv loop
 
 pub mod channel;
 pub mod direct;
 pub mod dispatch;
 pub mod framing;
 pub mod handles;
+pub mod handover;
 pub mod pace;
 pub mod primary;
 pub mod protocol;
@@ -38,3 +41,5 @@ pub mod v8;
 mod binding;
 #[cfg(not(test))]
 mod pump;
+#[cfg(not(test))]
+mod uv_reader;

@@ -135,11 +135,61 @@ fn call_soon(call: impl FnOnce()) {
   });
 }
 
+/// The pump as the JS thread calls it directly (see `call_now`).
+struct Direct {
+  func: napi::sys::napi_ref,
+  context: napi::sys::napi_async_context,
+}
+
+thread_local! {
+  static DIRECT: RefCell<Option<Direct>> = const { RefCell::new(None) };
+}
+
+fn check(status: napi::sys::napi_status, what: &str) -> Result<()> {
+  if status == napi::sys::Status::napi_ok {
+    Ok(())
+  } else {
+    Err(Error::from_reason(format!("rcluster: {what} failed ({status})")))
+  }
+}
+
 /// Installs the JS function called (without arguments) when events wait.
-pub fn install(pump: Function<'_, (), ()>) -> Result<()> {
+pub fn install(env: &Env, pump: Function<'_, (), ()>) -> Result<()> {
   if PUMP.get().is_some() {
     return Ok(());
   }
+  // For calls from the JS thread itself (`call_now`): a strong reference to
+  // the function and an async context, so nextTicks and microtasks run after
+  // each call, as after Node's own channel reads.
+  let raw = env.raw();
+  let mut func = std::ptr::null_mut();
+  let mut resource = std::ptr::null_mut();
+  let mut name = std::ptr::null_mut();
+  let mut context = std::ptr::null_mut();
+  // SAFETY: on the JS thread, with values of this env; the references are
+  // never deleted (the pump lives as long as the process).
+  unsafe {
+    check(
+      napi::sys::napi_create_reference(raw, pump.raw(), 1, &mut func),
+      "napi_create_reference",
+    )?;
+    check(napi::sys::napi_create_object(raw, &mut resource), "napi_create_object")?;
+    let mut keep = std::ptr::null_mut();
+    check(
+      napi::sys::napi_create_reference(raw, resource, 1, &mut keep),
+      "napi_create_reference",
+    )?;
+    let label = "rcluster:ipc";
+    check(
+      napi::sys::napi_create_string_utf8(raw, label.as_ptr().cast(), label.len() as isize, &mut name),
+      "napi_create_string_utf8",
+    )?;
+    check(
+      napi::sys::napi_async_init(raw, resource, name, &mut context),
+      "napi_async_init",
+    )?;
+  }
+  DIRECT.with(|d| *d.borrow_mut() = Some(Direct { func, context }));
   let call: PumpFn = pump
     .build_threadsafe_function::<()>()
     .callee_handled::<false>()
@@ -150,6 +200,54 @@ pub fn install(pump: Function<'_, (), ()>) -> Result<()> {
     call,
   });
   Ok(())
+}
+
+/// Queues user frames read on the JS thread (no wake-up: `call_now` follows).
+/// Behind whatever the core queued: the reader hands nothing to the core
+/// while its frames wait here.
+pub fn queue_frames(id: u32, mode: Serialization, frames: &mut Vec<Vec<u8>>) {
+  if frames.is_empty() {
+    return;
+  }
+  if let Some(p) = PUMP.get() {
+    let mut b = p.batch.lock().unwrap();
+    for frame in frames.drain(..) {
+      b.add(id, mode, Event::Message { frame, handle: None });
+    }
+  }
+}
+
+/// Calls the pump now, from the JS thread's own loop (not from JS): in a
+/// handle scope, through `napi_make_callback`, so nextTicks and microtasks
+/// run after it. A listener's exception becomes an uncaught exception, as
+/// from any callback Node makes.
+///
+/// # Safety
+/// On the JS thread, outside any JS call, with the env the pump was
+/// installed with.
+pub unsafe fn call_now(env: napi::sys::napi_env) {
+  use napi::sys;
+  DIRECT.with(|d| {
+    let d = d.borrow();
+    let Some(d) = d.as_ref() else { return };
+    let mut scope = std::ptr::null_mut();
+    if sys::napi_open_handle_scope(env, &mut scope) != sys::Status::napi_ok {
+      return;
+    }
+    let (mut func, mut recv, mut result) = (std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut());
+    if sys::napi_get_reference_value(env, d.func, &mut func) == sys::Status::napi_ok
+      && sys::napi_get_global(env, &mut recv) == sys::Status::napi_ok
+    {
+      let status = sys::napi_make_callback(env, d.context, recv, func, 0, std::ptr::null(), &mut result);
+      if status == sys::Status::napi_pending_exception {
+        let mut error = std::ptr::null_mut();
+        if sys::napi_get_and_clear_last_exception(env, &mut error) == sys::Status::napi_ok {
+          sys::napi_fatal_exception(env, error);
+        }
+      }
+    }
+    sys::napi_close_handle_scope(env, scope);
+  });
 }
 
 /// The core's hold on a keep-alive; its drop is reported through the queue.
@@ -268,6 +366,9 @@ const COPY_LIMIT: usize = 64 * 1024;
 /// joined by `\n`, and the Buffer `data`), every other event as a plain object in `others`, one shape
 /// per kind. Call on the JS thread.
 pub fn take(env: &Env) -> Result<Object<'_>> {
+  // Channels the core started since (a restarted worker's, say: its
+  // `forked` event is in this batch) get their reader on this thread now.
+  crate::uv_reader::adopt(env.raw());
   let batch = match PUMP.get() {
     Some(p) => {
       let mut b = p.batch.lock().unwrap();

@@ -150,6 +150,10 @@ impl State {
         id,
         event: ReaderEvent::End { error },
       } => self.on_channel_end(id, error),
+      Msg::Forwarded { id, event, in_core } => {
+        self.handle(Msg::Read { id, event });
+        crate::handover::handled(&in_core);
+      }
       Msg::Written { id, token, error } => self.emit(id, Event::Sent { token, error }),
       Msg::WriterDone { id } => {
         if let Some(w) = self.sessions.get_mut(&id) {
