@@ -217,6 +217,71 @@ pub fn queue_frames(id: u32, mode: Serialization, frames: &mut Vec<Vec<u8>>) {
   }
 }
 
+/// Delivers user frames read on the JS thread, now. When nothing from the
+/// core waits, they go as the pump's arguments `(id, frames)`: a string of
+/// JSON lines, or a Buffer of advanced frames each behind its 4-byte length
+/// (as on the wire), with no batch object to build. Otherwise they are
+/// queued behind what waits, and the pump takes it all.
+///
+/// # Safety
+/// As `call_now`.
+pub unsafe fn deliver_frames(env: napi::sys::napi_env, id: u32, mode: Serialization, frames: &mut Vec<Vec<u8>>) {
+  let Some(p) = PUMP.get() else { return };
+  {
+    let mut b = p.batch.lock().unwrap();
+    if !b.is_empty() {
+      for frame in frames.drain(..) {
+        b.add(id, mode, Event::Message { frame, handle: None });
+      }
+      drop(b);
+      return call_now(env, None);
+    }
+  }
+  let mut bytes = Vec::with_capacity(frames.iter().map(|f| f.len() + 4).sum());
+  for frame in frames.drain(..) {
+    match mode {
+      Serialization::Json => {
+        if !bytes.is_empty() {
+          bytes.push(b'\n');
+        }
+        bytes.extend_from_slice(&frame);
+      }
+      Serialization::Advanced => {
+        bytes.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(&frame);
+      }
+    }
+  }
+  call_now(env, Some((id, mode, bytes)));
+}
+
+/// The pump's arguments for frames delivered directly.
+unsafe fn frame_args(
+  env: napi::sys::napi_env,
+  (id, mode, bytes): (u32, Serialization, Vec<u8>),
+  args: &mut [napi::sys::napi_value; 2],
+) -> bool {
+  use napi::sys;
+  if sys::napi_create_uint32(env, id, &mut args[0]) != sys::Status::napi_ok {
+    return false;
+  }
+  let status = match mode {
+    Serialization::Json if bytes.is_ascii() => {
+      sys::napi_create_string_latin1(env, bytes.as_ptr().cast(), bytes.len() as isize, &mut args[1])
+    }
+    Serialization::Json => {
+      // As Node decodes the channel: invalid bytes become U+FFFD.
+      let text = String::from_utf8_lossy(&bytes);
+      sys::napi_create_string_utf8(env, text.as_ptr().cast(), text.len() as isize, &mut args[1])
+    }
+    Serialization::Advanced => {
+      let mut data = std::ptr::null_mut();
+      sys::napi_create_buffer_copy(env, bytes.len(), bytes.as_ptr().cast(), &mut data, &mut args[1])
+    }
+  };
+  status == sys::Status::napi_ok
+}
+
 /// Calls the pump now, from the JS thread's own loop (not from JS): in a
 /// handle scope, through `napi_make_callback`, so nextTicks and microtasks
 /// run after it. A listener's exception becomes an uncaught exception, as
@@ -225,7 +290,7 @@ pub fn queue_frames(id: u32, mode: Serialization, frames: &mut Vec<Vec<u8>>) {
 /// # Safety
 /// On the JS thread, outside any JS call, with the env the pump was
 /// installed with.
-pub unsafe fn call_now(env: napi::sys::napi_env) {
+pub unsafe fn call_now(env: napi::sys::napi_env, frames: Option<(u32, Serialization, Vec<u8>)>) {
   use napi::sys;
   DIRECT.with(|d| {
     let d = d.borrow();
@@ -235,10 +300,22 @@ pub unsafe fn call_now(env: napi::sys::napi_env) {
       return;
     }
     let (mut func, mut recv, mut result) = (std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut());
+    let mut args = [std::ptr::null_mut(); 2];
+    let argc = match frames {
+      Some(frames) => {
+        if !frame_args(env, frames, &mut args) {
+          // Out of memory, as good as: nothing sensible to deliver.
+          sys::napi_close_handle_scope(env, scope);
+          return;
+        }
+        2
+      }
+      None => 0,
+    };
     if sys::napi_get_reference_value(env, d.func, &mut func) == sys::Status::napi_ok
       && sys::napi_get_global(env, &mut recv) == sys::Status::napi_ok
     {
-      let status = sys::napi_make_callback(env, d.context, recv, func, 0, std::ptr::null(), &mut result);
+      let status = sys::napi_make_callback(env, d.context, recv, func, argc, args.as_ptr(), &mut result);
       if status == sys::Status::napi_pending_exception {
         let mut error = std::ptr::null_mut();
         if sys::napi_get_and_clear_last_exception(env, &mut error) == sys::Status::napi_ok {

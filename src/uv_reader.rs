@@ -130,8 +130,9 @@ impl Reader {
     Ok(())
   }
 
-  /// Reads what is there (a bounded amount), queues user frames for JS and
-  /// hands the rest to the core. Returns whether JS has frames to take.
+  /// Reads what is there (a bounded amount), collects user frames for JS and
+  /// hands the rest to the core. Returns whether frames were queued in the
+  /// pump's batch (behind which the rest must go); the rest is in `frames`.
   fn read(&mut self) -> bool {
     let mut queued = false;
     for _ in 0..READS_PER_WAKE {
@@ -164,7 +165,7 @@ impl Reader {
         break;
       }
     }
-    queued | self.flush()
+    queued
   }
 
   fn flush(&mut self) -> bool {
@@ -187,10 +188,13 @@ impl Reader {
 
 unsafe extern "C" fn on_readable(handle: *mut c_void, _status: c_int, _events: c_int) {
   // A poll error (status < 0) shows up in the read as well.
+  // (If the channel ended, the reader is freed on a later loop turn only.)
   let reader = &mut *reader_of(handle);
-  let env = reader.env;
   if reader.read() {
-    crate::pump::call_now(env);
+    reader.flush();
+    crate::pump::call_now(reader.env, None);
+  } else if !reader.frames.is_empty() {
+    crate::pump::deliver_frames(reader.env, reader.id, reader.mode, &mut reader.frames);
   }
 }
 
