@@ -217,24 +217,20 @@ pub fn queue_frames(id: u32, mode: Serialization, frames: &mut Vec<Vec<u8>>) {
   }
 }
 
-/// Delivers user frames read on the JS thread, now. When nothing from the
+/// User frames read on the JS thread, for `call_now`. When nothing from the
 /// core waits, they go as the pump's arguments `(id, frames)`: a string of
 /// JSON lines, or a Buffer of advanced frames each behind its 4-byte length
-/// (as on the wire), with no batch object to build. Otherwise they are
-/// queued behind what waits, and the pump takes it all.
-///
-/// # Safety
-/// As `call_now`.
-pub unsafe fn deliver_frames(env: napi::sys::napi_env, id: u32, mode: Serialization, frames: &mut Vec<Vec<u8>>) {
-  let Some(p) = PUMP.get() else { return };
+/// (as on the wire), with no batch object to build (`Some`). Otherwise they
+/// are queued behind what waits, and the pump takes it all (`None`).
+pub fn direct_frames(id: u32, mode: Serialization, frames: &mut Vec<Vec<u8>>) -> Option<(u32, Serialization, Vec<u8>)> {
+  let p = PUMP.get()?;
   {
     let mut b = p.batch.lock().unwrap();
     if !b.is_empty() {
       for frame in frames.drain(..) {
         b.add(id, mode, Event::Message { frame, handle: None });
       }
-      drop(b);
-      return call_now(env, None);
+      return None;
     }
   }
   let mut bytes = Vec::with_capacity(frames.iter().map(|f| f.len() + 4).sum());
@@ -252,7 +248,7 @@ pub unsafe fn deliver_frames(env: napi::sys::napi_env, id: u32, mode: Serializat
       }
     }
   }
-  call_now(env, Some((id, mode, bytes)));
+  Some((id, mode, bytes))
 }
 
 /// The pump's arguments for frames delivered directly.

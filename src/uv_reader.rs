@@ -18,13 +18,14 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::raw::{c_int, c_void};
-use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use napi::sys::{napi_env, uv_loop_s};
 
 use crate::channel::{Inbox, Read, ReaderEvent};
 use crate::framing::Serialization;
-use crate::handover::{self, Handover, ToCore};
+use crate::handover::{self, Channel, Handover};
 use crate::protocol::Inbound;
 
 // libuv, as Node exports it to addons.
@@ -64,9 +65,8 @@ pub fn adopt(env: napi_env) {
     // SAFETY: on the JS thread, with its env.
     if let Err(h) = unsafe { Reader::start(env, h) } {
       // No handle (libuv refused it): the channel is as good as broken.
-      h.to_core.send(ReaderEvent::End {
-        error: Some("rcluster: cannot watch the channel on the JS thread".into()),
-      });
+      h.channel
+        .end(Some("rcluster: cannot watch the channel on the JS thread".into()));
     }
   }
 }
@@ -79,12 +79,12 @@ struct Reader {
   env: napi_env,
   /// A duplicate of the core's socket: ours to poll and close.
   fd: OwnedFd,
-  inbox: Inbox,
-  to_core: ToCore,
+  channel: Arc<Channel>,
   /// The uv_poll_t, allocated here (its size comes from libuv).
   handle: *mut c_void,
   /// User frames of this wake-up, not yet queued for JS.
   frames: Vec<Vec<u8>>,
+  closing: bool,
 }
 
 /// A uv handle's first field is its `void *data`.
@@ -96,7 +96,9 @@ impl Reader {
   /// # Safety
   /// On the JS thread, with its env.
   unsafe fn start(env: napi_env, h: Handover) -> Result<(), Handover> {
-    let Ok(fd) = h.sock.try_clone() else { return Err(h) };
+    let Ok(fd) = h.channel.sock.try_clone() else {
+      return Err(h);
+    };
     let mut event_loop = std::ptr::null_mut();
     if napi::sys::napi_get_uv_event_loop(env, &mut event_loop) != napi::sys::Status::napi_ok || event_loop.is_null() {
       return Err(h);
@@ -116,16 +118,17 @@ impl Reader {
       mode: h.mode,
       env,
       fd,
-      inbox: Inbox::new(h.mode),
-      to_core: h.to_core,
+      channel: h.channel,
       handle,
       frames: Vec::new(),
+      closing: false,
     });
     *(handle as *mut *mut Reader) = Box::into_raw(reader);
     uv_unref(handle);
     if uv_poll_start(handle, UV_READABLE, on_readable) != 0 {
       let reader = &mut *reader_of(handle);
-      reader.end(Some("rcluster: cannot poll the channel".into()));
+      reader.channel.end(Some("rcluster: cannot poll the channel".into()));
+      reader.close();
     }
     Ok(())
   }
@@ -133,31 +136,33 @@ impl Reader {
   /// Reads what is there (a bounded amount), collects user frames for JS and
   /// hands the rest to the core. Returns whether frames were queued in the
   /// pump's batch (behind which the rest must go); the rest is in `frames`.
-  fn read(&mut self) -> bool {
+  fn read(&mut self, inbox: &mut Inbox) -> bool {
     let mut queued = false;
+    let channel = self.channel.clone();
+    let to_core = &channel.to_core;
     for _ in 0..READS_PER_WAKE {
-      let drained = match self.inbox.read(self.fd.as_raw_fd()) {
+      let drained = match inbox.read(self.fd.as_raw_fd()) {
         Read::Data { drained } => drained,
         Read::WouldBlock => true,
         Read::End(error) => {
           queued |= self.flush();
-          self.end(error);
+          channel.end(error);
           return queued;
         }
       };
-      while let Some(msg) = self.inbox.next() {
+      while let Some(msg) = inbox.next() {
         match msg {
-          Inbound::User(frame) if !self.to_core.busy() => self.frames.push(frame),
+          Inbound::User(frame) if !to_core.busy() => self.frames.push(frame),
           // Nothing read after a frame we refuse is delivered, as before.
           Inbound::Garbage(reason) => {
             queued |= self.flush();
-            self.end(Some(reason));
+            channel.end(Some(reason));
             return queued;
           }
           other => {
             // What came before it is queued for JS first.
             queued |= self.flush();
-            self.to_core.send(ReaderEvent::Message(other));
+            to_core.send(ReaderEvent::Message(other));
           }
         }
       }
@@ -174,10 +179,11 @@ impl Reader {
     any
   }
 
-  /// The channel ended: the core hears it as from its own reader; the
-  /// handle closes (and frees this) on a later loop turn.
-  fn end(&mut self, error: Option<String>) {
-    self.to_core.send(ReaderEvent::End { error });
+  /// The handle closes (and frees this) on a later loop turn.
+  fn close(&mut self) {
+    if std::mem::replace(&mut self.closing, true) {
+      return;
+    }
     // SAFETY: our live handle, on the loop's thread.
     unsafe {
       uv_poll_stop(self.handle);
@@ -188,13 +194,32 @@ impl Reader {
 
 unsafe extern "C" fn on_readable(handle: *mut c_void, _status: c_int, _events: c_int) {
   // A poll error (status < 0) shows up in the read as well.
-  // (If the channel ended, the reader is freed on a later loop turn only.)
   let reader = &mut *reader_of(handle);
-  if reader.read() {
-    reader.flush();
-    crate::pump::call_now(reader.env, None);
-  } else if !reader.frames.is_empty() {
-    crate::pump::deliver_frames(reader.env, reader.id, reader.mode, &mut reader.frames);
+  if reader.closing {
+    return;
+  }
+  handover::JS_TURNS.fetch_add(1, Ordering::Release);
+  let channel = reader.channel.clone();
+  let delivery = {
+    // Where each frame goes is decided under the lock: frames the core
+    // reads for a stuck JS thread cannot overtake these.
+    let mut inbox = channel.inbox.lock().unwrap();
+    if channel.ended.load(Ordering::Acquire) {
+      None
+    } else if reader.read(&mut inbox) {
+      reader.flush();
+      Some(None)
+    } else if !reader.frames.is_empty() {
+      Some(crate::pump::direct_frames(reader.id, reader.mode, &mut reader.frames))
+    } else {
+      None
+    }
+  };
+  if channel.ended.load(Ordering::Acquire) {
+    reader.close();
+  }
+  if let Some(frames) = delivery {
+    crate::pump::call_now(reader.env, frames);
   }
 }
 

@@ -21,7 +21,7 @@ use super::Msg;
 use crate::channel::{self, OutFrame, Serialization, WriterCmd, WriterEvent};
 use crate::direct::Outbox;
 use crate::dispatch::HandOff;
-use crate::handover::{self, Handover, ToCore};
+use crate::handover::{self, Channel, Handover, ToCore};
 use crate::sockets;
 use crate::spawn::{self, ExitStatus, SpawnSpec};
 use crate::supervisor::Supervision;
@@ -339,12 +339,11 @@ impl Session {
     let handover = Handover {
       id,
       mode,
-      sock: sock.clone(),
-      to_core,
+      channel: Channel::new(mode, sock.clone(), to_core),
     };
-    if let Some(h) = handover::offer(handover) {
+    if handover::offer(handover).is_some() {
       let read_tx = tx.clone();
-      tokio::spawn(channel::read_loop(h.sock, mode, move |event| {
+      tokio::spawn(channel::read_loop(sock.clone(), mode, move |event| {
         let _ = read_tx.send(Msg::Read { id, event });
       }));
     }
