@@ -143,6 +143,7 @@ struct Direct {
 
 thread_local! {
   static DIRECT: RefCell<Option<Direct>> = const { RefCell::new(None) };
+  static DIRECT_BYTES: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 fn check(status: napi::sys::napi_status, what: &str) -> Result<()> {
@@ -233,7 +234,10 @@ pub fn direct_frames(id: u32, mode: Serialization, frames: &mut Vec<Vec<u8>>) ->
       return None;
     }
   }
-  let mut bytes = Vec::with_capacity(frames.iter().map(|f| f.len() + 4).sum());
+  // Copied into the JS heap by `frame_args`: the buffer is reused (fresh
+  // allocations of this size per wake-up cost page faults).
+  let mut bytes = DIRECT_BYTES.with(|b| std::mem::take(&mut *b.borrow_mut()));
+  bytes.clear();
   for frame in frames.drain(..) {
     match mode {
       Serialization::Json => {
@@ -257,6 +261,21 @@ unsafe fn frame_args(
   (id, mode, bytes): (u32, Serialization, Vec<u8>),
   args: &mut [napi::sys::napi_value; 2],
 ) -> bool {
+  let made = make_frame_args(env, id, mode, &bytes, args);
+  // Kept for the next wake-up, unless a huge message made it huge.
+  if bytes.capacity() <= COPY_LIMIT * 4 {
+    DIRECT_BYTES.with(|b| *b.borrow_mut() = bytes);
+  }
+  made
+}
+
+unsafe fn make_frame_args(
+  env: napi::sys::napi_env,
+  id: u32,
+  mode: Serialization,
+  bytes: &[u8],
+  args: &mut [napi::sys::napi_value; 2],
+) -> bool {
   use napi::sys;
   if sys::napi_create_uint32(env, id, &mut args[0]) != sys::Status::napi_ok {
     return false;
@@ -267,7 +286,7 @@ unsafe fn frame_args(
     }
     Serialization::Json => {
       // As Node decodes the channel: invalid bytes become U+FFFD.
-      let text = String::from_utf8_lossy(&bytes);
+      let text = String::from_utf8_lossy(bytes);
       sys::napi_create_string_utf8(env, text.as_ptr().cast(), text.len() as isize, &mut args[1])
     }
     Serialization::Advanced => {
