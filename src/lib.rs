@@ -15,9 +15,10 @@
 //! - `primary`  — the core thread: `Core` (the binding's handle) and its loop,
 //!   with one owner per concept under `primary/` (`session`, `servers`,
 //!   `slots`, `timers`, `events`, `state`, `acts`)
-//! - `binding`  — the N-API surface (with `pump` and `uv_reader`, the only modules that know napi)
+//! - `binding`  — the N-API surface (with `pump`, `uv_reader` and `js_call`, the only modules that know napi)
 //! - `pump`     — core events delivered to JS in batches, one call per wake-up
 //! - `uv_reader` — the JS thread reads worker channels on Node's libuv loop
+//! - `js_call`  — calling the JS pump from that loop (`napi_make_callback`)
 
 pub mod channel;
 pub mod direct;
@@ -39,6 +40,8 @@ pub mod v8;
 // test builds leave out: compile the binding into the addon alone.
 #[cfg(not(test))]
 mod binding;
+#[cfg(not(test))]
+mod js_call;
 #[cfg(not(test))]
 mod pump;
 #[cfg(not(test))]

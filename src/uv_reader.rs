@@ -219,7 +219,7 @@ unsafe extern "C" fn on_readable(handle: *mut c_void, _status: c_int, _events: c
     reader.close();
   }
   if let Some(frames) = delivery {
-    crate::pump::call_now(reader.env, frames);
+    crate::js_call::call_now(reader.env, frames);
   }
 }
 
