@@ -24,10 +24,6 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::channel::{send_with_fd, OutFrame, WriterCmd};
 
-/// The send buffer asked for on a worker's channel (the kernel caps it at
-/// `net.core.wmem_max`).
-const SEND_BUFFER: usize = 1 << 20;
-
 pub struct Outbox {
   sock: Arc<OwnedFd>,
   /// Bytes handed to the writer and not yet written (for back-pressure and
@@ -58,20 +54,6 @@ pub enum Sent {
 
 impl Outbox {
   pub fn new(sock: Arc<OwnedFd>, writer: UnboundedSender<WriterCmd>) -> Self {
-    // Room for a corked batch of replies (64 in flight of 4 KB) in the
-    // socket itself: a direct write cut short hands the rest to the writer
-    // on the core thread, a cross-thread wake-up per batch. Best effort.
-    let room: libc::c_int = SEND_BUFFER as libc::c_int;
-    // SAFETY: a valid socket fd and an int option value.
-    unsafe {
-      libc::setsockopt(
-        sock.as_raw_fd(),
-        libc::SOL_SOCKET,
-        libc::SO_SNDBUF,
-        (&room as *const libc::c_int).cast(),
-        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-      );
-    }
     Outbox {
       sock,
       queued: Arc::new(AtomicUsize::new(0)),
