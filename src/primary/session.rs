@@ -316,6 +316,7 @@ impl Session {
     spec: SpawnSpec,
     sink: EventSink,
     supervision: Option<Supervision>,
+    js_may_read: bool,
     tx: &UnboundedSender<Msg>,
     on_pidfd: impl FnOnce(&OwnedFd),
   ) -> io::Result<Started> {
@@ -330,8 +331,8 @@ impl Session {
     let (writer, writer_rx) = unbounded_channel();
     let outbox = Arc::new(Outbox::new(sock.clone(), writer.clone()));
 
-    // The JS thread reads the channel when it can (see `handover`); the
-    // core reads it otherwise.
+    // The JS thread reads the channel when it may and can (see
+    // `handover`); the core reads it otherwise.
     let forward_tx = tx.clone();
     let to_core = ToCore::new(move |event, in_core| {
       let _ = forward_tx.send(Msg::Forwarded { id, event, in_core });
@@ -341,7 +342,7 @@ impl Session {
       mode,
       channel: Channel::new(mode, sock.clone(), to_core),
     };
-    if handover::offer(handover).is_some() {
+    if !js_may_read || handover::offer(handover).is_some() {
       let read_tx = tx.clone();
       tokio::spawn(channel::read_loop(sock.clone(), mode, move |event| {
         let _ = read_tx.send(Msg::Read { id, event });
