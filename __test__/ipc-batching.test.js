@@ -46,3 +46,15 @@ test('the primary stays alive while its worker lives, and exits by itself after'
     assert.ok(r.primaryLivedMs - r.workerLivedMs < 3000, `primary lingered ${r.primaryLivedMs - r.workerLivedMs} ms`);
   }
 });
+
+for (const scenario of ['interleaved', 'interleaved-blocked']) {
+  const blocked = scenario === 'interleaved-blocked' ? ', also while the primary\'s JS is blocked' : '';
+  test(`a worker's cluster acts and messages reach JS in the order it sent them${blocked}`, { timeout: 60000 },
+    async () => {
+      const [ours, node] = await both(scenario, 'json');
+      const expected = [];
+      for (let n = 0; n < 400; n++) expected.push('L', `M${n}`);
+      assert.deepEqual(node.seen, expected, 'node:cluster baseline');
+      assert.deepEqual(ours.seen, expected);
+    });
+}

@@ -261,7 +261,15 @@ const KIND_SENT = 2;
 const batches = [];
 let draining = false;
 
-function onCoreEvents() {
+// With arguments: user messages of worker `id` read on this thread, as a
+// string of JSON lines or a Buffer of length-prefixed advanced frames.
+function onCoreEvents(id, frames) {
+  if (id !== undefined) {
+    const lines = typeof frames === 'string' ? frames.split('\n') : null;
+    batches.push({ direct: id, frames, lines, next: 0 });
+    if (!draining) deliverBatches();
+    return;
+  }
   const batch = binding.takeEvents();
   batch.lines = batch.json === undefined ? null : batch.json.split('\n');
   batch.line = 0;
@@ -277,6 +285,11 @@ function deliverBatches() {
     let pause = false;
     while (batches.length > 0 && !pause) {
       const batch = batches[0];
+      if (batch.direct !== undefined) {
+        deliverDirect(batch);
+        batches.shift();
+        continue;
+      }
       const { meta } = batch;
       while (batch.next < meta.length && !pause) {
         const i = batch.next;
@@ -302,6 +315,26 @@ function deliverBatches() {
     draining = false;
     uncorkAll();
     if (batches.length > 0) process.nextTick(deliverBatches);
+  }
+}
+
+// One worker's frames, resumable: `next` moves before each delivery, so a
+// throwing listener leaves the rest for the next tick.
+function deliverDirect(batch) {
+  const proc = procs.get(batch.direct) || retired.get(batch.direct);
+  const { lines, frames } = batch;
+  if (lines !== null) {
+    while (batch.next < lines.length) {
+      const line = lines[batch.next++];
+      if (proc) proc._onFrame(line);
+    }
+    return;
+  }
+  while (batch.next < frames.length) {
+    const start = batch.next + 4;
+    const end = start + frames.readUInt32BE(batch.next);
+    batch.next = end;
+    if (proc) proc._onFrame(frames.subarray(start, end));
   }
 }
 

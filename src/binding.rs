@@ -5,6 +5,7 @@ use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::sync::OnceLock;
 
 use napi::bindgen_prelude::*;
+use napi::{JsString, JsValue};
 use napi_derive::napi;
 
 use crate::channel::Serialization;
@@ -125,8 +126,11 @@ fn errno_of(e: &std::io::Error) -> i32 {
 /// Installs the function called (once per batch) when core events wait to
 /// be taken with `takeEvents`.
 #[napi]
-pub fn on_events(pump: Function<'_, (), ()>) -> Result<()> {
-  pump::install(pump)
+pub fn on_events(env: &Env, pump: Function<'_, (), ()>) -> Result<()> {
+  pump::install(env, pump)?;
+  // From now on the JS thread reads the workers' channels.
+  crate::uv_reader::install();
+  Ok(())
 }
 
 /// The events queued since the last call, as `{ meta, json, data, others }`
@@ -178,6 +182,8 @@ pub fn fork(js: &Env, options: ForkOptions) -> Result<ForkResult> {
   let sink = pump::sink(js, id, serialization)?;
   match core.fork(id, spec, sink, supervision, options.standby.unwrap_or(false)) {
     Ok(info) => Ok({
+      // Its channel's reader starts before any JS runs again.
+      crate::uv_reader::adopt(js.raw());
       ForkResult {
         id,
         pid: Some(info.pid),
@@ -210,7 +216,7 @@ pub fn fork(js: &Env, options: ForkOptions) -> Result<ForkResult> {
 /// frame is written. A JSON frame may come as a string: cheaper than a
 /// Buffer made for one write.
 #[napi]
-pub fn send(id: u32, frame: Either<String, Buffer>, fd: Option<i32>, token: Option<u32>) -> Result<i64> {
+pub fn send(env: &Env, id: u32, frame: Either<JsString, Buffer>, fd: Option<i32>, token: Option<u32>) -> Result<i64> {
   let dup = match fd {
     Some(fd) => Some(
       sockets::dup_fd(fd)
@@ -218,14 +224,51 @@ pub fn send(id: u32, frame: Either<String, Buffer>, fd: Option<i32>, token: Opti
     ),
     None => None,
   };
-  let bytes: &[u8] = match &frame {
-    Either::A(text) => text.as_bytes(),
-    Either::B(buf) => buf,
+  let core = core()?;
+  let sent = match &frame {
+    Either::A(text) => SEND_TEXT.with(|buf| {
+      let mut buf = buf.borrow_mut();
+      let bytes = utf8_into(env, text, &mut buf)?;
+      Ok::<_, Error>(core.send(id, bytes, dup, token))
+    })?,
+    Either::B(buf) => core.send(id, buf, dup, token),
   };
-  match core()?.send(id, bytes, dup, token) {
+  match sent {
     Ok(n) => Ok(n as i64),
     Err(_) => Ok(-1),
   }
+}
+
+thread_local! {
+  /// Where `send` puts a string's UTF-8 (its capacity kept): a fresh
+  /// allocation per corked frame of many KB costs page faults.
+  static SEND_TEXT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `text` as UTF-8 in `buf`, in one pass (lone surrogates become U+FFFD).
+fn utf8_into<'b>(env: &Env, text: &JsString, buf: &'b mut Vec<u8>) -> Result<&'b [u8]> {
+  use napi::sys;
+  let raw = text.raw();
+  let mut units = 0;
+  // SAFETY: a string value of this env; a null buffer asks for the length
+  // (in UTF-16 units, which V8 knows without a pass).
+  let status = unsafe { sys::napi_get_value_string_utf16(env.raw(), raw, std::ptr::null_mut(), 0, &mut units) };
+  if status != sys::Status::napi_ok {
+    return Err(Error::from_reason("rcluster: cannot read the frame string"));
+  }
+  // At most 3 bytes of UTF-8 per UTF-16 unit, and the terminating NUL.
+  let room = units * 3 + 1;
+  buf.clear();
+  buf.reserve(room);
+  let mut len = 0;
+  // SAFETY: `buf` has `room` bytes of capacity; napi writes at most that.
+  let status = unsafe { sys::napi_get_value_string_utf8(env.raw(), raw, buf.as_mut_ptr().cast(), room, &mut len) };
+  if status != sys::Status::napi_ok {
+    return Err(Error::from_reason("rcluster: cannot read the frame string"));
+  }
+  // SAFETY: napi wrote `len` bytes.
+  unsafe { buf.set_len(len) };
+  Ok(&buf[..])
 }
 
 /// `worker.disconnect()` in the primary; `graceMs`: how long the reaper lets

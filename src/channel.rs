@@ -33,11 +33,12 @@ pub fn register<T: AsRawFd>(inner: T, interest: tokio::io::Interest) -> io::Resu
 }
 
 /// Reads into `buf`; fds that arrive with the bytes are appended to `fds`
-/// (close-on-exec, so a concurrent spawn cannot leak them).
+/// (close-on-exec, so a concurrent spawn cannot leak them). Never blocks.
 pub fn recv_with_fds(sock: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
   let mut iov = [IoSliceMut::new(buf)];
   let mut space = nix::cmsg_space!([RawFd; 8]);
-  let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC).map_err(io::Error::from)?;
+  let flags = MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT;
+  let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), flags).map_err(io::Error::from)?;
   for cmsg in msg.cmsgs().map_err(io::Error::from)? {
     if let ControlMessageOwned::ScmRights(received) = cmsg {
       // SAFETY: the kernel just installed these fds in our table; we own them.
@@ -247,12 +248,75 @@ pub enum ReaderEvent {
   },
 }
 
+/// What one read of a channel brought.
+pub enum Read {
+  /// Bytes (now in the decoder); `drained`: the socket is probably empty
+  /// (a short read without fds).
+  Data { drained: bool },
+  /// Nothing to read now.
+  WouldBlock,
+  /// EOF, or a read error.
+  End(Option<String>),
+}
+
+/// The read side of a channel, whoever reads it (`read_loop` on the core
+/// thread, or the JS thread's reader): bytes to frames, fds paired with the
+/// `NODE_HANDLE` frames they came for.
+pub struct Inbox {
+  mode: Serialization,
+  decoder: Decoder,
+  buf: Vec<u8>,
+  received: Vec<OwnedFd>,
+  unclaimed: VecDeque<OwnedFd>,
+}
+
+impl Inbox {
+  pub fn new(mode: Serialization) -> Self {
+    Inbox {
+      mode,
+      decoder: Decoder::new(mode),
+      buf: vec![0u8; 64 * 1024],
+      received: Vec::new(),
+      unclaimed: VecDeque::new(),
+    }
+  }
+
+  /// One non-blocking read (never waits, whatever the fd's flags: the open
+  /// file description may be shared).
+  pub fn read(&mut self, sock: RawFd) -> Read {
+    let n = match recv_with_fds(sock, &mut self.buf, &mut self.received) {
+      Ok(0) => return Read::End(None),
+      Ok(n) => n,
+      Err(e) if e.kind() == io::ErrorKind::Interrupted => return Read::Data { drained: false },
+      Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Read::WouldBlock,
+      Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Read::End(None),
+      Err(e) => return Read::End(Some(e.to_string())),
+    };
+    // A short read drained the socket. Not so when fds came along: the
+    // kernel ends a read at the end of the chunk that carried them, so the
+    // rest of a large sendmsg may already be queued behind it, and waiting
+    // for an edge then hangs once the sender is blocked on a full buffer.
+    let drained = n < self.buf.len() && self.received.is_empty();
+    self.unclaimed.extend(self.received.drain(..));
+    // A peer that sends fds without NODE_HANDLE messages must not make us
+    // hoard descriptors.
+    while self.unclaimed.len() > 16 {
+      self.unclaimed.pop_front();
+    }
+    self.decoder.push(&self.buf[..n]);
+    Read::Data { drained }
+  }
+
+  /// The next complete frame, classified.
+  pub fn next(&mut self) -> Option<Inbound> {
+    let frame = self.decoder.next_frame()?;
+    Some(protocol::classify(self.mode, frame, &mut self.unclaimed))
+  }
+}
+
 /// Reads frames until EOF or an error; each becomes one `ReaderEvent`.
 pub async fn read_loop(sock: Arc<OwnedFd>, mode: Serialization, events: impl Fn(ReaderEvent)) {
-  let mut decoder = Decoder::new(mode);
-  let mut buf = vec![0u8; 64 * 1024];
-  let mut received = Vec::new();
-  let mut unclaimed: VecDeque<OwnedFd> = VecDeque::new();
+  let mut inbox = Inbox::new(mode);
   let mut readable = Readiness::new(&*sock, tokio::io::Interest::READABLE);
   // Whether the last read may have drained the socket.
   let mut drained = true;
@@ -271,40 +335,14 @@ pub async fn read_loop(sock: Arc<OwnedFd>, mode: Serialization, events: impl Fn(
       readable.idle();
       crate::pace::PACE.wait().await;
     }
-    let n = match recv_with_fds(sock.as_raw_fd(), &mut buf, &mut received) {
-      Ok(0) => return events(ReaderEvent::End { error: None }),
-      Ok(n) => n,
-      Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-        drained = false;
-        continue;
-      }
-      Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-        drained = true;
-        continue;
-      }
-      Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return events(ReaderEvent::End { error: None }),
-      Err(e) => {
-        return events(ReaderEvent::End {
-          error: Some(e.to_string()),
-        })
-      }
+    // Readiness was cleared before this read, so skipping the read that
+    // would only say EAGAIN after a short one misses no edge.
+    drained = match inbox.read(sock.as_raw_fd()) {
+      Read::Data { drained } => drained,
+      Read::WouldBlock => true,
+      Read::End(error) => return events(ReaderEvent::End { error }),
     };
-    // A short read drained the socket: skip the read that would only say
-    // EAGAIN (readiness was cleared before this read, so a later edge is not
-    // missed). Not so when fds came along: the kernel ends a read at the end
-    // of the chunk that carried them, so the rest of a large sendmsg may
-    // already be queued behind it, and waiting for an edge then hangs once the
-    // sender is blocked on a full socket buffer.
-    drained = n < buf.len() && received.is_empty();
-    unclaimed.extend(received.drain(..));
-    // A peer that sends fds without NODE_HANDLE messages must not make us
-    // hoard descriptors.
-    while unclaimed.len() > 16 {
-      unclaimed.pop_front();
-    }
-    decoder.push(&buf[..n]);
-    while let Some(frame) = decoder.next_frame() {
-      let msg = protocol::classify(mode, frame, &mut unclaimed);
+    while let Some(msg) = inbox.next() {
       if let Inbound::Garbage(reason) = msg {
         return events(ReaderEvent::End { error: Some(reason) });
       }

@@ -103,6 +103,12 @@ enum Msg {
     id: u32,
     event: ReaderEvent,
   },
+  /// What a reader other than the core's read (see `handover`).
+  Forwarded {
+    id: u32,
+    event: ReaderEvent,
+    in_core: Arc<std::sync::atomic::AtomicUsize>,
+  },
   Written {
     id: u32,
     token: u32,

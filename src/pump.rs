@@ -135,11 +135,13 @@ fn call_soon(call: impl FnOnce()) {
   });
 }
 
-/// Installs the JS function called (without arguments) when events wait.
-pub fn install(pump: Function<'_, (), ()>) -> Result<()> {
+/// Installs the JS function called (without arguments) when events wait, or
+/// (from the JS thread's own loop) with a worker's frames.
+pub fn install(env: &Env, pump: Function<'_, (), ()>) -> Result<()> {
   if PUMP.get().is_some() {
     return Ok(());
   }
+  crate::js_call::install(env, pump.raw())?;
   let call: PumpFn = pump
     .build_threadsafe_function::<()>()
     .callee_handled::<false>()
@@ -150,6 +152,57 @@ pub fn install(pump: Function<'_, (), ()>) -> Result<()> {
     call,
   });
   Ok(())
+}
+
+/// Queues user frames read on the JS thread (no wake-up: `call_now` follows).
+/// Behind whatever the core queued: the reader hands nothing to the core
+/// while its frames wait here.
+pub fn queue_frames(id: u32, mode: Serialization, frames: &mut Vec<Vec<u8>>) {
+  if frames.is_empty() {
+    return;
+  }
+  if let Some(p) = PUMP.get() {
+    let mut b = p.batch.lock().unwrap();
+    for frame in frames.drain(..) {
+      b.add(id, mode, Event::Message { frame, handle: None });
+    }
+  }
+}
+
+/// User frames read on the JS thread, for `call_now`. When nothing from the
+/// core waits, they go as the pump's arguments `(id, frames)`: a string of
+/// JSON lines, or a Buffer of advanced frames each behind its 4-byte length
+/// (as on the wire), with no batch object to build (`Some`). Otherwise they
+/// are queued behind what waits, and the pump takes it all (`None`).
+pub fn direct_frames(id: u32, mode: Serialization, frames: &mut Vec<Vec<u8>>) -> Option<(u32, Serialization, Vec<u8>)> {
+  let p = PUMP.get()?;
+  {
+    let mut b = p.batch.lock().unwrap();
+    if !b.is_empty() {
+      for frame in frames.drain(..) {
+        b.add(id, mode, Event::Message { frame, handle: None });
+      }
+      return None;
+    }
+  }
+  // Copied into the JS heap by `frame_args`: the buffer is reused (fresh
+  // allocations of this size per wake-up cost page faults).
+  let mut bytes = crate::js_call::spare_bytes();
+  for frame in frames.drain(..) {
+    match mode {
+      Serialization::Json => {
+        if !bytes.is_empty() {
+          bytes.push(b'\n');
+        }
+        bytes.extend_from_slice(&frame);
+      }
+      Serialization::Advanced => {
+        bytes.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(&frame);
+      }
+    }
+  }
+  Some((id, mode, bytes))
 }
 
 /// The core's hold on a keep-alive; its drop is reported through the queue.
@@ -268,6 +321,9 @@ const COPY_LIMIT: usize = 64 * 1024;
 /// joined by `\n`, and the Buffer `data`), every other event as a plain object in `others`, one shape
 /// per kind. Call on the JS thread.
 pub fn take(env: &Env) -> Result<Object<'_>> {
+  // Channels the core started since (a restarted worker's, say: its
+  // `forked` event is in this batch) get their reader on this thread now.
+  crate::uv_reader::adopt(env.raw());
   let batch = match PUMP.get() {
     Some(p) => {
       let mut b = p.batch.lock().unwrap();

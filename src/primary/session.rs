@@ -21,6 +21,7 @@ use super::Msg;
 use crate::channel::{self, OutFrame, Serialization, WriterCmd, WriterEvent};
 use crate::direct::Outbox;
 use crate::dispatch::HandOff;
+use crate::handover::{self, Channel, Handover, ToCore};
 use crate::sockets;
 use crate::spawn::{self, ExitStatus, SpawnSpec};
 use crate::supervisor::Supervision;
@@ -327,6 +328,7 @@ impl Session {
     spec: SpawnSpec,
     sink: EventSink,
     supervision: Option<Supervision>,
+    js_may_read: bool,
     tx: &UnboundedSender<Msg>,
     on_pidfd: impl FnOnce(&OwnedFd),
   ) -> io::Result<Started> {
@@ -341,10 +343,23 @@ impl Session {
     let (writer, writer_rx) = unbounded_channel();
     let outbox = Arc::new(Outbox::new(sock.clone(), writer.clone()));
 
-    let read_tx = tx.clone();
-    tokio::spawn(channel::read_loop(sock.clone(), mode, move |event| {
-      let _ = read_tx.send(Msg::Read { id, event });
-    }));
+    // The JS thread reads the channel when it may and can (see
+    // `handover`); the core reads it otherwise.
+    let forward_tx = tx.clone();
+    let to_core = ToCore::new(move |event, in_core| {
+      let _ = forward_tx.send(Msg::Forwarded { id, event, in_core });
+    });
+    let handover = Handover {
+      id,
+      mode,
+      channel: Channel::new(mode, sock.clone(), to_core),
+    };
+    if !js_may_read || handover::offer(handover).is_some() {
+      let read_tx = tx.clone();
+      tokio::spawn(channel::read_loop(sock.clone(), mode, move |event| {
+        let _ = read_tx.send(Msg::Read { id, event });
+      }));
+    }
     let (written_tx, done_tx) = (tx.clone(), tx.clone());
     let (writer_outbox, writer_sock) = (outbox.clone(), sock.clone());
     tokio::spawn(async move {

@@ -175,6 +175,10 @@ impl State {
         id,
         event: ReaderEvent::End { error },
       } => self.on_channel_end(id, error),
+      Msg::Forwarded { id, event, in_core } => {
+        self.handle(Msg::Read { id, event });
+        crate::handover::handled(&in_core);
+      }
       Msg::Written { id, token, error } => self.emit(id, Event::Sent { token, error }),
       Msg::WriterDone { id } => {
         if let Some(w) = self.sessions.get_mut(&id) {
@@ -221,7 +225,11 @@ impl State {
     };
     spec.death_signal = reaper.is_none();
     let watched = supervision.as_ref().is_some_and(Supervision::watched);
-    let started = Session::start(id, spec, sink, supervision, &self.tx, |pidfd| {
+    // Round-robin's hand-off answers come once per connection: read on the
+    // JS thread, each would wake it and cross back to the core, costing
+    // more than the messages save. So under RR the core reads.
+    let js_may_read = self.servers.policy != crate::handles::Policy::RoundRobin;
+    let started = Session::start(id, spec, sink, supervision, js_may_read, &self.tx, |pidfd| {
       if let Some(r) = reaper {
         let _ = r.add(id, pidfd.as_raw_fd());
       }

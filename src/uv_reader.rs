@@ -1,0 +1,233 @@
+//! The JS thread reads worker channels itself, on Node's libuv loop.
+//!
+//! Why: read on the core thread, every worker message crossed a thread
+//! (worker → core thread → JS thread), paying a cross-thread wake-up and the
+//! core's work on top of JS's. node:cluster's primary reads its channels on
+//! its JS thread; so does this: a `uv_poll` handle per channel, and on
+//! readable, non-blocking reads, framing, and one call of the JS pump for the
+//! user messages of that wake-up.
+//!
+//! Everything else a worker says (cluster acts, handles and their ACKs, fds,
+//! heartbeats), and EOF or errors, goes to the core's loop as its own reader
+//! would have sent it (`handover::ToCore`). While the core still handles any
+//! of that, user frames follow the same way, so nothing overtakes what the
+//! worker sent before it.
+//!
+//! The handles are unref'd: what keeps Node alive stays the pump's
+//! keep-alives (`worker.process.ref()`/`unref()`).
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::raw::{c_int, c_void};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use napi::sys::{napi_env, uv_loop_s};
+
+use crate::channel::{Inbox, Read, ReaderEvent};
+use crate::framing::Serialization;
+use crate::handover::{self, Channel, Handover};
+use crate::protocol::Inbound;
+
+// libuv, as Node exports it to addons.
+const UV_POLL: c_int = 8; // uv_handle_type
+const UV_READABLE: c_int = 1;
+
+type PollCb = unsafe extern "C" fn(handle: *mut c_void, status: c_int, events: c_int);
+type CloseCb = unsafe extern "C" fn(handle: *mut c_void);
+
+extern "C" {
+  fn uv_handle_size(kind: c_int) -> usize;
+  fn uv_poll_init(event_loop: *mut uv_loop_s, handle: *mut c_void, fd: c_int) -> c_int;
+  fn uv_poll_start(handle: *mut c_void, events: c_int, cb: PollCb) -> c_int;
+  fn uv_poll_stop(handle: *mut c_void) -> c_int;
+  fn uv_close(handle: *mut c_void, cb: Option<CloseCb>);
+  fn uv_unref(handle: *mut c_void);
+}
+
+/// At most this many reads (of 64 KiB) per wake-up: a flood from one worker
+/// must not keep the JS thread from everything else. Level-triggered, the
+/// handle fires again on the next loop turn for the rest.
+const READS_PER_WAKE: usize = 16;
+
+/// Channels waiting for the JS thread to start reading them.
+static WAITING: Mutex<Vec<Handover>> = Mutex::new(Vec::new());
+
+/// Makes the JS thread the reader of every channel started from now on.
+pub fn install() {
+  handover::set_host(|h| WAITING.lock().unwrap().push(h));
+}
+
+/// Starts reading the channels handed over since the last call. On the JS
+/// thread.
+pub fn adopt(env: napi_env) {
+  let waiting = std::mem::take(&mut *WAITING.lock().unwrap());
+  for h in waiting {
+    // SAFETY: on the JS thread, with its env.
+    if let Err(h) = unsafe { Reader::start(env, h) } {
+      // No handle (libuv refused it): the channel is as good as broken.
+      h.channel
+        .end(Some("rcluster: cannot watch the channel on the JS thread".into()));
+    }
+  }
+}
+
+/// One channel read on the JS thread. Lives in the uv handle's `data` from
+/// `start` until the handle is closed.
+struct Reader {
+  id: u32,
+  mode: Serialization,
+  env: napi_env,
+  /// A duplicate of the core's socket: ours to poll and close.
+  fd: OwnedFd,
+  channel: Arc<Channel>,
+  /// The uv_poll_t, allocated here (its size comes from libuv).
+  handle: *mut c_void,
+  /// User frames of this wake-up, not yet queued for JS.
+  frames: Vec<Vec<u8>>,
+  closing: bool,
+}
+
+/// A uv handle's first field is its `void *data`.
+unsafe fn reader_of(handle: *mut c_void) -> *mut Reader {
+  *(handle as *mut *mut Reader)
+}
+
+impl Reader {
+  /// # Safety
+  /// On the JS thread, with its env.
+  unsafe fn start(env: napi_env, h: Handover) -> Result<(), Handover> {
+    let Ok(fd) = h.channel.sock.try_clone() else {
+      return Err(h);
+    };
+    let mut event_loop = std::ptr::null_mut();
+    if napi::sys::napi_get_uv_event_loop(env, &mut event_loop) != napi::sys::Status::napi_ok || event_loop.is_null() {
+      return Err(h);
+    }
+    // u64 words: at least pointer-aligned, as libuv's structs need.
+    let words = uv_handle_size(UV_POLL).div_ceil(8);
+    let handle = Box::into_raw(vec![0u64; words].into_boxed_slice()) as *mut c_void;
+    if uv_poll_init(event_loop, handle, fd.as_raw_fd()) != 0 {
+      drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+        handle as *mut u64,
+        words,
+      )));
+      return Err(h);
+    }
+    let reader = Box::new(Reader {
+      id: h.id,
+      mode: h.mode,
+      env,
+      fd,
+      channel: h.channel,
+      handle,
+      frames: Vec::new(),
+      closing: false,
+    });
+    *(handle as *mut *mut Reader) = Box::into_raw(reader);
+    uv_unref(handle);
+    if uv_poll_start(handle, UV_READABLE, on_readable) != 0 {
+      let reader = &mut *reader_of(handle);
+      reader.channel.end(Some("rcluster: cannot poll the channel".into()));
+      reader.close();
+    }
+    Ok(())
+  }
+
+  /// Reads what is there (a bounded amount), collects user frames for JS and
+  /// hands the rest to the core. Returns whether frames were queued in the
+  /// pump's batch (behind which the rest must go); the rest is in `frames`.
+  fn read(&mut self, inbox: &mut Inbox) -> bool {
+    let mut queued = false;
+    let channel = self.channel.clone();
+    let to_core = &channel.to_core;
+    for _ in 0..READS_PER_WAKE {
+      let drained = match inbox.read(self.fd.as_raw_fd()) {
+        Read::Data { drained } => drained,
+        Read::WouldBlock => true,
+        Read::End(error) => {
+          queued |= self.flush();
+          channel.end(error);
+          return queued;
+        }
+      };
+      while let Some(msg) = inbox.next() {
+        match msg {
+          Inbound::User(frame) if !to_core.busy() => self.frames.push(frame),
+          // Nothing read after a frame we refuse is delivered, as before.
+          Inbound::Garbage(reason) => {
+            queued |= self.flush();
+            channel.end(Some(reason));
+            return queued;
+          }
+          other => {
+            // What came before it is queued for JS first.
+            queued |= self.flush();
+            to_core.send(ReaderEvent::Message(other));
+          }
+        }
+      }
+      if drained {
+        break;
+      }
+    }
+    queued
+  }
+
+  fn flush(&mut self) -> bool {
+    let any = !self.frames.is_empty();
+    crate::pump::queue_frames(self.id, self.mode, &mut self.frames);
+    any
+  }
+
+  /// The handle closes (and frees this) on a later loop turn.
+  fn close(&mut self) {
+    if std::mem::replace(&mut self.closing, true) {
+      return;
+    }
+    // SAFETY: our live handle, on the loop's thread.
+    unsafe {
+      uv_poll_stop(self.handle);
+      uv_close(self.handle, Some(on_closed));
+    }
+  }
+}
+
+unsafe extern "C" fn on_readable(handle: *mut c_void, _status: c_int, _events: c_int) {
+  // A poll error (status < 0) shows up in the read as well.
+  let reader = &mut *reader_of(handle);
+  if reader.closing {
+    return;
+  }
+  handover::JS_TURNS.fetch_add(1, Ordering::Release);
+  let channel = reader.channel.clone();
+  let delivery = {
+    // Where each frame goes is decided under the lock: frames the core
+    // reads for a stuck JS thread cannot overtake these.
+    let mut inbox = channel.inbox.lock().unwrap();
+    if channel.ended.load(Ordering::Acquire) {
+      None
+    } else if reader.read(&mut inbox) {
+      reader.flush();
+      Some(None)
+    } else if !reader.frames.is_empty() {
+      Some(crate::pump::direct_frames(reader.id, reader.mode, &mut reader.frames))
+    } else {
+      None
+    }
+  };
+  if channel.ended.load(Ordering::Acquire) {
+    reader.close();
+  }
+  if let Some(frames) = delivery {
+    crate::js_call::call_now(reader.env, frames);
+  }
+}
+
+unsafe extern "C" fn on_closed(handle: *mut c_void) {
+  drop(Box::from_raw(reader_of(handle)));
+  let words = uv_handle_size(UV_POLL).div_ceil(8);
+  drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+    handle as *mut u64,
+    words,
+  )));
+}
