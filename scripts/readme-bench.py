@@ -10,7 +10,8 @@ data = json.loads((root / 'bench/results/latest.json').read_text())
 md = (root / 'bench/results/latest.md').read_text()
 s = data['summary']
 labels = {c['key']: c['label'] for c in data['configs']}
-wl = [('keepalive', 'keep-alive'), ('close', 'conn/request'), ('mixed', 'mixed'), ('busy', 'busy primary'), ('kill', 'kill')]
+wl = [('keepalive', 'keep-alive'), ('close', 'conn/request'), ('mixed', 'mixed'), ('stall', 'stall'),
+      ('busy', 'busy primary'), ('kill', 'kill')]
 configs = [c['key'] for c in data['configs'] if any(c['key'] in s.get(w, {}) for w, _ in wl)]
 ipc = [w for w in data['workloads'] if w['key'].startswith('ipc-') and w['key'] in s]
 base = data['baseline']
@@ -50,6 +51,23 @@ ipc_block = '' if not ipc else '\n'.join([
     '|---|---:|---:|---:|',
     *[ipc_row(w) for w in ipc],
     ''])
+def sticky_row(c):
+    e = s['sticky'][c]
+    if not e.get('rps'):
+        return f"| {labels[c]} | – | – | – | – |"
+    cpu = e.get('primaryCpuPer10k')
+    cpu = f"{cpu['median']:.2f}" if cpu else '–'
+    return (f"| {labels[c]} | {e['rps']['median']:,.0f} | {e['p99Ms']['median']:.0f} ms | {cpu} | "
+            f"{100 * e['worstAffinity']['min']:.1f} % |")
+
+sticky_block = '' if 'sticky' not in s else '\n'.join([
+    '',
+    'Sticky sessions (one connection per request from 16 client addresses; worst per-address affinity of any round):',
+    '',
+    '| config | req/s | p99 | primary CPU-s per 10k conns | affinity |',
+    '|---|---:|---:|---:|---:|',
+    *[sticky_row(c) for c in s['sticky']],
+    ''])
 targets = re.search(r'## Targets.*?\n\n(\|.*?)\n\n', md, re.S).group(1)
 block = f"""Latest run ({data['startedAt'][:16].replace('T', ' ')} UTC), made with `npm run bench`:
 
@@ -63,9 +81,10 @@ Requests/s (median of the rounds; ×node:cluster RR of the same run) and p99 lat
 
 Primary CPU-seconds per 10k connections (conn/request): {'; '.join(cpu)}.
 `kill` is one-connection-per-request load during which one of the two workers is SIGKILLed (no
-restart); its failed requests are in the targets below.
-{ipc_block}
-Targets from issue #3{' and #9' if ipc else ''}:
+restart); `stall` is one connection per request while one of the two workers blocks its event
+loop 200 ms every second.
+{sticky_block}{ipc_block}
+Targets (issues #3, #9, #10, #11):
 
 {targets}
 
