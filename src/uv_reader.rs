@@ -88,8 +88,9 @@ struct Reader {
   channel: Arc<Channel>,
   /// The uv_poll_t, allocated here (its size comes from libuv).
   handle: *mut c_void,
-  /// User frames of this wake-up, not yet queued for JS.
-  frames: Vec<Vec<u8>>,
+  /// User frames of this read as they were on the wire, not yet queued for
+  /// JS.
+  frames: Vec<u8>,
   closing: bool,
 }
 
@@ -158,9 +159,14 @@ impl Reader {
           return queued;
         }
       };
-      while let Some(msg) = inbox.next() {
+      loop {
+        // The common case: straight from the decoder into one buffer.
+        if !to_core.busy() && inbox.next_user_into(&mut self.frames) {
+          continue;
+        }
+        let Some(msg) = inbox.next() else { break };
         match msg {
-          Inbound::User(frame) if !to_core.busy() => self.frames.push(frame),
+          Inbound::User(frame) if !to_core.busy() => crate::pump::append_wire(self.mode, &frame, &mut self.frames),
           // Nothing read after a frame we refuse is delivered, as before.
           Inbound::Garbage(reason) => {
             queued |= self.flush();
