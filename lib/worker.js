@@ -21,7 +21,9 @@ const QUEUE_HIGH_WATER = 65536 * 2;
 // listeners, mostly) are corked: each process's frames leave in one write
 // once the batch is done, or sooner past CORK_LIMIT bytes or when anything
 // else must follow them (a handle, disconnect, kill, the primary's exit).
-const CORK_LIMIT = 65536;
+// 16 KiB, not more: the kernel copies a larger write into freshly allocated
+// pages, which cost more than the writes saved.
+const CORK_LIMIT = 16384;
 let corking = false;
 const corked = new Set();
 

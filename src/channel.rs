@@ -259,13 +259,15 @@ pub enum Read {
   End(Option<String>),
 }
 
+/// Bytes asked of the socket per read.
+const READ_SIZE: usize = 64 * 1024;
+
 /// The read side of a channel, whoever reads it (`read_loop` on the core
 /// thread, or the JS thread's reader): bytes to frames, fds paired with the
 /// `NODE_HANDLE` frames they came for.
 pub struct Inbox {
   mode: Serialization,
   decoder: Decoder,
-  buf: Vec<u8>,
   received: Vec<OwnedFd>,
   unclaimed: VecDeque<OwnedFd>,
 }
@@ -275,7 +277,6 @@ impl Inbox {
     Inbox {
       mode,
       decoder: Decoder::new(mode),
-      buf: vec![0u8; 64 * 1024],
       received: Vec::new(),
       unclaimed: VecDeque::new(),
     }
@@ -284,7 +285,7 @@ impl Inbox {
   /// One non-blocking read (never waits, whatever the fd's flags: the open
   /// file description may be shared).
   pub fn read(&mut self, sock: RawFd) -> Read {
-    let n = match recv_with_fds(sock, &mut self.buf, &mut self.received) {
+    let n = match recv_with_fds(sock, self.decoder.room(READ_SIZE), &mut self.received) {
       Ok(0) => return Read::End(None),
       Ok(n) => n,
       Err(e) if e.kind() == io::ErrorKind::Interrupted => return Read::Data { drained: false },
@@ -296,15 +297,25 @@ impl Inbox {
     // kernel ends a read at the end of the chunk that carried them, so the
     // rest of a large sendmsg may already be queued behind it, and waiting
     // for an edge then hangs once the sender is blocked on a full buffer.
-    let drained = n < self.buf.len() && self.received.is_empty();
+    let drained = n < READ_SIZE && self.received.is_empty();
     self.unclaimed.extend(self.received.drain(..));
     // A peer that sends fds without NODE_HANDLE messages must not make us
     // hoard descriptors.
     while self.unclaimed.len() > 16 {
       self.unclaimed.pop_front();
     }
-    self.decoder.push(&self.buf[..n]);
+    self.decoder.filled(n);
     Read::Data { drained }
+  }
+
+  /// Appends the next frame to `out` as it was on the wire if it is a user
+  /// message (see `protocol::is_user`), consuming it; else leaves it for
+  /// `next`.
+  pub fn next_user_into(&mut self, out: &mut Vec<u8>) -> bool {
+    let mode = self.mode;
+    self
+      .decoder
+      .take_wire_if(out, |payload| protocol::is_user(mode, payload))
   }
 
   /// The next complete frame, classified.

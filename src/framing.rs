@@ -35,9 +35,12 @@ impl Serialization {
 /// as the sender made it, an advanced frame as its 4-byte length says.
 pub struct Decoder {
   mode: Serialization,
+  /// Initialized bytes (kept between reads, so receiving into it costs no
+  /// zeroing); the data is `start..end`.
   buf: Vec<u8>,
   /// Where the next frame starts in `buf`.
   start: usize,
+  end: usize,
   /// JSON only: how far past `start` we already know there is no newline, so a
   /// long line arriving in many reads is scanned once, not once per read.
   scanned: usize,
@@ -49,62 +52,98 @@ impl Decoder {
       mode,
       buf: Vec::new(),
       start: 0,
+      end: 0,
       scanned: 0,
     }
   }
 
   pub fn push(&mut self, data: &[u8]) {
-    if self.start == self.buf.len() {
-      self.start = 0;
-      if self.buf.capacity() > DECODER_KEPT_CAPACITY {
-        self.buf = Vec::new();
-      } else {
-        self.buf.clear();
-      }
-    } else if self.start > 64 * 1024 && self.start * 2 > self.buf.len() {
-      self.buf.drain(..self.start);
-      self.start = 0;
-    }
-    self.buf.extend_from_slice(data);
+    self.room(data.len()).copy_from_slice(data);
+    self.filled(data.len());
   }
 
-  pub fn next_frame(&mut self) -> Option<Vec<u8>> {
-    let pending = &self.buf[self.start..];
-    let (offset, len, skip) = match self.mode {
+  /// `len` bytes after the data, to receive into (`filled` then counts what
+  /// arrived): the socket's bytes land here with no copy in between.
+  pub fn room(&mut self, len: usize) -> &mut [u8] {
+    if self.start == self.end {
+      self.start = 0;
+      self.end = 0;
+      if self.buf.len() > DECODER_KEPT_CAPACITY {
+        self.buf = Vec::new();
+      }
+    } else if self.start > 64 * 1024 && self.start * 2 > self.end {
+      self.buf.copy_within(self.start..self.end, 0);
+      self.end -= self.start;
+      self.start = 0;
+    }
+    if self.buf.len() < self.end + len {
+      self.buf.resize(self.end + len, 0);
+    }
+    &mut self.buf[self.end..self.end + len]
+  }
+
+  pub fn filled(&mut self, n: usize) {
+    self.end += n;
+  }
+
+  /// The next complete frame: its payload's offset and length from `start`,
+  /// and its length on the wire.
+  fn locate(&mut self) -> Option<(usize, usize, usize)> {
+    let pending = &self.buf[self.start..self.end];
+    match self.mode {
       Serialization::Json => match memchr::memchr(b'\n', &pending[self.scanned..]) {
         Some(i) => {
           let len = self.scanned + i;
           self.scanned = 0;
-          (0, len, len + 1)
+          Some((0, len, len + 1))
         }
         None => {
           self.scanned = pending.len();
-          return None;
+          None
         }
       },
       Serialization::Advanced => {
         let header: [u8; 4] = pending.get(..4)?.try_into().unwrap();
         let len = u32::from_be_bytes(header) as usize;
-        if pending.len() < 4 + len {
-          return None;
-        }
-        (4, len, 4 + len)
+        (pending.len() >= 4 + len).then_some((4, len, 4 + len))
       }
-    };
+    }
+  }
+
+  pub fn next_frame(&mut self) -> Option<Vec<u8>> {
+    let (offset, len, skip) = self.locate()?;
     Some(self.take(offset, len, skip))
+  }
+
+  /// If the next complete frame's payload passes `keep`, appends the frame as
+  /// it was on the wire (payload and delimiter, or length and payload) to
+  /// `out` and consumes it: a run of frames leaves in one buffer, with no
+  /// allocation per frame. Otherwise leaves it for `next_frame`.
+  pub fn take_wire_if(&mut self, out: &mut Vec<u8>, keep: impl FnOnce(&[u8]) -> bool) -> bool {
+    let Some((offset, len, skip)) = self.locate() else {
+      return false;
+    };
+    let begin = self.start + offset;
+    if !keep(&self.buf[begin..begin + len]) {
+      return false;
+    }
+    out.extend_from_slice(&self.buf[self.start..self.start + skip]);
+    self.start += skip;
+    true
   }
 
   /// Removes `skip` bytes at `start` and returns `len` of them from `offset`.
   fn take(&mut self, offset: usize, len: usize, skip: usize) -> Vec<u8> {
     let begin = self.start + offset;
-    if len <= DECODER_KEPT_CAPACITY || len * 2 < self.buf.len() {
+    if len <= DECODER_KEPT_CAPACITY || len * 2 < self.end {
       self.start += skip;
       return self.buf[begin..begin + len].to_vec();
     }
     // A frame that is most of the buffer: hand the buffer itself over rather
     // than holding a second copy of a message that may be 100s of MB.
-    let rest = self.buf[self.start + skip..].to_vec();
+    let rest = self.buf[self.start + skip..self.end].to_vec();
     let mut frame = std::mem::replace(&mut self.buf, rest);
+    self.end = self.buf.len();
     self.start = 0;
     frame.truncate(begin + len);
     frame.drain(..begin);
@@ -186,6 +225,32 @@ mod tests {
         "{mode:?}: {}",
         d.buf.capacity()
       );
+    }
+  }
+
+  #[test]
+  fn wire_runs_keep_their_delimiters_and_leave_refused_frames() {
+    for mode in [Serialization::Json, Serialization::Advanced] {
+      let mut d = Decoder::new(mode);
+      let mut wire = frame(mode, b"a");
+      wire.extend(frame(mode, b"bc"));
+      wire.extend(frame(mode, b"NODE_x"));
+      wire.extend(frame(mode, b"d"));
+      let (first, last) = wire.split_at(wire.len() - 2);
+      d.push(first);
+      let mut out = Vec::new();
+      let mut user = |p: &[u8]| p != b"NODE_x";
+      while d.take_wire_if(&mut out, &mut user) {}
+      let mut expected = frame(mode, b"a");
+      expected.extend(frame(mode, b"bc"));
+      assert_eq!(out, expected, "{mode:?}");
+      assert_eq!(d.next_frame().unwrap(), b"NODE_x", "{mode:?}");
+      assert!(!d.take_wire_if(&mut out, &mut user), "{mode:?}: incomplete");
+      d.room(64)[..2].copy_from_slice(last);
+      d.filled(2);
+      assert!(d.take_wire_if(&mut out, &mut user), "{mode:?}");
+      expected.extend(frame(mode, b"d"));
+      assert_eq!(out, expected, "{mode:?}");
     }
   }
 }

@@ -205,6 +205,15 @@ fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
   out.extend_from_slice(&digits[i..]);
 }
 
+/// Whether a frame's payload is certainly a user message, as `classify`
+/// would say, judged without copying or parsing it.
+pub fn is_user(mode: Serialization, payload: &[u8]) -> bool {
+  match mode {
+    Serialization::Json => !memchr_node(payload),
+    Serialization::Advanced => !memchr_node(payload) && !memchr_node_utf16(payload),
+  }
+}
+
 fn memchr_node(frame: &[u8]) -> bool {
   memchr::memmem::find(frame, b"NODE_").is_some()
 }

@@ -154,18 +154,61 @@ pub fn install(env: &Env, pump: Function<'_, (), ()>) -> Result<()> {
   Ok(())
 }
 
-/// Queues user frames read on the JS thread (no wake-up: `call_now` follows).
-/// Behind whatever the core queued: the reader hands nothing to the core
-/// while its frames wait here.
-pub fn queue_frames(id: u32, mode: Serialization, frames: &mut Vec<Vec<u8>>) {
-  if frames.is_empty() {
+/// Appends a user frame's payload to `wire` as it is on the wire.
+pub fn append_wire(mode: Serialization, payload: &[u8], wire: &mut Vec<u8>) {
+  match mode {
+    Serialization::Json => {
+      wire.extend_from_slice(payload);
+      wire.push(b'\n');
+    }
+    Serialization::Advanced => {
+      wire.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+      wire.extend_from_slice(payload);
+    }
+  }
+}
+
+/// The payloads of complete frames as they are on the wire.
+fn wire_payloads(mode: Serialization, mut wire: &[u8]) -> impl Iterator<Item = &[u8]> {
+  std::iter::from_fn(move || {
+    let (payload, skip) = match mode {
+      Serialization::Json => {
+        let len = memchr::memchr(b'\n', wire)?;
+        (&wire[..len], len + 1)
+      }
+      Serialization::Advanced => {
+        let len = u32::from_be_bytes(wire.get(..4)?.try_into().unwrap()) as usize;
+        (&wire[4..4 + len], 4 + len)
+      }
+    };
+    wire = &wire[skip..];
+    Some(payload)
+  })
+}
+
+fn add_wire(b: &mut Batch, id: u32, mode: Serialization, wire: &mut Vec<u8>) {
+  for frame in wire_payloads(mode, wire) {
+    b.add(
+      id,
+      mode,
+      Event::Message {
+        frame: frame.to_vec(),
+        handle: None,
+      },
+    );
+  }
+  wire.clear();
+}
+
+/// Queues user frames read on the JS thread (`wire`: as they were on the
+/// wire; no wake-up: `call_now` follows). Behind whatever the core queued:
+/// the reader hands nothing to the core while its frames wait here.
+pub fn queue_frames(id: u32, mode: Serialization, wire: &mut Vec<u8>) {
+  if wire.is_empty() {
     return;
   }
   if let Some(p) = PUMP.get() {
-    let mut b = p.batch.lock().unwrap();
-    for frame in frames.drain(..) {
-      b.add(id, mode, Event::Message { frame, handle: None });
-    }
+    add_wire(&mut p.batch.lock().unwrap(), id, mode, wire);
   }
 }
 
@@ -174,33 +217,21 @@ pub fn queue_frames(id: u32, mode: Serialization, frames: &mut Vec<Vec<u8>>) {
 /// JSON lines, or a Buffer of advanced frames each behind its 4-byte length
 /// (as on the wire), with no batch object to build (`Some`). Otherwise they
 /// are queued behind what waits, and the pump takes it all (`None`).
-pub fn direct_frames(id: u32, mode: Serialization, frames: &mut Vec<Vec<u8>>) -> Option<(u32, Serialization, Vec<u8>)> {
+pub fn direct_frames(id: u32, mode: Serialization, wire: &mut Vec<u8>) -> Option<(u32, Serialization, Vec<u8>)> {
   let p = PUMP.get()?;
   {
     let mut b = p.batch.lock().unwrap();
     if !b.is_empty() {
-      for frame in frames.drain(..) {
-        b.add(id, mode, Event::Message { frame, handle: None });
-      }
+      add_wire(&mut b, id, mode, wire);
       return None;
     }
   }
-  // Copied into the JS heap by `frame_args`: the buffer is reused (fresh
-  // allocations of this size per wake-up cost page faults).
-  let mut bytes = crate::js_call::spare_bytes();
-  for frame in frames.drain(..) {
-    match mode {
-      Serialization::Json => {
-        if !bytes.is_empty() {
-          bytes.push(b'\n');
-        }
-        bytes.extend_from_slice(&frame);
-      }
-      Serialization::Advanced => {
-        bytes.extend_from_slice(&(frame.len() as u32).to_be_bytes());
-        bytes.extend_from_slice(&frame);
-      }
-    }
+  // Copied into the JS heap by `frame_args`; the two buffers take turns, so
+  // neither is allocated afresh per read (that costs page faults).
+  let mut bytes = std::mem::replace(wire, crate::js_call::spare_bytes());
+  if mode == Serialization::Json {
+    // Lines joined by newlines: the last one's goes.
+    bytes.pop();
   }
   Some((id, mode, bytes))
 }

@@ -49,6 +49,12 @@ extern "C" {
 /// handle fires again on the next loop turn for the rest.
 const READS_PER_WAKE: usize = 16;
 
+/// JS is called once per read (at most 64 KiB of frames), not once per
+/// wake-up: a string or Buffer past V8's regular object size (about 128 KiB)
+/// is a fresh large-object allocation each time, page faults and all, which
+/// cost more than the calls saved.
+const READS_PER_CALL: usize = 1;
+
 /// Channels waiting for the JS thread to start reading them.
 static WAITING: Mutex<Vec<Handover>> = Mutex::new(Vec::new());
 
@@ -82,8 +88,9 @@ struct Reader {
   channel: Arc<Channel>,
   /// The uv_poll_t, allocated here (its size comes from libuv).
   handle: *mut c_void,
-  /// User frames of this wake-up, not yet queued for JS.
-  frames: Vec<Vec<u8>>,
+  /// User frames of this read as they were on the wire, not yet queued for
+  /// JS.
+  frames: Vec<u8>,
   closing: bool,
 }
 
@@ -136,12 +143,14 @@ impl Reader {
   /// Reads what is there (a bounded amount), collects user frames for JS and
   /// hands the rest to the core. Returns whether frames were queued in the
   /// pump's batch (behind which the rest must go); the rest is in `frames`.
-  fn read(&mut self, inbox: &mut Inbox) -> bool {
+  /// `drained`: the socket has nothing more (or the channel ended).
+  fn read(&mut self, inbox: &mut Inbox, drained: &mut bool) -> bool {
     let mut queued = false;
     let channel = self.channel.clone();
     let to_core = &channel.to_core;
-    for _ in 0..READS_PER_WAKE {
-      let drained = match inbox.read(self.fd.as_raw_fd()) {
+    *drained = true;
+    for _ in 0..READS_PER_CALL {
+      let emptied = match inbox.read(self.fd.as_raw_fd()) {
         Read::Data { drained } => drained,
         Read::WouldBlock => true,
         Read::End(error) => {
@@ -150,9 +159,14 @@ impl Reader {
           return queued;
         }
       };
-      while let Some(msg) = inbox.next() {
+      loop {
+        // The common case: straight from the decoder into one buffer.
+        if !to_core.busy() && inbox.next_user_into(&mut self.frames) {
+          continue;
+        }
+        let Some(msg) = inbox.next() else { break };
         match msg {
-          Inbound::User(frame) if !to_core.busy() => self.frames.push(frame),
+          Inbound::User(frame) if !to_core.busy() => crate::pump::append_wire(self.mode, &frame, &mut self.frames),
           // Nothing read after a frame we refuse is delivered, as before.
           Inbound::Garbage(reason) => {
             queued |= self.flush();
@@ -166,10 +180,11 @@ impl Reader {
           }
         }
       }
-      if drained {
-        break;
+      if emptied {
+        return queued;
       }
     }
+    *drained = false;
     queued
   }
 
@@ -195,31 +210,37 @@ impl Reader {
 unsafe extern "C" fn on_readable(handle: *mut c_void, _status: c_int, _events: c_int) {
   // A poll error (status < 0) shows up in the read as well.
   let reader = &mut *reader_of(handle);
-  if reader.closing {
-    return;
-  }
   handover::JS_TURNS.fetch_add(1, Ordering::Release);
   let channel = reader.channel.clone();
-  let delivery = {
-    // Where each frame goes is decided under the lock: frames the core
-    // reads for a stuck JS thread cannot overtake these.
-    let mut inbox = channel.inbox.lock().unwrap();
-    if channel.ended.load(Ordering::Acquire) {
-      None
-    } else if reader.read(&mut inbox) {
-      reader.flush();
-      Some(None)
-    } else if !reader.frames.is_empty() {
-      Some(crate::pump::direct_frames(reader.id, reader.mode, &mut reader.frames))
-    } else {
-      None
+  for _ in 0..READS_PER_WAKE / READS_PER_CALL {
+    if reader.closing {
+      return;
     }
-  };
-  if channel.ended.load(Ordering::Acquire) {
-    reader.close();
-  }
-  if let Some(frames) = delivery {
-    crate::js_call::call_now(reader.env, frames);
+    let mut drained = true;
+    let delivery = {
+      // Where each frame goes is decided under the lock: frames the core
+      // reads for a stuck JS thread cannot overtake these.
+      let mut inbox = channel.inbox.lock().unwrap();
+      if channel.ended.load(Ordering::Acquire) {
+        None
+      } else if reader.read(&mut inbox, &mut drained) {
+        reader.flush();
+        Some(None)
+      } else if !reader.frames.is_empty() {
+        Some(crate::pump::direct_frames(reader.id, reader.mode, &mut reader.frames))
+      } else {
+        None
+      }
+    };
+    if channel.ended.load(Ordering::Acquire) {
+      reader.close();
+    }
+    if let Some(frames) = delivery {
+      crate::js_call::call_now(reader.env, frames);
+    }
+    if drained {
+      return;
+    }
   }
 }
 
