@@ -8,12 +8,20 @@
 const nodeCluster = require('node:cluster');
 const { select } = require('./lib/select');
 
-switch (select({ platform: process.platform, isWorker: nodeCluster.isWorker })) {
+const { isMainThread } = require('node:worker_threads');
+
+switch (select({ platform: process.platform, isWorker: nodeCluster.isWorker, isMainThread })) {
   case 'worker':
     module.exports = require('./lib/child');
     break;
   case 'node-fallback':
     process.emitWarning('rcluster has no Windows core yet; using node:cluster', { code: 'RCLUSTER_FALLBACK' });
+    module.exports = nodeCluster;
+    break;
+  case 'thread-fallback':
+    process.emitWarning("rcluster's primary runs on the main thread only; using node:cluster in this worker thread", {
+      code: 'RCLUSTER_FALLBACK',
+    });
     module.exports = nodeCluster;
     break;
   default:

@@ -38,6 +38,18 @@ test('reuseport: a blocked worker is steered away from, its queue answered by th
   assert.ok(after.some((x) => x.body === '1'), `worker 1 serves again after its block: ${JSON.stringify(count(after))}`);
 });
 
+// The probes the watcher writes are internal messages in the worker's own
+// serialization: a worker that reads them after its block (V8 frames here)
+// must take them for what they are and serve on.
+test('reuseport, advanced serialization: the blocked worker reads its probes and serves again', async () => {
+  const r = await run('reuseport', { SERIALIZATION: 'advanced', BLOCK_MS: '1500', AFTER_MS: '500' });
+  const by = JSON.stringify(count(r.results));
+  assert.ok(r.results.every((x) => x.body === '1' || x.body === '2'), `every request answered: ${by}`);
+  assert.ok(r.stalls >= 1, `stalls ${r.stalls}`);
+  const after = r.results.filter((x) => x.sent > r.unblockedAt + 200);
+  assert.ok(after.some((x) => x.body === '1'), `worker 1 serves again after its block: ${JSON.stringify(count(after))}`);
+});
+
 test('reuseport: with every worker blocked, connections wait and are answered afterwards', async () => {
   const r = await run('reuseport', { BLOCKED: 'all', BLOCK_MS: '1500', AFTER_MS: '300' });
   const by = JSON.stringify(count(r.results));

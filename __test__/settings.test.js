@@ -174,4 +174,6 @@ test('platforms: Windows falls back to node:cluster, workers get Node\'s cluster
   assert.equal(select({ platform: 'darwin', isWorker: false }), 'primary');
   assert.equal(select({ platform: 'win32', isWorker: false }), 'node-fallback');
   assert.equal(select({ platform: 'linux', isWorker: true }), 'worker');
+  assert.equal(select({ platform: 'linux', isWorker: false, isMainThread: false }), 'thread-fallback');
+  assert.equal(select({ platform: 'linux', isWorker: true, isMainThread: false }), 'worker');
 });

@@ -143,15 +143,16 @@ impl Reader {
   /// Reads what is there (a bounded amount), collects user frames for JS and
   /// hands the rest to the core. Returns whether frames were queued in the
   /// pump's batch (behind which the rest must go); the rest is in `frames`.
-  /// `drained`: the socket has nothing more (or the channel ended).
-  fn read(&mut self, inbox: &mut Inbox, drained: &mut bool) -> bool {
+  /// `drained`: the socket has nothing more (or the channel ended). With
+  /// `to_end`, a short read does not count as drained: only EAGAIN or the end.
+  fn read(&mut self, inbox: &mut Inbox, to_end: bool, drained: &mut bool) -> bool {
     let mut queued = false;
     let channel = self.channel.clone();
     let to_core = &channel.to_core;
     *drained = true;
     for _ in 0..READS_PER_CALL {
       let emptied = match inbox.read(self.fd.as_raw_fd()) {
-        Read::Data { drained } => drained,
+        Read::Data { drained } => drained && !to_end,
         Read::WouldBlock => true,
         Read::End(error) => {
           queued |= self.flush();
@@ -207,9 +208,15 @@ impl Reader {
   }
 }
 
-unsafe extern "C" fn on_readable(handle: *mut c_void, _status: c_int, _events: c_int) {
-  // A poll error (status < 0) shows up in the read as well.
+unsafe extern "C" fn on_readable(handle: *mut c_void, status: c_int, _events: c_int) {
   let reader = &mut *reader_of(handle);
+  // POLLERR (status < 0): libuv has stopped the handle. On a Unix socket
+  // that is ECONNRESET, set when the worker exited with our messages unread;
+  // frames it wrote before that may still wait, and the error (our end of
+  // the channel) is only reported once they are read. So read to the end,
+  // and poll again if the bound on reads came first: else neither the rest
+  // nor the end would ever be read here.
+  let stopped = status < 0;
   handover::JS_TURNS.fetch_add(1, Ordering::Release);
   let channel = reader.channel.clone();
   for _ in 0..READS_PER_WAKE / READS_PER_CALL {
@@ -223,7 +230,7 @@ unsafe extern "C" fn on_readable(handle: *mut c_void, _status: c_int, _events: c
       let mut inbox = channel.inbox.lock().unwrap();
       if channel.ended.load(Ordering::Acquire) {
         None
-      } else if reader.read(&mut inbox, &mut drained) {
+      } else if reader.read(&mut inbox, stopped, &mut drained) {
         reader.flush();
         Some(None)
       } else if !reader.frames.is_empty() {
@@ -239,7 +246,13 @@ unsafe extern "C" fn on_readable(handle: *mut c_void, _status: c_int, _events: c
       crate::js_call::call_now(reader.env, frames);
     }
     if drained {
-      return;
+      break;
+    }
+  }
+  if stopped && !reader.closing && !channel.ended.load(Ordering::Acquire) {
+    if uv_poll_start(handle, UV_READABLE, on_readable) != 0 {
+      channel.end(Some("rcluster: cannot poll the channel".into()));
+      reader.close();
     }
   }
 }
