@@ -28,16 +28,23 @@ use socket2::Socket;
 use crate::dispatch::{accept_queue_len, Acceptor};
 use crate::handles::{Deliver, ReusePortGroup, Slot};
 
-/// How often accept queues are sampled. Fixed (it does not depend on the
-/// connection rate). A stall is seen two samples after the first connection
-/// waits, i.e. 10–20 ms into it: well under the shortest pauses that hurt a
-/// tail (GC and blocking calls of tens of ms), while 100 wake-ups a second of
-/// a few µs each cost an idle primary nothing measurable.
+/// How often accept queues are sampled while every queue is empty. Fixed (it
+/// does not depend on the connection rate); 100 wake-ups a second of a few µs
+/// each cost an idle primary nothing measurable.
 pub const LOAD_TICK: Duration = Duration::from_millis(10);
 
-/// Consecutive samples with connections waiting (and the probe unread) that
-/// make a member stalled.
-pub const STALL_SAMPLES: u32 = 2;
+/// How often they are sampled while some member has connections waiting (or a
+/// probe out, or a stall): a stall must be seen within a few ms, because at
+/// ~10k connections a second a waiting queue collects the whole load generator
+/// within a few ms, and a CPU burn of 20 ms is over before a slower detector
+/// fires. Cost under full load: ~1000 wake-ups a second of a few µs.
+pub const FAST_TICK: Duration = Duration::from_millis(1);
+
+/// A probe left unread this long while connections wait makes a member
+/// stalled. Longer than a healthy, saturated worker's event-loop turn
+/// (a batch of accepts and requests, a scavenge: ~1 ms), much shorter than the
+/// pauses that hurt a tail.
+pub const STALL_AFTER: Duration = Duration::from_millis(3);
 
 /// Stalls seen since the process started (every group, every member).
 pub static STALLS: AtomicU64 = AtomicU64::new(0);
@@ -51,6 +58,8 @@ pub struct Sample {
   pub queued: usize,
   /// Its worker has not read everything the primary wrote on its channel.
   pub unread: bool,
+  /// When it was taken (any monotonic clock).
+  pub at: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,54 +74,71 @@ pub struct Step {
   pub verdict: Option<Verdict>,
   /// Write a probe on the worker's channel.
   pub probe: bool,
+  /// Sample again soon (`FAST_TICK`): connections wait, a probe is out, or it
+  /// stalls.
+  pub busy: bool,
 }
 
 /// The watcher's memory of one member.
 #[derive(Clone, Debug, Default)]
 pub struct Watch {
-  /// Consecutive samples with connections waiting.
-  busy: u32,
-  /// A probe was written that the worker had not read at the last sample.
-  probing: bool,
+  /// When the probe its worker has not read yet was written.
+  probed_at: Option<Duration>,
   pub stalled: bool,
 }
 
 impl Watch {
-  /// The decision, a pure function of the samples. Hysteresis: it takes
-  /// `STALL_SAMPLES` samples of a waiting queue *and* a probe left unread
-  /// for a whole tick to stall, and the worker reading its channel again to
-  /// recover (its queue is empty by then: the primary drains it).
+  /// The decision, a pure function of the samples. Hysteresis: it takes a
+  /// waiting queue *and* a probe left unread for `STALL_AFTER` to stall, and
+  /// the worker reading its channel again to recover (its queue is empty by
+  /// then: the primary drains it).
   pub fn sample(&mut self, s: Sample) -> Step {
-    let probed = self.probing && s.unread;
     if !s.unread {
-      self.probing = false;
+      self.probed_at = None;
     }
     if self.stalled {
       if s.unread {
-        return Step::default();
+        return Step {
+          busy: true,
+          ..Step::default()
+        };
       }
       self.stalled = false;
-      self.busy = 0;
       return Step {
         verdict: Some(Verdict::Recovered),
         probe: false,
+        busy: s.queued > 0,
       };
     }
+    let out = self.probed_at.is_some();
     if s.queued == 0 {
-      self.busy = 0;
-      return Step::default();
-    }
-    self.busy = self.busy.saturating_add(1);
-    if self.busy >= STALL_SAMPLES && probed {
-      self.stalled = true;
       return Step {
-        verdict: Some(Verdict::Stalled),
-        probe: false,
+        busy: out,
+        ..Step::default()
       };
     }
-    let probe = !self.probing;
-    self.probing = true;
-    Step { verdict: None, probe }
+    match self.probed_at {
+      Some(t) if s.at.saturating_sub(t) >= STALL_AFTER => {
+        self.stalled = true;
+        Step {
+          verdict: Some(Verdict::Stalled),
+          probe: false,
+          busy: true,
+        }
+      }
+      Some(_) => Step {
+        busy: true,
+        ..Step::default()
+      },
+      None => {
+        self.probed_at = Some(s.at);
+        Step {
+          verdict: None,
+          probe: true,
+          busy: true,
+        }
+      }
+    }
   }
 }
 
@@ -136,6 +162,8 @@ pub struct Watched {
   pub probes: Vec<u32>,
   /// A member stalled or recovered: the group must be steered again.
   pub changed: bool,
+  /// Some member wants a sample again soon (`Step::busy`).
+  pub busy: bool,
 }
 
 /// Samples every member of `g` that has a worker (`unread`: whether that
@@ -146,13 +174,16 @@ pub struct Watched {
 /// dispatcher, whose workers are the healthy ones.
 pub fn watch_group(g: &mut ReusePortGroup, unread: &dyn Fn(u32) -> bool, deliver: &Deliver) -> Watched {
   let mut out = Watched::default();
+  let at = clock();
   for slot in g.slots.iter_mut() {
     let Some(owner) = slot.owner else { continue };
     let queued = accept_queue_len(slot.sock.as_raw_fd()).unwrap_or(0);
     let step = slot.watch.sample(Sample {
       queued,
       unread: unread(owner),
+      at,
     });
+    out.busy |= step.busy;
     if step.probe {
       out.probes.push(owner);
     }
@@ -196,6 +227,12 @@ fn start_drain(slot: &Slot, deliver: &Deliver) -> Option<Acceptor> {
   .ok()
 }
 
+/// Time since the first call: a monotonic clock for `Sample::at`.
+fn clock() -> Duration {
+  static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+  START.get_or_init(std::time::Instant::now).elapsed()
+}
+
 /// Bytes written on a stream socket that its peer has not read yet.
 pub fn unread(fd: RawFd) -> bool {
   let mut n: libc::c_int = 0;
@@ -224,12 +261,22 @@ pub fn counters() -> (u64, u64) {
 mod tests {
   use super::*;
 
-  fn run(w: &mut Watch, samples: &[(usize, bool)]) -> Vec<Step> {
-    samples
-      .iter()
-      .map(|&(queued, unread)| w.sample(Sample { queued, unread }))
+  /// One sample per `FAST_TICK`, from `t0`.
+  fn run_from(w: &mut Watch, t0: Duration, samples: &[(usize, bool)]) -> Vec<Step> {
+    (samples.iter().enumerate())
+      .map(|(i, &(queued, unread))| {
+        let at = t0 + FAST_TICK * i as u32;
+        w.sample(Sample { queued, unread, at })
+      })
       .collect()
   }
+
+  fn run(w: &mut Watch, samples: &[(usize, bool)]) -> Vec<Step> {
+    run_from(w, Duration::ZERO, samples)
+  }
+
+  /// Ticks from the probe to the stall.
+  const N: usize = (STALL_AFTER.as_millis() / FAST_TICK.as_millis()) as usize;
 
   fn verdicts(steps: &[Step]) -> Vec<Option<Verdict>> {
     steps.iter().map(|s| s.verdict).collect()
@@ -238,10 +285,64 @@ mod tests {
   #[test]
   fn a_waiting_queue_and_an_unread_probe_stall() {
     let mut w = Watch::default();
-    let steps = run(&mut w, &[(0, false), (3, false), (7, true)]);
-    assert_eq!(verdicts(&steps), vec![None, None, Some(Verdict::Stalled)]);
+    let mut samples = vec![(0, false), (3, false)];
+    samples.extend(std::iter::repeat_n((7, true), N));
+    let steps = run(&mut w, &samples);
+    let mut want = vec![None; N + 1];
+    want.push(Some(Verdict::Stalled));
+    assert_eq!(verdicts(&steps), want, "stalled once the probe is {STALL_AFTER:?} old");
     assert!(steps[1].probe, "the first waiting queue sends a probe");
+    assert!(steps[2..].iter().all(|s| !s.probe), "one probe out at a time");
+    assert!(
+      !steps[0].busy && steps[1..].iter().all(|s| s.busy),
+      "fast ticks while it waits"
+    );
     assert!(w.stalled);
+  }
+
+  #[test]
+  fn a_turn_shorter_than_the_limit_is_not_a_stall() {
+    let mut w = Watch::default();
+    // A saturated worker: its queue never empties, each probe is read after
+    // almost `STALL_AFTER`.
+    let mut samples = Vec::new();
+    for _ in 0..10 {
+      samples.push((4, false));
+      samples.extend(std::iter::repeat_n((4, true), N - 1));
+    }
+    let steps = run(&mut w, &samples);
+    assert!(verdicts(&steps).iter().all(Option::is_none));
+    assert!(!w.stalled);
+  }
+
+  #[test]
+  fn an_old_unread_probe_stalls_at_the_first_waiting_queue() {
+    let mut w = Watch::default();
+    // A probe went out, the queue emptied, the worker blocked; then a
+    // connection arrives.
+    let steps = run(
+      &mut w,
+      &[(1, false), (0, true), (0, true), (0, true), (0, true), (1, true)],
+    );
+    assert_eq!(verdicts(&steps).last().unwrap(), &Some(Verdict::Stalled));
+  }
+
+  #[test]
+  fn the_clock_not_the_tick_count_decides() {
+    let mut w = Watch::default();
+    // Two late ticks, 10 ms apart, are enough.
+    let a = w.sample(Sample {
+      queued: 2,
+      unread: false,
+      at: Duration::from_millis(100),
+    });
+    let b = w.sample(Sample {
+      queued: 2,
+      unread: true,
+      at: Duration::from_millis(110),
+    });
+    assert!(a.probe);
+    assert_eq!(b.verdict, Some(Verdict::Stalled));
   }
 
   #[test]
@@ -251,6 +352,11 @@ mod tests {
     let steps = run(&mut w, &[(5, false); 20]);
     assert!(verdicts(&steps).iter().all(Option::is_none));
     assert!(steps.iter().all(|s| s.probe), "one probe per tick at most");
+    let idle = run_from(&mut w, Duration::from_secs(1), &[(0, false); 3]);
+    assert!(
+      idle.iter().all(|s| !s.busy && !s.probe),
+      "slow ticks when nothing waits"
+    );
     assert!(!w.stalled);
   }
 
@@ -258,7 +364,10 @@ mod tests {
   fn a_queue_that_empties_resets_the_count() {
     let mut w = Watch::default();
     // Unread bytes alone (a large message on its way) are not a stall.
-    let steps = run(&mut w, &[(1, false), (0, true), (1, true), (0, true), (0, false)]);
+    let steps = run(
+      &mut w,
+      &[(1, false), (0, true), (0, false), (1, false), (0, true), (0, false)],
+    );
     assert!(verdicts(&steps).iter().all(Option::is_none));
     assert!(!w.stalled);
   }
@@ -266,19 +375,26 @@ mod tests {
   #[test]
   fn recovers_when_the_worker_reads_again() {
     let mut w = Watch::default();
-    let steps = run(
-      &mut w,
-      &[(2, false), (4, true), (0, true), (0, true), (0, false), (0, false)],
-    );
+    let mut samples = vec![(2, false)];
+    samples.extend(std::iter::repeat_n((4, true), N));
+    samples.extend([(0, true), (0, true), (0, false), (0, false)]);
+    let steps = run(&mut w, &samples);
     let v = verdicts(&steps);
-    assert_eq!(v[1], Some(Verdict::Stalled));
-    assert_eq!(&v[2..4], &[None, None], "stays stalled while the probe is unread");
-    assert_eq!(v[4], Some(Verdict::Recovered));
-    assert_eq!(v[5], None);
+    assert_eq!(v[N], Some(Verdict::Stalled));
+    assert_eq!(
+      &v[N + 1..N + 3],
+      &[None, None],
+      "stays stalled while the probe is unread"
+    );
+    assert!(steps[N + 1].busy, "a stalled member is sampled fast");
+    assert_eq!(v[N + 3], Some(Verdict::Recovered));
+    assert_eq!(v[N + 4], None);
     assert!(!w.stalled);
     // And it can stall again.
-    let again = run(&mut w, &[(1, false), (1, true)]);
-    assert_eq!(verdicts(&again), vec![None, Some(Verdict::Stalled)]);
+    let mut again = vec![(1, false)];
+    again.extend(std::iter::repeat_n((1, true), N));
+    let again = run_from(&mut w, Duration::from_secs(1), &again);
+    assert_eq!(verdicts(&again).last().unwrap(), &Some(Verdict::Stalled));
   }
 
   #[test]
