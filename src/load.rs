@@ -46,6 +46,13 @@ pub const FAST_TICK: Duration = Duration::from_millis(1);
 /// pauses that hurt a tail.
 pub const STALL_AFTER: Duration = Duration::from_millis(3);
 
+/// A stalled member's queue is taken by the primary (one hand-off per
+/// connection) once its probe is this old. Steering away costs one
+/// `setsockopt` and nothing per connection, so it may fire on a healthy
+/// worker that the scheduler took off the CPU for a few ms; draining costs
+/// per connection, so it waits until the stall is clearly not a hiccup.
+pub const DRAIN_AFTER: Duration = Duration::from_millis(10);
+
 /// Stalls seen since the process started (every group, every member).
 pub static STALLS: AtomicU64 = AtomicU64::new(0);
 /// Connections the primary took from stalled members' queues.
@@ -88,6 +95,28 @@ pub struct Watch {
 }
 
 impl Watch {
+  /// How long its worker has not read its channel, if it is stalled.
+  pub fn stalled_for(&self, at: Duration) -> Option<Duration> {
+    self.probed_at.filter(|_| self.stalled).map(|t| at.saturating_sub(t))
+  }
+}
+
+/// Whether the primary should take the queue of a member stalled for
+/// `stalled`, given the members' stall times (`members`' input): once it is
+/// clearly not a hiccup, and only while someone else reads its channel — or
+/// has stalled for much less (a busy worker, next to one blocked for long).
+pub fn drains(stalled: Option<Duration>, all: impl Iterator<Item = Option<Duration>>) -> bool {
+  let Some(mine) = stalled else { return false };
+  if mine < xp("XP_DRAIN_US", DRAIN_AFTER) {
+    return false;
+  }
+  all
+    .map(|s| s.unwrap_or(Duration::ZERO))
+    .min()
+    .is_some_and(|best| best + DRAIN_AFTER <= mine)
+}
+
+impl Watch {
   /// The decision, a pure function of the samples. Hysteresis: it takes a
   /// waiting queue *and* a probe left unread for `STALL_AFTER` to stall, and
   /// the worker reading its channel again to recover (its queue is empty by
@@ -118,7 +147,7 @@ impl Watch {
       };
     }
     match self.probed_at {
-      Some(t) if s.at.saturating_sub(t) >= STALL_AFTER => {
+      Some(t) if s.at.saturating_sub(t) >= xp("XP_STALL_US", STALL_AFTER) => {
         self.stalled = true;
         Step {
           verdict: Some(Verdict::Stalled),
@@ -142,17 +171,19 @@ impl Watch {
   }
 }
 
-/// The members the steering program may pick: those with a worker that is not
-/// stalled — or every member with a worker when all of them are stalled
-/// (steering everything away would leave the kernel nowhere to put a
-/// connection; they wait where they are).
-pub fn members<'a>(owned: impl Iterator<Item = (u32, bool)> + Clone + 'a) -> Vec<u32> {
-  let healthy: Vec<u32> = owned.clone().filter(|(_, stalled)| !stalled).map(|(i, _)| i).collect();
-  if healthy.is_empty() {
-    owned.map(|(i, _)| i).collect()
-  } else {
-    healthy
+/// The members the steering program may pick, from (member, how long it has
+/// stalled — `None`: it has not): those that have not stalled — or, when all
+/// of them have, the one that stalled last (steering everything away would
+/// leave the kernel nowhere to put a connection; and under full load a healthy
+/// worker's long turn looks like a short stall: better to send it everything
+/// than to give half back to a worker blocked for much longer).
+pub fn members(owned: impl Iterator<Item = (u32, Option<Duration>)> + Clone) -> Vec<u32> {
+  let healthy: Vec<u32> = owned.clone().filter(|(_, s)| s.is_none()).map(|(i, _)| i).collect();
+  if !healthy.is_empty() {
+    return healthy;
   }
+  let shortest = owned.clone().filter_map(|(_, s)| s).min();
+  owned.filter(|(_, s)| *s == shortest).map(|(i, _)| i).take(1).collect()
 }
 
 /// What one sample of a group found.
@@ -196,21 +227,28 @@ pub fn watch_group(g: &mut ReusePortGroup, unread: &dyn Fn(u32) -> bool, deliver
       None => {}
     }
   }
-  let any_healthy = g.slots.iter().any(|s| s.owner.is_some() && !s.watch.stalled);
+  let stalls: Vec<Option<Duration>> = (g.slots.iter().filter(|s| s.owner.is_some()))
+    .map(|s| s.watch.stalled_for(at))
+    .collect();
   for slot in g.slots.iter_mut().filter(|s| s.owner.is_some()) {
-    let drain = slot.watch.stalled && any_healthy;
-    if drain && slot.drain.is_none() {
-      slot.drain = start_drain(slot, deliver);
-    } else if !drain {
+    if drains(slot.watch.stalled_for(at), stalls.iter().copied()) {
+      if slot.drain.is_none() {
+        slot.drain = start_drain(slot, deliver);
+      }
+    } else {
       // The worker accepts again (or nobody else can): its queue is its own.
       slot.drain = None;
     }
   }
-  if out.changed {
-    // Connections the primary holds go to healthy workers only; with none,
-    // they wait in the primary until one recovers.
-    let takers = g.slots.iter().filter(|s| !s.watch.stalled);
-    g.dispatcher.workers = takers.filter_map(|s| s.owner).collect();
+  // Connections the primary holds go to the members the kernel may pick.
+  let owned = g
+    .slots
+    .iter()
+    .filter_map(|s| s.owner.map(|o| (o, s.watch.stalled_for(at))));
+  let takers = members(owned);
+  if takers != g.dispatcher.workers {
+    g.dispatcher.workers = takers;
+    out.changed = true;
   }
   out
 }
@@ -227,8 +265,16 @@ fn start_drain(slot: &Slot, deliver: &Deliver) -> Option<Acceptor> {
   .ok()
 }
 
+pub fn xp(name: &str, d: Duration) -> Duration {
+  std::env::var(name)
+    .ok()
+    .and_then(|v| v.parse().ok())
+    .map(Duration::from_micros)
+    .unwrap_or(d)
+}
+
 /// Time since the first call: a monotonic clock for `Sample::at`.
-fn clock() -> Duration {
+pub fn clock() -> Duration {
   static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
   START.get_or_init(std::time::Instant::now).elapsed()
 }
@@ -397,13 +443,39 @@ mod tests {
     assert_eq!(verdicts(&again).last().unwrap(), &Some(Verdict::Stalled));
   }
 
+  const MS: fn(u64) -> Option<Duration> = |ms| Some(Duration::from_millis(ms));
+
   #[test]
   fn never_steers_everything_away() {
-    let all_stalled = [(0, true), (1, true)];
-    assert_eq!(members(all_stalled.into_iter()), vec![0, 1]);
-    let one = [(0, false), (1, true), (2, false)];
+    let all_stalled = [(0, MS(50)), (1, MS(4)), (2, MS(90))];
+    assert_eq!(
+      members(all_stalled.into_iter()),
+      vec![1],
+      "all stalled: the one that stalled last"
+    );
+    let one = [(0, None), (1, MS(4)), (2, None)];
     assert_eq!(members(one.into_iter()), vec![0, 2]);
     assert!(members(std::iter::empty()).is_empty());
+  }
+
+  #[test]
+  fn a_queue_is_taken_only_from_a_long_stall_with_someone_to_take_it() {
+    let none = None;
+    assert!(!drains(none, [none, none].into_iter()), "not stalled");
+    let short = DRAIN_AFTER - Duration::from_millis(1);
+    assert!(
+      !drains(Some(short), [Some(short), none].into_iter()),
+      "a hiccup: steered away, queue kept"
+    );
+    assert!(drains(Some(DRAIN_AFTER), [Some(DRAIN_AFTER), none].into_iter()));
+    // Everyone stalled: from the long stall to the short one, not both ways.
+    let long = MS(200).unwrap();
+    assert!(drains(Some(long), [Some(long), MS(3)].into_iter()));
+    assert!(!drains(MS(3), [Some(long), MS(3)].into_iter()));
+    assert!(!drains(
+      Some(long),
+      [Some(long), Some(long - Duration::from_millis(1))].into_iter()
+    ));
   }
 
   #[test]
