@@ -1,12 +1,14 @@
 //! Load-aware reuseport: the queue watcher. A reuseport group's kernel hash is
 //! blind: a worker whose event loop is stuck (GC, a synchronous read, a CPU-heavy
 //! request) keeps getting its share of new connections, which wait until it
-//! comes back. Every `LOAD_TICK` the core samples each member's accept queue;
-//! a member whose queue stays non-empty while its worker does not even read
-//! its IPC channel is *stalled*: the steering program leaves it out, and the
-//! primary accepts what waits in its queue and hands it to the other workers
-//! (the path a departed worker's queue takes). It is back in as soon as its
-//! worker reads its channel again.
+//! comes back. The core samples each member's accept queue every `FAST_TICK`
+//! (1 ms) while some queue holds connections, every `LOAD_TICK` (10 ms) once
+//! all have been empty for a while. A member with connections waiting whose
+//! worker has not read its IPC channel for `STALL_AFTER` (3 ms) is *stalled*:
+//! the steering program leaves it out (one `setsockopt`); after `DRAIN_AFTER`
+//! (10 ms) the primary also accepts what waits in its queue and hands it to
+//! the other workers (the path a departed worker's queue takes). It is back in
+//! as soon as its worker reads its channel again.
 //!
 //! Why the channel: under full load a healthy worker's queue is non-empty at
 //! most instants too, so the queue alone cannot tell busy from stuck. An
@@ -16,8 +18,11 @@
 //! (`SIOCOUTQ`: bytes the peer has not read yet).
 //!
 //! Costs: with every member healthy and idle, one wake-up of the core thread
-//! per tick and one `getsockopt` per member; under load, at most one probe
-//! message per worker per tick. Nothing per connection until a member stalls.
+//! per 10 ms and one `getsockopt` per member; under load, 1000 wake-ups a
+//! second and at most one probe message out per worker. Nothing per
+//! connection until a member has stalled for `DRAIN_AFTER`: under full load a
+//! healthy worker that the scheduler takes off the CPU for a few ms is steered
+//! away from now and then, which costs a `setsockopt`, not a hand-off.
 
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -102,18 +107,12 @@ impl Watch {
 }
 
 /// Whether the primary should take the queue of a member stalled for
-/// `stalled`, given the members' stall times (`members`' input): once it is
-/// clearly not a hiccup, and only while someone else reads its channel — or
-/// has stalled for much less (a busy worker, next to one blocked for long).
-pub fn drains(stalled: Option<Duration>, all: impl Iterator<Item = Option<Duration>>) -> bool {
-  let Some(mine) = stalled else { return false };
-  if mine < xp("XP_DRAIN_US", DRAIN_AFTER) {
-    return false;
-  }
-  all
-    .map(|s| s.unwrap_or(Duration::ZERO))
-    .min()
-    .is_some_and(|best| best + DRAIN_AFTER <= mine)
+/// `stalled`, given every member's (`members`' input): once it is clearly not
+/// a hiccup, and only while some member is not stalled — with all of them
+/// stalled there is nobody to hand connections to, and they wait where they
+/// are.
+pub fn drains(stalled: Option<Duration>, mut all: impl Iterator<Item = Option<Duration>>) -> bool {
+  stalled.is_some_and(|d| d >= DRAIN_AFTER) && all.any(|s| s.is_none())
 }
 
 impl Watch {
@@ -147,7 +146,7 @@ impl Watch {
       };
     }
     match self.probed_at {
-      Some(t) if s.at.saturating_sub(t) >= xp("XP_STALL_US", STALL_AFTER) => {
+      Some(t) if s.at.saturating_sub(t) >= STALL_AFTER => {
         self.stalled = true;
         Step {
           verdict: Some(Verdict::Stalled),
@@ -263,14 +262,6 @@ fn start_drain(slot: &Slot, deliver: &Deliver) -> Option<Acceptor> {
     d(conns)
   })
   .ok()
-}
-
-pub fn xp(name: &str, d: Duration) -> Duration {
-  std::env::var(name)
-    .ok()
-    .and_then(|v| v.parse().ok())
-    .map(Duration::from_micros)
-    .unwrap_or(d)
 }
 
 /// Time since the first call: a monotonic clock for `Sample::at`.
@@ -468,14 +459,10 @@ mod tests {
       "a hiccup: steered away, queue kept"
     );
     assert!(drains(Some(DRAIN_AFTER), [Some(DRAIN_AFTER), none].into_iter()));
-    // Everyone stalled: from the long stall to the short one, not both ways.
+    // Everyone stalled: the connections wait where they are.
     let long = MS(200).unwrap();
-    assert!(drains(Some(long), [Some(long), MS(3)].into_iter()));
-    assert!(!drains(MS(3), [Some(long), MS(3)].into_iter()));
-    assert!(!drains(
-      Some(long),
-      [Some(long), Some(long - Duration::from_millis(1))].into_iter()
-    ));
+    assert!(!drains(Some(long), [Some(long), MS(3)].into_iter()));
+    assert!(drains(Some(long), [Some(long), none].into_iter()));
   }
 
   #[test]

@@ -77,8 +77,8 @@ impl State {
     let Some(t) = self.load_tick.as_mut() else { return };
     if busy {
       t.quiet = 0;
-      if t.period != load::xp("XP_FAST_US", FAST_TICK) {
-        self.set_load_tick(load::xp("XP_FAST_US", FAST_TICK));
+      if t.period != FAST_TICK {
+        self.set_load_tick(FAST_TICK);
       }
     } else if t.period != LOAD_TICK {
       t.quiet += 1;
