@@ -120,6 +120,28 @@ function targets(summary, runs) {
     add({ id: 'mixed-p99', what: 'mixed p99 (ms) ≤ node RR p99', config: 'rcluster-rr', workload: 'mixed',
       value: a, op: '<=', target: b, unit: 'ms' });
   }
+  {
+    // Issue #10, the load-aware default (keep-alive ≥ 0.97×, CPU ≤ 5 % and
+    // share ≤ 1.25 are the targets above).
+    const c = 'rcluster-reuseport';
+    const p99 = (w, base) => med(summary, w, base, 'p99Ms');
+    add({ id: 'close-rps-load-aware', what: 'conn/request req/s vs node RR (load-aware default)', config: c,
+      workload: 'close', value: ratio('close', c, 'rps'), op: '>=', target: 1.9, unit: '×',
+      detail: rounds('close', c, 'rps') });
+    add({ id: 'stall-p99', what: 'stall p99 (ms) ≤ node RR p99', config: c, workload: 'stall',
+      value: p99('stall', c), op: '<=', target: p99('stall', BASELINE), unit: 'ms' });
+    add({ id: 'stall-rps', what: 'stall req/s vs node RR', config: c, workload: 'stall',
+      value: ratio('stall', c, 'rps'), op: '>=', target: 1.8, unit: '×', detail: rounds('stall', c, 'rps') });
+    const rr = p99('mixed', BASELINE);
+    add({ id: 'mixed-p99-rr', what: 'mixed p99 (ms) ≤ 0.9× node RR p99', config: c, workload: 'mixed',
+      value: p99('mixed', c), op: '<=', target: rr === null ? null : 0.9 * rr, unit: 'ms' });
+    add({ id: 'mixed-p99-none', what: 'mixed p99 (ms) ≤ node NONE p99', config: c, workload: 'mixed',
+      value: p99('mixed', c), op: '<=', target: p99('mixed', 'node-none'), unit: 'ms' });
+    const none = med(summary, 'mixed', 'node-none', 'rps');
+    const mine = med(summary, 'mixed', c, 'rps');
+    add({ id: 'mixed-rps-none', what: 'mixed req/s vs node NONE', config: c, workload: 'mixed',
+      value: none > 0 && mine !== null ? mine / none : null, op: '>=', target: 0.95, unit: '×' });
+  }
   for (const c of ['rcluster-reuseport', 'rcluster-rr', 'rcluster-none']) {
     add({ id: `busy-p99-${c}`, what: 'busy-primary p99 (ms) < 100', config: c, workload: 'busy',
       value: med(summary, 'busy', c, 'p99Ms'), op: '<', target: 100, unit: 'ms' });

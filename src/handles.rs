@@ -565,7 +565,8 @@ impl ReusePortGroup {
     } else {
       // Stalled members are left out (`load::members`).
       let owned = self.slots.iter().enumerate().filter(|(_, s)| s.owner.is_some());
-      let live = load::members(owned.map(|(i, s)| (i as u32, s.watch.stalled)));
+      let at = load::clock();
+      let live = load::members(owned.map(|(i, s)| (i as u32, s.watch.stalled_for(at))));
       sockets::steer_reuseport(fd, &live)
     };
     if attached.is_err() {

@@ -1,12 +1,14 @@
 //! Load-aware reuseport: the queue watcher. A reuseport group's kernel hash is
 //! blind: a worker whose event loop is stuck (GC, a synchronous read, a CPU-heavy
 //! request) keeps getting its share of new connections, which wait until it
-//! comes back. Every `LOAD_TICK` the core samples each member's accept queue;
-//! a member whose queue stays non-empty while its worker does not even read
-//! its IPC channel is *stalled*: the steering program leaves it out, and the
-//! primary accepts what waits in its queue and hands it to the other workers
-//! (the path a departed worker's queue takes). It is back in as soon as its
-//! worker reads its channel again.
+//! comes back. The core samples each member's accept queue every `FAST_TICK`
+//! (1 ms) while some queue holds connections, every `LOAD_TICK` (10 ms) once
+//! all have been empty for a while. A member with connections waiting whose
+//! worker has not read its IPC channel for `STALL_AFTER` (3 ms) is *stalled*:
+//! the steering program leaves it out (one `setsockopt`); after `DRAIN_AFTER`
+//! (10 ms) the primary also accepts what waits in its queue and hands it to
+//! the other workers (the path a departed worker's queue takes). It is back in
+//! as soon as its worker reads its channel again.
 //!
 //! Why the channel: under full load a healthy worker's queue is non-empty at
 //! most instants too, so the queue alone cannot tell busy from stuck. An
@@ -16,8 +18,11 @@
 //! (`SIOCOUTQ`: bytes the peer has not read yet).
 //!
 //! Costs: with every member healthy and idle, one wake-up of the core thread
-//! per tick and one `getsockopt` per member; under load, at most one probe
-//! message per worker per tick. Nothing per connection until a member stalls.
+//! per 10 ms and one `getsockopt` per member; under load, 1000 wake-ups a
+//! second and at most one probe message out per worker. Nothing per
+//! connection until a member has stalled for `DRAIN_AFTER`: under full load a
+//! healthy worker that the scheduler takes off the CPU for a few ms is steered
+//! away from now and then, which costs a `setsockopt`, not a hand-off.
 
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,16 +33,30 @@ use socket2::Socket;
 use crate::dispatch::{accept_queue_len, Acceptor};
 use crate::handles::{Deliver, ReusePortGroup, Slot};
 
-/// How often accept queues are sampled. Fixed (it does not depend on the
-/// connection rate). A stall is seen two samples after the first connection
-/// waits, i.e. 10–20 ms into it: well under the shortest pauses that hurt a
-/// tail (GC and blocking calls of tens of ms), while 100 wake-ups a second of
-/// a few µs each cost an idle primary nothing measurable.
+/// How often accept queues are sampled while every queue is empty. Fixed (it
+/// does not depend on the connection rate); 100 wake-ups a second of a few µs
+/// each cost an idle primary nothing measurable.
 pub const LOAD_TICK: Duration = Duration::from_millis(10);
 
-/// Consecutive samples with connections waiting (and the probe unread) that
-/// make a member stalled.
-pub const STALL_SAMPLES: u32 = 2;
+/// How often they are sampled while some member has connections waiting (or a
+/// probe out, or a stall): a stall must be seen within a few ms, because at
+/// ~10k connections a second a waiting queue collects the whole load generator
+/// within a few ms, and a CPU burn of 20 ms is over before a slower detector
+/// fires. Cost under full load: ~1000 wake-ups a second of a few µs.
+pub const FAST_TICK: Duration = Duration::from_millis(1);
+
+/// A probe left unread this long while connections wait makes a member
+/// stalled. Longer than a healthy, saturated worker's event-loop turn
+/// (a batch of accepts and requests, a scavenge: ~1 ms), much shorter than the
+/// pauses that hurt a tail.
+pub const STALL_AFTER: Duration = Duration::from_millis(3);
+
+/// A stalled member's queue is taken by the primary (one hand-off per
+/// connection) once its probe is this old. Steering away costs one
+/// `setsockopt` and nothing per connection, so it may fire on a healthy
+/// worker that the scheduler took off the CPU for a few ms; draining costs
+/// per connection, so it waits until the stall is clearly not a hiccup.
+pub const DRAIN_AFTER: Duration = Duration::from_millis(10);
 
 /// Stalls seen since the process started (every group, every member).
 pub static STALLS: AtomicU64 = AtomicU64::new(0);
@@ -51,6 +70,8 @@ pub struct Sample {
   pub queued: usize,
   /// Its worker has not read everything the primary wrote on its channel.
   pub unread: bool,
+  /// When it was taken (any monotonic clock).
+  pub at: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,68 +86,103 @@ pub struct Step {
   pub verdict: Option<Verdict>,
   /// Write a probe on the worker's channel.
   pub probe: bool,
+  /// Sample again soon (`FAST_TICK`): connections wait, a probe is out, or it
+  /// stalls.
+  pub busy: bool,
 }
 
 /// The watcher's memory of one member.
 #[derive(Clone, Debug, Default)]
 pub struct Watch {
-  /// Consecutive samples with connections waiting.
-  busy: u32,
-  /// A probe was written that the worker had not read at the last sample.
-  probing: bool,
+  /// When the probe its worker has not read yet was written.
+  probed_at: Option<Duration>,
   pub stalled: bool,
 }
 
 impl Watch {
-  /// The decision, a pure function of the samples. Hysteresis: it takes
-  /// `STALL_SAMPLES` samples of a waiting queue *and* a probe left unread
-  /// for a whole tick to stall, and the worker reading its channel again to
-  /// recover (its queue is empty by then: the primary drains it).
-  pub fn sample(&mut self, s: Sample) -> Step {
-    let probed = self.probing && s.unread;
-    if !s.unread {
-      self.probing = false;
-    }
-    if self.stalled {
-      if s.unread {
-        return Step::default();
-      }
-      self.stalled = false;
-      self.busy = 0;
-      return Step {
-        verdict: Some(Verdict::Recovered),
-        probe: false,
-      };
-    }
-    if s.queued == 0 {
-      self.busy = 0;
-      return Step::default();
-    }
-    self.busy = self.busy.saturating_add(1);
-    if self.busy >= STALL_SAMPLES && probed {
-      self.stalled = true;
-      return Step {
-        verdict: Some(Verdict::Stalled),
-        probe: false,
-      };
-    }
-    let probe = !self.probing;
-    self.probing = true;
-    Step { verdict: None, probe }
+  /// How long its worker has not read its channel, if it is stalled.
+  pub fn stalled_for(&self, at: Duration) -> Option<Duration> {
+    self.probed_at.filter(|_| self.stalled).map(|t| at.saturating_sub(t))
   }
 }
 
-/// The members the steering program may pick: those with a worker that is not
-/// stalled — or every member with a worker when all of them are stalled
-/// (steering everything away would leave the kernel nowhere to put a
-/// connection; they wait where they are).
-pub fn members<'a>(owned: impl Iterator<Item = (u32, bool)> + Clone + 'a) -> Vec<u32> {
-  let healthy: Vec<u32> = owned.clone().filter(|(_, stalled)| !stalled).map(|(i, _)| i).collect();
-  if healthy.is_empty() {
-    owned.map(|(i, _)| i).collect()
-  } else {
-    healthy
+/// Whether the primary should take the queue of a member stalled for
+/// `stalled`, given every member's (`members`' input): once it is clearly not
+/// a hiccup, and only while some member is not stalled — with all of them
+/// stalled there is nobody to hand connections to, and they wait where they
+/// are.
+pub fn drains(stalled: Option<Duration>, mut all: impl Iterator<Item = Option<Duration>>) -> bool {
+  stalled.is_some_and(|d| d >= DRAIN_AFTER) && all.any(|s| s.is_none())
+}
+
+impl Watch {
+  /// The decision, a pure function of the samples. Hysteresis: it takes a
+  /// waiting queue *and* a probe left unread for `STALL_AFTER` to stall, and
+  /// the worker reading its channel again to recover (its queue is empty by
+  /// then: the primary drains it).
+  pub fn sample(&mut self, s: Sample) -> Step {
+    if !s.unread {
+      self.probed_at = None;
+    }
+    if self.stalled {
+      if s.unread {
+        return Step {
+          busy: true,
+          ..Step::default()
+        };
+      }
+      self.stalled = false;
+      return Step {
+        verdict: Some(Verdict::Recovered),
+        probe: false,
+        busy: s.queued > 0,
+      };
+    }
+    let out = self.probed_at.is_some();
+    if s.queued == 0 {
+      return Step {
+        busy: out,
+        ..Step::default()
+      };
+    }
+    match self.probed_at {
+      Some(t) if s.at.saturating_sub(t) >= STALL_AFTER => {
+        self.stalled = true;
+        Step {
+          verdict: Some(Verdict::Stalled),
+          probe: false,
+          busy: true,
+        }
+      }
+      Some(_) => Step {
+        busy: true,
+        ..Step::default()
+      },
+      None => {
+        self.probed_at = Some(s.at);
+        Step {
+          verdict: None,
+          probe: true,
+          busy: true,
+        }
+      }
+    }
   }
+}
+
+/// The members the steering program may pick, from (member, how long it has
+/// stalled — `None`: it has not): those that have not stalled — or, when all
+/// of them have, the one that stalled last (steering everything away would
+/// leave the kernel nowhere to put a connection; and under full load a healthy
+/// worker's long turn looks like a short stall: better to send it everything
+/// than to give half back to a worker blocked for much longer).
+pub fn members(owned: impl Iterator<Item = (u32, Option<Duration>)> + Clone) -> Vec<u32> {
+  let healthy: Vec<u32> = owned.clone().filter(|(_, s)| s.is_none()).map(|(i, _)| i).collect();
+  if !healthy.is_empty() {
+    return healthy;
+  }
+  let shortest = owned.clone().filter_map(|(_, s)| s).min();
+  owned.filter(|(_, s)| *s == shortest).map(|(i, _)| i).take(1).collect()
 }
 
 /// What one sample of a group found.
@@ -136,6 +192,8 @@ pub struct Watched {
   pub probes: Vec<u32>,
   /// A member stalled or recovered: the group must be steered again.
   pub changed: bool,
+  /// Some member wants a sample again soon (`Step::busy`).
+  pub busy: bool,
 }
 
 /// Samples every member of `g` that has a worker (`unread`: whether that
@@ -146,13 +204,16 @@ pub struct Watched {
 /// dispatcher, whose workers are the healthy ones.
 pub fn watch_group(g: &mut ReusePortGroup, unread: &dyn Fn(u32) -> bool, deliver: &Deliver) -> Watched {
   let mut out = Watched::default();
+  let at = clock();
   for slot in g.slots.iter_mut() {
     let Some(owner) = slot.owner else { continue };
     let queued = accept_queue_len(slot.sock.as_raw_fd()).unwrap_or(0);
     let step = slot.watch.sample(Sample {
       queued,
       unread: unread(owner),
+      at,
     });
+    out.busy |= step.busy;
     if step.probe {
       out.probes.push(owner);
     }
@@ -165,21 +226,28 @@ pub fn watch_group(g: &mut ReusePortGroup, unread: &dyn Fn(u32) -> bool, deliver
       None => {}
     }
   }
-  let any_healthy = g.slots.iter().any(|s| s.owner.is_some() && !s.watch.stalled);
+  let stalls: Vec<Option<Duration>> = (g.slots.iter().filter(|s| s.owner.is_some()))
+    .map(|s| s.watch.stalled_for(at))
+    .collect();
   for slot in g.slots.iter_mut().filter(|s| s.owner.is_some()) {
-    let drain = slot.watch.stalled && any_healthy;
-    if drain && slot.drain.is_none() {
-      slot.drain = start_drain(slot, deliver);
-    } else if !drain {
+    if drains(slot.watch.stalled_for(at), stalls.iter().copied()) {
+      if slot.drain.is_none() {
+        slot.drain = start_drain(slot, deliver);
+      }
+    } else {
       // The worker accepts again (or nobody else can): its queue is its own.
       slot.drain = None;
     }
   }
-  if out.changed {
-    // Connections the primary holds go to healthy workers only; with none,
-    // they wait in the primary until one recovers.
-    let takers = g.slots.iter().filter(|s| !s.watch.stalled);
-    g.dispatcher.workers = takers.filter_map(|s| s.owner).collect();
+  // Connections the primary holds go to the members the kernel may pick.
+  let owned = g
+    .slots
+    .iter()
+    .filter_map(|s| s.owner.map(|o| (o, s.watch.stalled_for(at))));
+  let takers = members(owned);
+  if takers != g.dispatcher.workers {
+    g.dispatcher.workers = takers;
+    out.changed = true;
   }
   out
 }
@@ -194,6 +262,12 @@ fn start_drain(slot: &Slot, deliver: &Deliver) -> Option<Acceptor> {
     d(conns)
   })
   .ok()
+}
+
+/// Time since the first call: a monotonic clock for `Sample::at`.
+pub fn clock() -> Duration {
+  static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+  START.get_or_init(std::time::Instant::now).elapsed()
 }
 
 /// Bytes written on a stream socket that its peer has not read yet.
@@ -224,12 +298,22 @@ pub fn counters() -> (u64, u64) {
 mod tests {
   use super::*;
 
-  fn run(w: &mut Watch, samples: &[(usize, bool)]) -> Vec<Step> {
-    samples
-      .iter()
-      .map(|&(queued, unread)| w.sample(Sample { queued, unread }))
+  /// One sample per `FAST_TICK`, from `t0`.
+  fn run_from(w: &mut Watch, t0: Duration, samples: &[(usize, bool)]) -> Vec<Step> {
+    (samples.iter().enumerate())
+      .map(|(i, &(queued, unread))| {
+        let at = t0 + FAST_TICK * i as u32;
+        w.sample(Sample { queued, unread, at })
+      })
       .collect()
   }
+
+  fn run(w: &mut Watch, samples: &[(usize, bool)]) -> Vec<Step> {
+    run_from(w, Duration::ZERO, samples)
+  }
+
+  /// Ticks from the probe to the stall.
+  const N: usize = (STALL_AFTER.as_millis() / FAST_TICK.as_millis()) as usize;
 
   fn verdicts(steps: &[Step]) -> Vec<Option<Verdict>> {
     steps.iter().map(|s| s.verdict).collect()
@@ -238,10 +322,64 @@ mod tests {
   #[test]
   fn a_waiting_queue_and_an_unread_probe_stall() {
     let mut w = Watch::default();
-    let steps = run(&mut w, &[(0, false), (3, false), (7, true)]);
-    assert_eq!(verdicts(&steps), vec![None, None, Some(Verdict::Stalled)]);
+    let mut samples = vec![(0, false), (3, false)];
+    samples.extend(std::iter::repeat_n((7, true), N));
+    let steps = run(&mut w, &samples);
+    let mut want = vec![None; N + 1];
+    want.push(Some(Verdict::Stalled));
+    assert_eq!(verdicts(&steps), want, "stalled once the probe is {STALL_AFTER:?} old");
     assert!(steps[1].probe, "the first waiting queue sends a probe");
+    assert!(steps[2..].iter().all(|s| !s.probe), "one probe out at a time");
+    assert!(
+      !steps[0].busy && steps[1..].iter().all(|s| s.busy),
+      "fast ticks while it waits"
+    );
     assert!(w.stalled);
+  }
+
+  #[test]
+  fn a_turn_shorter_than_the_limit_is_not_a_stall() {
+    let mut w = Watch::default();
+    // A saturated worker: its queue never empties, each probe is read after
+    // almost `STALL_AFTER`.
+    let mut samples = Vec::new();
+    for _ in 0..10 {
+      samples.push((4, false));
+      samples.extend(std::iter::repeat_n((4, true), N - 1));
+    }
+    let steps = run(&mut w, &samples);
+    assert!(verdicts(&steps).iter().all(Option::is_none));
+    assert!(!w.stalled);
+  }
+
+  #[test]
+  fn an_old_unread_probe_stalls_at_the_first_waiting_queue() {
+    let mut w = Watch::default();
+    // A probe went out, the queue emptied, the worker blocked; then a
+    // connection arrives.
+    let steps = run(
+      &mut w,
+      &[(1, false), (0, true), (0, true), (0, true), (0, true), (1, true)],
+    );
+    assert_eq!(verdicts(&steps).last().unwrap(), &Some(Verdict::Stalled));
+  }
+
+  #[test]
+  fn the_clock_not_the_tick_count_decides() {
+    let mut w = Watch::default();
+    // Two late ticks, 10 ms apart, are enough.
+    let a = w.sample(Sample {
+      queued: 2,
+      unread: false,
+      at: Duration::from_millis(100),
+    });
+    let b = w.sample(Sample {
+      queued: 2,
+      unread: true,
+      at: Duration::from_millis(110),
+    });
+    assert!(a.probe);
+    assert_eq!(b.verdict, Some(Verdict::Stalled));
   }
 
   #[test]
@@ -251,6 +389,11 @@ mod tests {
     let steps = run(&mut w, &[(5, false); 20]);
     assert!(verdicts(&steps).iter().all(Option::is_none));
     assert!(steps.iter().all(|s| s.probe), "one probe per tick at most");
+    let idle = run_from(&mut w, Duration::from_secs(1), &[(0, false); 3]);
+    assert!(
+      idle.iter().all(|s| !s.busy && !s.probe),
+      "slow ticks when nothing waits"
+    );
     assert!(!w.stalled);
   }
 
@@ -258,7 +401,10 @@ mod tests {
   fn a_queue_that_empties_resets_the_count() {
     let mut w = Watch::default();
     // Unread bytes alone (a large message on its way) are not a stall.
-    let steps = run(&mut w, &[(1, false), (0, true), (1, true), (0, true), (0, false)]);
+    let steps = run(
+      &mut w,
+      &[(1, false), (0, true), (0, false), (1, false), (0, true), (0, false)],
+    );
     assert!(verdicts(&steps).iter().all(Option::is_none));
     assert!(!w.stalled);
   }
@@ -266,28 +412,57 @@ mod tests {
   #[test]
   fn recovers_when_the_worker_reads_again() {
     let mut w = Watch::default();
-    let steps = run(
-      &mut w,
-      &[(2, false), (4, true), (0, true), (0, true), (0, false), (0, false)],
-    );
+    let mut samples = vec![(2, false)];
+    samples.extend(std::iter::repeat_n((4, true), N));
+    samples.extend([(0, true), (0, true), (0, false), (0, false)]);
+    let steps = run(&mut w, &samples);
     let v = verdicts(&steps);
-    assert_eq!(v[1], Some(Verdict::Stalled));
-    assert_eq!(&v[2..4], &[None, None], "stays stalled while the probe is unread");
-    assert_eq!(v[4], Some(Verdict::Recovered));
-    assert_eq!(v[5], None);
+    assert_eq!(v[N], Some(Verdict::Stalled));
+    assert_eq!(
+      &v[N + 1..N + 3],
+      &[None, None],
+      "stays stalled while the probe is unread"
+    );
+    assert!(steps[N + 1].busy, "a stalled member is sampled fast");
+    assert_eq!(v[N + 3], Some(Verdict::Recovered));
+    assert_eq!(v[N + 4], None);
     assert!(!w.stalled);
     // And it can stall again.
-    let again = run(&mut w, &[(1, false), (1, true)]);
-    assert_eq!(verdicts(&again), vec![None, Some(Verdict::Stalled)]);
+    let mut again = vec![(1, false)];
+    again.extend(std::iter::repeat_n((1, true), N));
+    let again = run_from(&mut w, Duration::from_secs(1), &again);
+    assert_eq!(verdicts(&again).last().unwrap(), &Some(Verdict::Stalled));
   }
+
+  const MS: fn(u64) -> Option<Duration> = |ms| Some(Duration::from_millis(ms));
 
   #[test]
   fn never_steers_everything_away() {
-    let all_stalled = [(0, true), (1, true)];
-    assert_eq!(members(all_stalled.into_iter()), vec![0, 1]);
-    let one = [(0, false), (1, true), (2, false)];
+    let all_stalled = [(0, MS(50)), (1, MS(4)), (2, MS(90))];
+    assert_eq!(
+      members(all_stalled.into_iter()),
+      vec![1],
+      "all stalled: the one that stalled last"
+    );
+    let one = [(0, None), (1, MS(4)), (2, None)];
     assert_eq!(members(one.into_iter()), vec![0, 2]);
     assert!(members(std::iter::empty()).is_empty());
+  }
+
+  #[test]
+  fn a_queue_is_taken_only_from_a_long_stall_with_someone_to_take_it() {
+    let none = None;
+    assert!(!drains(none, [none, none].into_iter()), "not stalled");
+    let short = DRAIN_AFTER - Duration::from_millis(1);
+    assert!(
+      !drains(Some(short), [Some(short), none].into_iter()),
+      "a hiccup: steered away, queue kept"
+    );
+    assert!(drains(Some(DRAIN_AFTER), [Some(DRAIN_AFTER), none].into_iter()));
+    // Everyone stalled: the connections wait where they are.
+    let long = MS(200).unwrap();
+    assert!(!drains(Some(long), [Some(long), MS(3)].into_iter()));
+    assert!(drains(Some(long), [Some(long), none].into_iter()));
   }
 
   #[test]

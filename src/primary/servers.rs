@@ -44,6 +44,8 @@ pub struct LoadSample {
   pub probes: Vec<u32>,
   /// Keys whose takers changed: offer their queues again.
   pub changed: Vec<String>,
+  /// Some member wants a sample again soon (`load::FAST_TICK`).
+  pub busy: bool,
 }
 
 pub struct Servers {
@@ -196,6 +198,7 @@ impl Servers {
       if let Some(w) = h.watch_load(unread) {
         let o = out.get_or_insert_with(LoadSample::default);
         o.probes.extend(w.probes);
+        o.busy |= w.busy;
         if w.changed {
           o.changed.push(key.clone());
         }

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
-use tokio::task::AbortHandle;
 
 use super::events::{Event, EventSink, ExitDecision, ForkInfo};
 use super::servers::Servers;
@@ -55,7 +54,7 @@ pub struct State {
   watchdog: bool,
   reaper: ReaperState,
   /// The queue watcher's ticks, while a reuseport group may exist.
-  pub(super) load_tick: Option<AbortHandle>,
+  pub(super) load_tick: Option<super::stalls::LoadTicker>,
   /// For workers that leave by themselves.
   pub(super) kill_timeout: Duration,
   /// The metrics and health endpoint, when one was asked for.
