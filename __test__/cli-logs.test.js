@@ -153,3 +153,85 @@ test('LineSplitter: pieces make whole lines, a partial one is flushed after a pa
   s.end();
   assert.deepEqual(got.slice(7), ['tail']);
 });
+
+test('a reader slower than the workers holds their writes back instead of filling the CLI\'s memory', async () => {
+  const dir = tempDir();
+  const home = path.join(dir, 'home');
+  const progress = path.join(dir, 'written');
+  const TOTAL = 32 * 1024 * 1024;
+  const file = path.join(dir, 'flood.js');
+  // Writes TOTAL bytes of 1 KiB lines as fast as its own stdout takes them,
+  // recording how much it has written; then 'done'.
+  fs.writeFileSync(file, `const fs = require('node:fs');
+const chunk = ('x'.repeat(1023) + '\\n').repeat(64);
+let written = 0;
+const record = () => fs.writeFileSync(${JSON.stringify(progress)}, String(written));
+function more() {
+  while (written < ${TOTAL}) {
+    written += chunk.length;
+    if (!process.stdout.write(chunk)) {
+      record();
+      process.stdout.once('drain', more);
+      return;
+    }
+  }
+  record();
+  process.stdout.write('done\\n');
+}
+const t = setInterval(record, 50);
+process.on('disconnect', () => clearInterval(t));
+more();
+`);
+  const run = runCli(['-i', '1', file], { home, unreadStdout: true });
+  await run.until(/online/);
+  // Nobody reads the CLI's stdout for a while.
+  await new Promise((resolve) => setTimeout(resolve, 2000));
+  const held = Number(fs.readFileSync(progress, 'utf8'));
+  assert.ok(held < TOTAL / 4, `the worker wrote ${held} bytes while nobody read the CLI's output`);
+  // Now read it all: every line whole, and all of them.
+  const expected = `[flood 0] ${'x'.repeat(1023)}`;
+  let rest = '';
+  let lines = 0;
+  let bad = 0;
+  const done = new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`only ${lines} lines in 60 s`)), 60000);
+    run.child.stdout.setEncoding('utf8').on('data', (d) => {
+      const parts = (rest + d).split('\n');
+      rest = parts.pop();
+      for (const l of parts) {
+        if (l === '[flood 0] done') {
+          clearTimeout(timer);
+          resolve();
+        } else if (l === expected) lines++;
+        else bad++;
+      }
+    });
+  });
+  await done;
+  assert.deepEqual([lines, bad], [TOTAL / 1024, 0]);
+  run.child.kill('SIGTERM');
+  assert.equal((await run.exited).code, 0);
+});
+
+test('rcluster stop writes the workers\' last lines before the CLI exits', async () => {
+  const dir = tempDir();
+  const home = path.join(dir, 'home');
+  const file = path.join(dir, 'farewell.js');
+  const LINES = 20000;
+  // On disconnect: many lines at once (more than a pipe holds), then a natural exit.
+  fs.writeFileSync(file, `const t = setInterval(() => {}, 1000);
+process.on('disconnect', () => {
+  clearInterval(t);
+  let out = '';
+  for (let i = 0; i < ${LINES}; i++) out += 'bye ' + i + '\\n';
+  process.stdout.write(out);
+});
+`);
+  const run = runCli(['-i', '2', file], { home });
+  await run.until(/online/, 2);
+  const stopped = await runToExit(['stop', 'farewell'], { home });
+  assert.equal(stopped.code, 0, stopped.stderr);
+  assert.equal((await run.exited).code, 0);
+  const byes = run.text.stdout.split('\n').filter((l) => /^\[farewell [01]\] bye \d+$/.test(l));
+  assert.equal(byes.length, 2 * LINES);
+});

@@ -52,11 +52,16 @@ function fail1(message, code = 1) {
 
 function main() {
   const { COMMANDS, runCommand, CommandError } = require('../lib/cli/commands');
+  const { settled } = require('../lib/cli/logs');
   const first = argv[0];
   try {
     if (first === 'start') return startApps(argv.slice(1));
     if (COMMANDS.includes(first)) {
-      runCommand(first, argv.slice(1)).then(() => process.exit(0), (err) => {
+      runCommand(first, argv.slice(1)).then(async () => {
+        // A long answer (status --json of many workers) to a pipe may still be on its way.
+        await settled();
+        process.exit(0);
+      }, (err) => {
         if (err instanceof UsageError) fail(err.message, 2);
         if (err instanceof CommandError) fail(err.message, 1);
         fail(err.stack || err.message, 1);
