@@ -35,6 +35,8 @@ function startApps(args) {
   const say = opts.quiet ? () => {} : (line) => process.stderr.write(`[rcluster] ${line}\n`);
   const ecosystem = require('../lib/cli/ecosystem');
   if (ecosystem.isEcosystemFile(rest[0])) {
+    // Each app's arguments are its `args`: anything after the file would be lost.
+    if (rest.length > 1) fail(`unexpected argument ${JSON.stringify(rest[1])} after the ecosystem file`);
     const baseFlags = args.slice(0, args.length - rest.length).filter((a) => a !== '--');
     const apps = ecosystem.appsOf(rest[0], { baseFlags, warn: (line) => process.stderr.write(`rcluster: ${line}\n`) });
     require('../lib/cli/fleet').runFleet(apps, { say });
