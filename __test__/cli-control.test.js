@@ -243,6 +243,12 @@ test('status --watch redraws until SIGINT, and ends when the app stops', async (
   w1.child.kill('SIGINT');
   assert.deepEqual(await w1.exited, { code: 0, signal: null });
 
+  // A reader that goes away (`| head`): the command ends quietly.
+  const w3 = runCli(['status', name, '--watch'], { home, unreadStdout: true });
+  w3.child.stdout.once('data', () => w3.child.stdout.destroy());
+  assert.deepEqual(await w3.exited, { code: 0, signal: null });
+  assert.equal(w3.text.stderr, '');
+
   const w2 = watch(['--json']);
   await w2.until(/"workers"/, 1, 'stdout');
   assert.equal((await runToExit(['stop', name], { home })).code, 0);

@@ -59,6 +59,11 @@ function main() {
   try {
     if (first === 'start') return startApps(argv.slice(1));
     if (COMMANDS.includes(first)) {
+      // A reader that went away (`rcluster status api --watch | head`): done, not a crash.
+      process.stdout.on('error', (err) => {
+        if (err.code === 'EPIPE') process.exit(0);
+        throw err;
+      });
       runCommand(first, argv.slice(1)).then(async () => {
         // A long answer (status --json of many workers) to a pipe may still be on its way.
         await settled();
