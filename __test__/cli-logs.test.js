@@ -152,24 +152,38 @@ test('LineSplitter: pieces make whole lines, a partial one is flushed after a pa
   s.push(Buffer.from('tail'));
   s.end();
   assert.deepEqual(got.slice(7), ['tail']);
+  // A stream we hold back is not silent: its partial line waits for the rest.
+  let held = true;
+  const h = new LineSplitter((l) => got.push(l.toString()), { flushMs: 30, held: () => held });
+  h.push(Buffer.from('par'));
+  await new Promise((r) => setTimeout(r, 80));
+  assert.deepEqual(got.slice(8), []);
+  h.push(Buffer.from('tial\n'));
+  assert.deepEqual(got.slice(8), ['partial']);
+  h.push(Buffer.from('rest'));
+  held = false;
+  await new Promise((r) => setTimeout(r, 80));
+  assert.deepEqual(got.slice(9), ['rest']);
 });
 
 test('a reader slower than the workers holds their writes back instead of filling the CLI\'s memory', async () => {
   const dir = tempDir();
   const home = path.join(dir, 'home');
   const progress = path.join(dir, 'written');
-  const TOTAL = 32 * 1024 * 1024;
+  const TOTAL = 32768 * 1000;
   const file = path.join(dir, 'flood.js');
-  // Writes TOTAL bytes of 1 KiB lines as fast as its own stdout takes them,
-  // recording how much it has written; then 'done'.
+  // Writes TOTAL bytes of 1000-byte lines as fast as its own stdout takes
+  // them, in writes that end mid-line, recording how much it has written;
+  // then 'done'.
   fs.writeFileSync(file, `const fs = require('node:fs');
-const chunk = ('x'.repeat(1023) + '\\n').repeat(64);
+const all = ('x'.repeat(999) + '\\n').repeat(${TOTAL / 1000});
 let written = 0;
 const record = () => fs.writeFileSync(${JSON.stringify(progress)}, String(written));
 function more() {
-  while (written < ${TOTAL}) {
-    written += chunk.length;
-    if (!process.stdout.write(chunk)) {
+  while (written < all.length) {
+    const piece = all.slice(written, written + 65000);
+    written += piece.length;
+    if (!process.stdout.write(piece)) {
       record();
       process.stdout.once('drain', more);
       return;
@@ -188,8 +202,8 @@ more();
   await new Promise((resolve) => setTimeout(resolve, 2000));
   const held = Number(fs.readFileSync(progress, 'utf8'));
   assert.ok(held < TOTAL / 4, `the worker wrote ${held} bytes while nobody read the CLI's output`);
-  // Now read it all: every line whole, and all of them.
-  const expected = `[flood 0] ${'x'.repeat(1023)}`;
+  // Now read it all: every line whole (none cut while the CLI held them), and all of them.
+  const expected = `[flood 0] ${'x'.repeat(999)}`;
   let rest = '';
   let lines = 0;
   let bad = 0;
@@ -208,7 +222,7 @@ more();
     });
   });
   await done;
-  assert.deepEqual([lines, bad], [TOTAL / 1024, 0]);
+  assert.deepEqual([lines, bad], [TOTAL / 1000, 0]);
   run.child.kill('SIGTERM');
   assert.equal((await run.exited).code, 0);
 });

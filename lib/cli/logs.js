@@ -18,10 +18,13 @@ const open = new Set();
 
 // Splits a byte stream into lines; emit(Buffer line without '\n').
 class LineSplitter {
-  constructor(emit, { flushMs = FLUSH_MS, maxLine = MAX_LINE } = {}) {
+  // `held()`: true while we, not the writer, stopped the stream (see `gate`):
+  // that is no silence, and a partial line then waits for its end.
+  constructor(emit, { flushMs = FLUSH_MS, maxLine = MAX_LINE, held = () => false } = {}) {
     this.emit = emit;
     this.flushMs = flushMs;
     this.maxLine = maxLine;
+    this.held = held;
     this.parts = [];
     this.size = 0;
     this.timer = null;
@@ -68,7 +71,8 @@ class LineSplitter {
     if (this.size === 0) return;
     this.timer = setTimeout(() => {
       this.timer = null;
-      this.flush();
+      if (this.held()) this.arm();
+      else this.flush();
     }, this.flushMs);
     this.timer.unref();
   }
@@ -121,7 +125,9 @@ function attributeLogs(cluster, { app, format, out = process.stdout, err = proce
       if (!stream) continue;
       const format1 = formatter(format, app, worker, name);
       const write = writers[name];
-      const splitter = new LineSplitter((line) => write(stream, format1(line)));
+      const splitter = new LineSplitter((line) => write(stream, format1(line)), {
+        held: () => stream.isPaused(),
+      });
       open.add(splitter);
       stream.on('data', (chunk) => splitter.push(chunk));
       stream.on('end', () => { splitter.end(); open.delete(splitter); });
@@ -152,7 +158,9 @@ function settled(limitMs = SETTLE_MS) {
 // Copies `stream` to `sink` whole lines at a time, unchanged (the ecosystem
 // runner uses it for its apps' CLIs, whose lines are already attributed).
 function relayLines(stream, sink, write = gate(sink)) {
-  const splitter = new LineSplitter((line) => write(stream, Buffer.concat([line, Buffer.from('\n')])));
+  const splitter = new LineSplitter((line) => write(stream, Buffer.concat([line, Buffer.from('\n')])), {
+    held: () => stream.isPaused(),
+  });
   stream.on('data', (chunk) => splitter.push(chunk));
   stream.on('end', () => splitter.end());
   return splitter;
