@@ -3,7 +3,8 @@ import cluster = require('./index.js');
 
 export default cluster;
 export type {
-  Address, ClusterSettings, SetupSettings, MetricsOptions, MetricsAddress, RestartOptions, ReloadOptions, ShutdownOptions, WorkerStats, ClusterStats,
+  Address, ClusterSettings, SetupSettings, MetricsOptions, MetricsAddress, RestartOptions, ReloadOptions,
+  ShutdownOptions, WorkerStats, ClusterStats,
   Cluster, WorkerProcess, WorkerEvents, ClusterEvents,
 } from './index.js';
 /** The Worker class: a value (`instanceof Worker`) and the type of a worker. */

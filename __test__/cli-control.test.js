@@ -243,6 +243,12 @@ test('status --watch redraws until SIGINT, and ends when the app stops', async (
   w1.child.kill('SIGINT');
   assert.deepEqual(await w1.exited, { code: 0, signal: null });
 
+  // A reader that goes away (`| head`): the command ends quietly.
+  const w3 = runCli(['status', name, '--watch'], { home, unreadStdout: true });
+  w3.child.stdout.once('data', () => w3.child.stdout.destroy());
+  assert.deepEqual(await w3.exited, { code: 0, signal: null });
+  assert.equal(w3.text.stderr, '');
+
   const w2 = watch(['--json']);
   await w2.until(/"workers"/, 1, 'stdout');
   assert.equal((await runToExit(['stop', name], { home })).code, 0);
@@ -286,3 +292,40 @@ test('the protocol: versioned, unknown commands answered, a bad or overlong line
   run.child.kill('SIGTERM');
   assert.equal((await run.exited).code, 0);
 });
+
+test('a request in pieces is answered; a client that never writes neither blocks others nor keeps the CLI alive',
+  async () => {
+    const { home, port, run, name } = await start(['-i', '1'], { workers: 1 });
+    const sock = path.join(home, `${name}.sock`);
+    const idle = [];
+    for (let i = 0; i < 20; i++) {
+      const c = net.connect(sock);
+      c.on('error', () => {});
+      idle.push(new Promise((resolve) => c.on('close', resolve)));
+    }
+    const answer = await new Promise((resolve, reject) => {
+      const s = net.connect(sock);
+      let got = '';
+      s.setEncoding('utf8');
+      s.on('connect', () => {
+        s.write('{"v":1,"id":5,');
+        setTimeout(() => s.write('"cmd":"info"}\n'), 200);
+      });
+      s.on('data', (d) => {
+        got += d;
+        if (got.endsWith('\n')) {
+          s.destroy();
+          resolve(JSON.parse(got));
+        }
+      });
+      s.on('error', reject);
+      s.setTimeout(5000, () => reject(new Error(`no answer: ${got}`)));
+    });
+    assert.deepEqual([answer.id, answer.ok, answer.result.name], [5, true, name]);
+    assert.equal((await statusJson(name, home)).workers.length, 1, 'commands still work beside them');
+    // Without --restart, a crash of the only worker ends the CLI (exit 1), idle clients or not.
+    await get(port, '/crash').catch(() => {});
+    const ended = await Promise.race([run.exited, new Promise((resolve) => setTimeout(resolve, 15000, 'still running'))]);
+    assert.deepEqual(ended, { code: 1, signal: null });
+    await Promise.all(idle); // the CLI's exit closed them
+  });

@@ -107,6 +107,11 @@ test('a bad value in an ecosystem file is one line naming the app, exit 2, and n
     assert.equal(r.stderr.split('\n').filter(Boolean).length, 1, r.stderr);
     assert.match(r.stderr, expected);
   }
+  // The apps' arguments are their `args`: one after the file is refused, not dropped.
+  fs.writeFileSync(path.join(dir, 'ok.json'), JSON.stringify({ apps: [{ name: 'a', script: app }] }));
+  const extra = await runToExit([path.join(dir, 'ok.json'), '--port', '3000'], { home });
+  assert.equal(extra.code, 2, extra.stderr);
+  assert.equal(extra.stderr, 'rcluster: unexpected argument "--port" after the ecosystem file\n');
   assert.equal(fs.existsSync(home), false, 'no app started');
 });
 
@@ -123,6 +128,14 @@ test('the example ecosystem files translate to the intended command lines', () =
   assert.deepEqual(pm2[0].env, { PORT: '3000', APP_NAME: 'api' });
   assert.deepEqual(pm2[1].nodeArgs, ['--max-old-space-size=512']);
   assert.ok(pm2[1].argv.join(' ').includes('--log-format json'));
+  // Without `instances` PM2 starts one; an -i typed before the file applies to such apps.
+  const { parseFlags } = require('../lib/cli/options');
+  const bare = path.join(tempDir(), 'bare.config.js');
+  fs.writeFileSync(bare, `module.exports = { apps: [{ name: 'b', script: ${JSON.stringify(app)} },
+    { name: 'c', script: ${JSON.stringify(app)}, instances: 2 }] };`);
+  const instances = (apps) => apps.map((a) => parseFlags(a.argv).opts.instances);
+  assert.deepEqual(instances(appsOf(bare)), [1, 2]);
+  assert.deepEqual(instances(appsOf(bare, { baseFlags: ['-i', '3'] })), [3, 2]);
   const native = appsOf(path.join(dir, 'rcluster.config.js'), { warn: (l) => warnings.push(l) });
   assert.deepEqual(warnings, []);
   assert.deepEqual(native[0].argv, ['--name', 'api', '--instances', 'max', '--restart', '--hang-timeout', '5s',

@@ -43,8 +43,9 @@ function freePort() {
 }
 
 // Runs the CLI in the background. `until(pattern, n, stream)` resolves with the
-// first n lines of stream ('stderr' by default) matching pattern.
-function runCli(args, { env = {}, cwd, home } = {}) {
+// first n lines of stream ('stderr' by default) matching pattern. With
+// `unreadStdout`, nothing reads the CLI's stdout: the test reads child.stdout.
+function runCli(args, { env = {}, cwd, home, unreadStdout = false } = {}) {
   const child = spawn(process.execPath, [cli, ...args], {
     cwd,
     env: { ...process.env, RCLUSTER_HOME: home, ...env },
@@ -53,7 +54,7 @@ function runCli(args, { env = {}, cwd, home } = {}) {
   children.add(child);
   const text = { stdout: '', stderr: '' };
   const waiters = new Set();
-  for (const name of ['stdout', 'stderr']) {
+  for (const name of unreadStdout ? ['stderr'] : ['stdout', 'stderr']) {
     child[name].on('data', (d) => {
       text[name] += d;
       for (const m of text[name].matchAll(/pid"?:? ?(\d+)/g)) workerPids.add(Number(m[1]));

@@ -152,4 +152,114 @@ test('LineSplitter: pieces make whole lines, a partial one is flushed after a pa
   s.push(Buffer.from('tail'));
   s.end();
   assert.deepEqual(got.slice(7), ['tail']);
+  // A stream we hold back is not silent: its partial line waits for the rest.
+  let held = true;
+  const h = new LineSplitter((l) => got.push(l.toString()), { flushMs: 30, held: () => held });
+  h.push(Buffer.from('par'));
+  await new Promise((r) => setTimeout(r, 80));
+  assert.deepEqual(got.slice(8), []);
+  h.push(Buffer.from('tial\n'));
+  assert.deepEqual(got.slice(8), ['partial']);
+  h.push(Buffer.from('rest'));
+  held = false;
+  await new Promise((r) => setTimeout(r, 80));
+  assert.deepEqual(got.slice(9), ['rest']);
+});
+
+test('a reader slower than the workers holds their writes back instead of filling the CLI\'s memory', async () => {
+  const dir = tempDir();
+  const home = path.join(dir, 'home');
+  const progress = path.join(dir, 'written');
+  const TOTAL = 32768 * 1000;
+  const file = path.join(dir, 'flood.js');
+  // Writes TOTAL bytes of 1000-byte lines as fast as its own stdout takes
+  // them, in writes that end mid-line, recording how much it has written;
+  // then 'done'.
+  fs.writeFileSync(file, `const fs = require('node:fs');
+const all = ('x'.repeat(999) + '\\n').repeat(${TOTAL / 1000});
+let written = 0;
+const record = () => fs.writeFileSync(${JSON.stringify(progress)}, String(written));
+function more() {
+  while (written < all.length) {
+    const piece = all.slice(written, written + 65000);
+    written += piece.length;
+    if (!process.stdout.write(piece)) {
+      record();
+      process.stdout.once('drain', more);
+      return;
+    }
+  }
+  record();
+  process.stdout.write('done\\n');
+}
+const t = setInterval(record, 50);
+process.on('disconnect', () => clearInterval(t));
+more();
+`);
+  const run = runCli(['-i', '1', file], { home, unreadStdout: true });
+  await run.until(/online/);
+  // Nobody reads the CLI's stdout for a while.
+  await new Promise((resolve) => setTimeout(resolve, 2000));
+  const held = Number(fs.readFileSync(progress, 'utf8'));
+  assert.ok(held < TOTAL / 4, `the worker wrote ${held} bytes while nobody read the CLI's output`);
+  // Now read it all: nothing lost, nothing else (a line held back by the CLI
+  // is not cut; under load one may still arrive in two pieces after 100 ms
+  // without its end, so the check is on the text, not on the line count).
+  const prefix = '[flood 0] ';
+  let rest = '';
+  let xs = 0;
+  let whole = 0;
+  const other = [];
+  const done = new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`only ${xs} bytes in 60 s`)), 60000);
+    run.child.stdout.setEncoding('utf8').on('data', (d) => {
+      const parts = (rest + d).split('\n');
+      rest = parts.pop();
+      for (const l of parts) {
+        const msg = l.startsWith(prefix) ? l.slice(prefix.length) : null;
+        if (msg === 'done') {
+          clearTimeout(timer);
+          resolve();
+        } else if (msg !== null && /^x+$/.test(msg)) {
+          xs += msg.length;
+          if (msg.length === 999) whole++;
+        } else if (other.length < 5) other.push(l.slice(0, 80));
+      }
+    });
+  });
+  await done;
+  assert.deepEqual(other, []);
+  assert.equal(xs, (TOTAL / 1000) * 999);
+  assert.ok(whole > (TOTAL / 1000) * 0.9, `${whole} whole lines`);
+  run.child.kill('SIGTERM');
+  assert.equal((await run.exited).code, 0);
+});
+
+test('rcluster stop writes the workers\' last lines before the CLI exits', async () => {
+  const dir = tempDir();
+  const home = path.join(dir, 'home');
+  const file = path.join(dir, 'farewell.js');
+  const LINES = 20000;
+  // On disconnect: many lines at once (more than a pipe holds), then a natural exit.
+  fs.writeFileSync(file, `const t = setInterval(() => {}, 1000);
+process.on('disconnect', () => {
+  clearInterval(t);
+  let out = '';
+  for (let i = 0; i < ${LINES}; i++) out += 'bye ' + i + '\\n';
+  process.stdout.write(out);
+});
+`);
+  const run = runCli(['-i', '2', file], { home });
+  await run.until(/online/, 2);
+  const stopped = await runToExit(['stop', 'farewell'], { home });
+  assert.equal(stopped.code, 0, stopped.stderr);
+  assert.equal((await run.exited).code, 0);
+  // Each slot's text, whole and in order (under load a line may arrive in two
+  // pieces: a partial line is written after 100 ms without its end).
+  const all = Array.from({ length: LINES }, (_, i) => `bye ${i}`).join('');
+  for (const slot of [0, 1]) {
+    const prefix = `[farewell ${slot}] `;
+    const got = run.text.stdout.split('\n').filter((l) => l.startsWith(prefix)).map((l) => l.slice(prefix.length));
+    assert.equal(got.join(''), all, `slot ${slot}: ${got.length} lines`);
+  }
 });

@@ -289,3 +289,23 @@ test('-i max honours the CPU quota and affinity', () => {
   fs.rmSync(dir, { recursive: true });
   assert.ok(cpuCount() >= 1);
 });
+
+test('--help and README\'s CLI tables list exactly the flags and commands the parser knows', () => {
+  const { OPTIONS, USAGE } = require('../lib/cli/options');
+  const { COMMANDS } = require('../lib/cli/commands');
+  const readme = fs.readFileSync(path.join(__dirname, '..', 'README.md'), 'utf8');
+  const start = readme.indexOf('\n## CLI\n');
+  const section = readme.slice(start, readme.indexOf('\n## ', start + 1));
+  // The first cell of each table row.
+  const firstCells = section.split('\n').filter((l) => l.startsWith('| `')).map((l) => l.split(' | ')[0]);
+  const documented = new Set(firstCells.flatMap((c) => c.match(/(?<![\w-])--?[a-z][a-z-]*/g) || []));
+  const known = new Set([...OPTIONS.flatMap((o) => o.flags), '-h', '--help', '-v', '--version', '--json', '--watch']);
+  for (const flag of known) {
+    assert.ok(documented.has(flag), `README's CLI tables lack ${flag}`);
+    assert.match(USAGE, new RegExp(`(?<![\\w-])${flag}(?![\\w-])`), `--help lacks ${flag}`);
+  }
+  for (const flag of documented) assert.ok(known.has(flag), `README documents ${flag}, which the parser does not know`);
+  for (const cmd of [...COMMANDS, 'start']) {
+    assert.ok(firstCells.some((c) => c.startsWith(`| \`${cmd}`)), `README's command table lacks ${cmd}`);
+  }
+});

@@ -126,13 +126,17 @@ describe('setupPrimary({ metrics })', () => {
       net.createServer().once('error', resolve).listen(taken, '127.0.0.1');
     });
     let ours;
+    const sighup = process.listenerCount('SIGHUP');
     try {
-      cluster.setupPrimary({ metrics: { host: '127.0.0.1', port: taken } });
+      cluster.setupPrimary({ metrics: { host: '127.0.0.1', port: taken }, signals: true });
     } catch (err) {
       ours = err;
     }
     holder.close();
     assert.ok(ours, 'setupPrimary must throw for a taken port');
+    // A setupPrimary() that throws changes nothing else (no signal handlers, settings as before).
+    assert.equal(process.listenerCount('SIGHUP'), sighup);
+    assert.equal(cluster.settings.signals, undefined);
     for (const k of ['message', 'code', 'errno', 'syscall', 'address', 'port']) {
       assert.equal(ours[k], nodeErr[k], k);
     }

@@ -35,6 +35,8 @@ function startApps(args) {
   const say = opts.quiet ? () => {} : (line) => process.stderr.write(`[rcluster] ${line}\n`);
   const ecosystem = require('../lib/cli/ecosystem');
   if (ecosystem.isEcosystemFile(rest[0])) {
+    // Each app's arguments are its `args`: anything after the file would be lost.
+    if (rest.length > 1) fail(`unexpected argument ${JSON.stringify(rest[1])} after the ecosystem file`);
     const baseFlags = args.slice(0, args.length - rest.length).filter((a) => a !== '--');
     const apps = ecosystem.appsOf(rest[0], { baseFlags, warn: (line) => process.stderr.write(`rcluster: ${line}\n`) });
     require('../lib/cli/fleet').runFleet(apps, { say });
@@ -52,11 +54,21 @@ function fail1(message, code = 1) {
 
 function main() {
   const { COMMANDS, runCommand, CommandError } = require('../lib/cli/commands');
+  const { settled } = require('../lib/cli/logs');
   const first = argv[0];
   try {
     if (first === 'start') return startApps(argv.slice(1));
     if (COMMANDS.includes(first)) {
-      runCommand(first, argv.slice(1)).then(() => process.exit(0), (err) => {
+      // A reader that went away (`rcluster status api --watch | head`): done, not a crash.
+      process.stdout.on('error', (err) => {
+        if (err.code === 'EPIPE') process.exit(0);
+        throw err;
+      });
+      runCommand(first, argv.slice(1)).then(async () => {
+        // A long answer (status --json of many workers) to a pipe may still be on its way.
+        await settled();
+        process.exit(0);
+      }, (err) => {
         if (err instanceof UsageError) fail(err.message, 2);
         if (err instanceof CommandError) fail(err.message, 1);
         fail(err.stack || err.message, 1);

@@ -77,8 +77,9 @@ cluster.setupPrimary = function setupPrimary(options) {
       'use SCHED_REUSEPORT or SCHED_RR');
   }
   const metricsWanted = metrics.parse(settings.metrics);
-  supervisor.configure(settings);
-  metrics.apply(metricsWanted);
+  const configure = supervisor.prepare(settings);
+  metrics.apply(metricsWanted); // throws what listen() would: before anything else changes
+  configure();
   cluster.settings = settings;
   if (!initialized) {
     initialized = true;

@@ -94,8 +94,10 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker,
     return Boolean(config.restart || config.hangTimeout || config.maxMemory || config.maxAge);
   }
 
-  // Called by setupPrimary with the merged settings.
-  function configure(settings) {
+  // Called by setupPrimary with the merged settings: checks them all and
+  // returns what applies them, so that a setupPrimary() that throws later
+  // (its metrics port in use) has changed nothing.
+  function prepare(settings) {
     const next = {
       restart: parseRestart(settings.restart),
       hangTimeout: settings.hangTimeout === undefined ? 0 : parseMs(settings.hangTimeout, 'options.hangTimeout', { allowZero: true }),
@@ -105,10 +107,12 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker,
         ? DEFAULT_KILL_TIMEOUT : parseMs(settings.killTimeout, 'options.killTimeout', { max: MAX_TIMER_MS }),
     };
     if (settings.signals !== undefined) validateBoolean(settings.signals, 'options.signals');
-    if (next.killTimeout !== config.killTimeout) binding.setKillTimeout(next.killTimeout);
-    config = next;
-    if (settings.signals && !signalHandlers) installSignals();
-    if (settings.signals === false && signalHandlers) removeSignals();
+    return function configure() {
+      if (next.killTimeout !== config.killTimeout) binding.setKillTimeout(next.killTimeout);
+      config = next;
+      if (settings.signals && !signalHandlers) installSignals();
+      if (settings.signals === false && signalHandlers) removeSignals();
+    };
   }
 
   function installSignals() {
@@ -379,7 +383,7 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker,
 
   const killTimeout = () => config.killTimeout;
 
-  return { configure, killTimeout, workerEnv, nativeOptions, freeSlot, onRespawned, onEvent };
+  return { prepare, killTimeout, workerEnv, nativeOptions, freeSlot, onRespawned, onEvent };
 };
 
 // The bounds the CLI checks its flags against.

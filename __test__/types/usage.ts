@@ -45,6 +45,11 @@ if (cluster.isPrimary) {
   cluster.setupPrimary({ metrics: false });
   const metricsPort: number | undefined = cluster.metricsAddress()?.port;
   void metricsPort;
+  const { stalls, stalledTaken } = cluster.stats().totals;
+  const stallCounts: [number, number] = [stalls, stalledTaken];
+  void stallCounts;
+  // @ts-expect-error a metrics endpoint needs a port
+  cluster.setupPrimary({ metrics: { host: '127.0.0.1' } });
   cluster.mirrorToNodeCluster();
   void id; void pid; void reloaded; void scaled; void stopped; void rss;
   cluster.on('exit', (worker, code) => {

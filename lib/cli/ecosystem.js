@@ -136,7 +136,10 @@ function appsOf(file, { warn = () => {}, baseFlags = [] } = {}) {
       const nodeArgs = native ? words(app.nodeArgs, 'nodeArgs') : [...words(app.node_args, 'node_args'),
         ...words(app.interpreter_args || app.interpreterArgs, 'interpreter_args')];
       if (!flags.includes('--name')) flags.push('--name', defaultName(app.script));
-      const argv = [...baseFlags, ...flags, '--', script, ...args];
+      // PM2 starts one instance when `instances` is not given (the CLI's own
+      // default is max); options typed before the file, then the app's keys, win.
+      const pm2Defaults = !native && app.instances === undefined ? ['-i', '1'] : [];
+      const argv = [...pm2Defaults, ...baseFlags, ...flags, '--', script, ...args];
       // The same checks a typed command line gets, before any app starts.
       const { opts } = parseFlags(argv);
       if (names.has(opts.name)) throw new UsageError(`the name ${JSON.stringify(opts.name)} is used twice`);

@@ -121,7 +121,8 @@ Options:
       --max-age T        replace a worker older than T
       --kill-timeout T   grace period for workers to exit (default 10s,
                          at most 24 days), then SIGKILL
-      --listen-timeout T how long a reload waits for a new worker (default 30s)
+      --listen-timeout T how long a reload or scale waits for a new worker to
+                         listen (default 30s)
       --policy P         reuseport (default on Linux), rr or none
       --log-format F     worker output: prefix (default, "[name slot] line"),
                          json (one object per line) or raw (untouched)

@@ -7,7 +7,7 @@ const cluster = require('../..');
 const { cpuCount } = require('../cpus');
 const { version } = require('../../package.json');
 const { MAX_INSTANCES } = require('./options');
-const { attributeLogs } = require('./logs');
+const { attributeLogs, settled } = require('./logs');
 const { ensureHome, socketPath } = require('./home');
 const { startControl } = require('./server');
 
@@ -67,7 +67,10 @@ async function run(opts, { say, fatal }) {
     say(`${why}: shutting down`);
     return cluster.shutdown().then(() => {
       say('all workers stopped');
-      // On the next turn, so the answer to a `stop` command is written first.
+      // The workers' last lines first (bounded), then, on the next turn, the
+      // answer to a `stop` command.
+      return settled();
+    }).then(() => {
       setImmediate(() => process.exit(0));
     });
   };

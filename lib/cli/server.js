@@ -8,6 +8,9 @@ const net = require('node:net');
 const { readLines, encode, VERSION } = require('./protocol');
 const { HomeError } = require('./home');
 
+// How long a connection may stay without a request in flight.
+const IDLE_MS = 30000;
+
 // Resolves with 'live', 'stale' or 'absent' for the socket at `file`.
 function probe(file) {
   return new Promise((resolve, reject) => {
@@ -61,6 +64,13 @@ async function startControl({ file, name, handlers }) {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
     socket.on('error', () => {}); // a client that goes away mid-answer
+    // A client that stays connected must neither keep the CLI alive once its
+    // app is gone nor hold an fd for ever: idle connections are closed.
+    socket.unref();
+    let inFlight = 0;
+    socket.setTimeout(IDLE_MS, () => {
+      if (inFlight === 0) socket.destroy();
+    });
     const reply = (message) => {
       if (!socket.destroyed && socket.writable) socket.write(encode(message));
     };
@@ -76,11 +86,14 @@ async function startControl({ file, name, handlers }) {
         refuse(id, 'ERR_RCLUSTER_UNKNOWN_COMMAND', `no such command ${JSON.stringify(req.cmd)}`);
         return;
       }
+      inFlight++;
       try {
         const result = await handler(req.args || {}, socket);
         reply({ id, ok: true, result: result === undefined ? null : result });
       } catch (err) {
         refuse(id, err.code || 'ERR_RCLUSTER_COMMAND', err.message);
+      } finally {
+        inFlight--;
       }
     }, (err) => refuse(null, err.code, err.message));
   });
