@@ -257,6 +257,15 @@ mod tests {
     }
   }
 
+  /// An outbox on one end of a socketpair: the outbox, the worker's end and
+  /// what the outbox hands to the writer task.
+  fn outbox_pair() -> (Outbox, OwnedFd, tokio::sync::mpsc::UnboundedReceiver<WriterCmd>) {
+    let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+    let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, flags).unwrap();
+    let (tx, rx) = unbounded_channel();
+    (Outbox::new(Arc::new(ours), tx), theirs, rx)
+  }
+
   fn read_all(fd: &OwnedFd) -> Vec<u8> {
     let mut out = Vec::new();
     let mut buf = [0u8; 65536];
@@ -275,11 +284,7 @@ mod tests {
       .build()
       .unwrap();
     rt.block_on(async {
-      let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
-      let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, flags).unwrap();
-      let sock = Arc::new(ours);
-      let (tx, mut rx) = unbounded_channel();
-      let outbox = Outbox::new(sock, tx);
+      let (outbox, theirs, mut rx) = outbox_pair();
 
       assert!(matches!(outbox.send(b"a\n", None, Some(1)), Sent::Now));
       assert_eq!(read_all(&theirs), b"a\n");
@@ -342,10 +347,7 @@ mod tests {
       .build()
       .unwrap();
     rt.block_on(async {
-      let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
-      let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, flags).unwrap();
-      let (tx, mut rx) = unbounded_channel();
-      let outbox = Outbox::new(Arc::new(ours), tx);
+      let (outbox, theirs, mut rx) = outbox_pair();
       let conn = Arc::new(OwnedFd::from(std::fs::File::open("/dev/null").unwrap()));
       let handle = |b: &[u8]| OutFrame {
         bytes: b.to_vec(),
