@@ -279,132 +279,120 @@ mod tests {
 
   #[test]
   fn writes_directly_only_when_nothing_is_ahead() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-      .enable_all()
-      .build()
-      .unwrap();
-    rt.block_on(async {
-      let (outbox, theirs, mut rx) = outbox_pair();
+    let (outbox, theirs, mut rx) = outbox_pair();
 
-      assert!(matches!(outbox.send(b"a\n", None, Some(1)), Sent::Now));
-      assert_eq!(read_all(&theirs), b"a\n");
+    assert!(matches!(outbox.send(b"a\n", None, Some(1)), Sent::Now));
+    assert_eq!(read_all(&theirs), b"a\n");
 
-      // A frame the writer holds: the next send queues behind it.
-      assert_eq!(outbox.push(frame(b"core\n", None)), Some(5));
-      assert!(matches!(outbox.send(b"b\n", None, None), Sent::Queued(7)));
-      assert!(read_all(&theirs).is_empty());
-      outbox.done(5, false);
-      outbox.done(2, false);
-      assert!(matches!(outbox.send(b"c\n", None, None), Sent::Now));
+    // A frame the writer holds: the next send queues behind it.
+    assert_eq!(outbox.push(frame(b"core\n", None)), Some(5));
+    assert!(matches!(outbox.send(b"b\n", None, None), Sent::Queued(7)));
+    assert!(read_all(&theirs).is_empty());
+    outbox.done(5, false);
+    outbox.done(2, false);
+    assert!(matches!(outbox.send(b"c\n", None, None), Sent::Now));
 
-      // A handle in flight holds everything back until it is settled.
-      outbox.push(frame(b"h\n", None));
-      outbox.done(2, true);
-      assert!(matches!(outbox.send(b"d\n", None, None), Sent::Queued(_)));
-      outbox.done(2, false);
-      assert!(matches!(outbox.send(b"e\n", None, None), Sent::Queued(_)));
-      outbox.done(2, false);
-      outbox.handle_settled();
-      assert!(matches!(outbox.send(b"f\n", None, None), Sent::Now));
-      assert_eq!(read_all(&theirs), b"c\nf\n");
+    // A handle in flight holds everything back until it is settled.
+    outbox.push(frame(b"h\n", None));
+    outbox.done(2, true);
+    assert!(matches!(outbox.send(b"d\n", None, None), Sent::Queued(_)));
+    outbox.done(2, false);
+    assert!(matches!(outbox.send(b"e\n", None, None), Sent::Queued(_)));
+    outbox.done(2, false);
+    outbox.handle_settled();
+    assert!(matches!(outbox.send(b"f\n", None, None), Sent::Now));
+    assert_eq!(read_all(&theirs), b"c\nf\n");
 
-      // Cut short by a full buffer: the rest goes to the writer, token and all.
-      let big = vec![b'x'; 8 << 20];
-      match outbox.send(&big, None, Some(9)) {
-        Sent::Queued(n) => assert!(n > 0 && n < big.len()),
-        _ => panic!("an 8 MB frame fit a socket buffer"),
-      }
-      let mut sent = Vec::new();
-      while let Ok(WriterCmd::Frame(f)) = rx.try_recv() {
-        sent.push((f.bytes.len(), f.token));
-      }
-      let rest = sent.last().copied().unwrap();
-      assert_eq!(rest.1, Some(9));
-      assert_eq!(outbox.queued.load(Ordering::Relaxed), rest.0, "only the rest is queued");
+    // Cut short by a full buffer: the rest goes to the writer, token and all.
+    let big = vec![b'x'; 8 << 20];
+    match outbox.send(&big, None, Some(9)) {
+      Sent::Queued(n) => assert!(n > 0 && n < big.len()),
+      _ => panic!("an 8 MB frame fit a socket buffer"),
+    }
+    let mut sent = Vec::new();
+    while let Ok(WriterCmd::Frame(f)) = rx.try_recv() {
+      sent.push((f.bytes.len(), f.token));
+    }
+    let rest = sent.last().copied().unwrap();
+    assert_eq!(rest.1, Some(9));
+    assert_eq!(outbox.queued.load(Ordering::Relaxed), rest.0, "only the rest is queued");
 
-      // After disconnect(), JS sends go through the core.
-      outbox.stop_direct();
-      let Sent::ViaCore(via_core, _) = outbox.send(b"g\n", None, Some(10)) else {
-        panic!("a send after disconnect() went past the core");
-      };
+    // After disconnect(), JS sends go through the core.
+    outbox.stop_direct();
+    let Sent::ViaCore(via_core, _) = outbox.send(b"g\n", None, Some(10)) else {
+      panic!("a send after disconnect() went past the core");
+    };
 
-      // Once the writer has ended, nothing is counted that no one will write:
-      // queued sends fail as on a closed channel, and a frame the core
-      // forwards comes back, uncounted, for its sender to be told.
-      let before = outbox.queued.load(Ordering::Relaxed);
-      drop(rx);
-      assert_eq!(outbox.forward(via_core).map_err(|f| f.token), Err(Some(10)));
-      assert_eq!(outbox.queued.load(Ordering::Relaxed), before - 2);
-      assert_eq!(outbox.push(frame(b"late\n", None)), None);
-      assert_eq!(outbox.queued.load(Ordering::Relaxed), before - 2);
-    });
+    // Once the writer has ended, nothing is counted that no one will write:
+    // queued sends fail as on a closed channel, and a frame the core
+    // forwards comes back, uncounted, for its sender to be told.
+    let before = outbox.queued.load(Ordering::Relaxed);
+    drop(rx);
+    assert_eq!(outbox.forward(via_core).map_err(|f| f.token), Err(Some(10)));
+    assert_eq!(outbox.queued.load(Ordering::Relaxed), before - 2);
+    assert_eq!(outbox.push(frame(b"late\n", None)), None);
+    assert_eq!(outbox.queued.load(Ordering::Relaxed), before - 2);
   }
 
   #[test]
   fn the_core_writes_a_handle_only_when_nothing_is_ahead() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-      .enable_all()
-      .build()
-      .unwrap();
-    rt.block_on(async {
-      let (outbox, theirs, mut rx) = outbox_pair();
-      let conn = Arc::new(OwnedFd::from(std::fs::File::open("/dev/null").unwrap()));
-      let handle = |b: &[u8]| OutFrame {
-        bytes: b.to_vec(),
-        fd: Some(conn.clone()),
-        token: None,
-      };
+    let (outbox, theirs, mut rx) = outbox_pair();
+    let conn = Arc::new(OwnedFd::from(std::fs::File::open("/dev/null").unwrap()));
+    let handle = |b: &[u8]| OutFrame {
+      bytes: b.to_vec(),
+      fd: Some(conn.clone()),
+      token: None,
+    };
 
-      // Idle: on the wire at once, and in flight.
-      assert!(outbox.send_handle(handle(b"h1\n")));
-      assert!(rx.try_recv().is_err(), "the writer was involved");
-      assert!(outbox.handle_in_flight());
-      assert_eq!(read_all(&theirs), b"h1\n");
-      // Everything waits behind it: a JS send and the next handle.
-      assert!(matches!(outbox.send(b"m\n", None, None), Sent::Queued(_)));
-      assert!(outbox.send_handle(handle(b"h2\n")));
-      assert_eq!(std::iter::from_fn(|| rx.try_recv().ok()).count(), 2);
-      assert!(read_all(&theirs).is_empty());
-      // Its ACK wakes the writer, which holds frames; the flag stays until
-      // the writer takes the news (`WriterCmd::Settled`).
-      assert!(matches!(outbox.answered(true), Answer::WakeWriter));
-      assert!(outbox.handle_in_flight());
-      outbox.handle_settled();
-      outbox.done(2, false);
-      outbox.done(3, true);
-      // The writer's handle is answered by the writer.
-      assert!(matches!(outbox.answered(true), Answer::ToWriter));
-      outbox.handle_settled();
+    // Idle: on the wire at once, and in flight.
+    assert!(outbox.send_handle(handle(b"h1\n")));
+    assert!(rx.try_recv().is_err(), "the writer was involved");
+    assert!(outbox.handle_in_flight());
+    assert_eq!(read_all(&theirs), b"h1\n");
+    // Everything waits behind it: a JS send and the next handle.
+    assert!(matches!(outbox.send(b"m\n", None, None), Sent::Queued(_)));
+    assert!(outbox.send_handle(handle(b"h2\n")));
+    assert_eq!(std::iter::from_fn(|| rx.try_recv().ok()).count(), 2);
+    assert!(read_all(&theirs).is_empty());
+    // Its ACK wakes the writer, which holds frames; the flag stays until
+    // the writer takes the news (`WriterCmd::Settled`).
+    assert!(matches!(outbox.answered(true), Answer::WakeWriter));
+    assert!(outbox.handle_in_flight());
+    outbox.handle_settled();
+    outbox.done(2, false);
+    outbox.done(3, true);
+    // The writer's handle is answered by the writer.
+    assert!(matches!(outbox.answered(true), Answer::ToWriter));
+    outbox.handle_settled();
 
-      // A NACK sends the core's handle again, through the writer, then gives up.
-      assert!(outbox.send_handle(handle(b"h3\n")));
-      read_all(&theirs);
-      let Answer::Resend(again, 1) = outbox.answered(false) else {
-        panic!("a NACKed handle was not sent again");
-      };
-      assert_eq!(again.bytes, b"h3\n");
-      assert!(outbox.handle_in_flight(), "in flight until the writer resends it");
-      outbox.retransmit(3);
-      outbox.done(3, true);
-      assert!(matches!(outbox.answered(false), Answer::ToWriter));
-      outbox.handle_settled();
+    // A NACK sends the core's handle again, through the writer, then gives up.
+    assert!(outbox.send_handle(handle(b"h3\n")));
+    read_all(&theirs);
+    let Answer::Resend(again, 1) = outbox.answered(false) else {
+      panic!("a NACKed handle was not sent again");
+    };
+    assert_eq!(again.bytes, b"h3\n");
+    assert!(outbox.handle_in_flight(), "in flight until the writer resends it");
+    outbox.retransmit(3);
+    outbox.done(3, true);
+    assert!(matches!(outbox.answered(false), Answer::ToWriter));
+    outbox.handle_settled();
 
-      // Cut short by a full buffer: the writer finishes the frame, and only
-      // then is the handle in flight.
-      let big = vec![b'x'; 8 << 20];
-      assert!(outbox.send_handle(handle(&big)));
-      assert!(!outbox.handle_in_flight());
-      let Ok(WriterCmd::Frame(rest)) = rx.try_recv() else {
-        panic!("the rest did not go to the writer");
-      };
-      assert!(rest.fd.is_none() && rest.bytes.len() < big.len());
-      assert!(
-        matches!(outbox.send(b"n\n", None, None), Sent::Queued(_)),
-        "nothing passes the rest"
-      );
-      outbox.done(rest.bytes.len(), false);
-      assert!(outbox.handle_in_flight());
-      assert!(matches!(outbox.answered(true), Answer::WakeWriter));
-    });
+    // Cut short by a full buffer: the writer finishes the frame, and only
+    // then is the handle in flight.
+    let big = vec![b'x'; 8 << 20];
+    assert!(outbox.send_handle(handle(&big)));
+    assert!(!outbox.handle_in_flight());
+    let Ok(WriterCmd::Frame(rest)) = rx.try_recv() else {
+      panic!("the rest did not go to the writer");
+    };
+    assert!(rest.fd.is_none() && rest.bytes.len() < big.len());
+    assert!(
+      matches!(outbox.send(b"n\n", None, None), Sent::Queued(_)),
+      "nothing passes the rest"
+    );
+    outbox.done(rest.bytes.len(), false);
+    assert!(outbox.handle_in_flight());
+    assert!(matches!(outbox.answered(true), Answer::WakeWriter));
   }
 }
