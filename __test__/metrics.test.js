@@ -395,6 +395,21 @@ describe('rcluster --metrics', () => {
     for (const pid of pids) assert.ok(isGone(pid), `worker ${pid} is gone`);
   });
 
+  it('a --metrics port in use is one line, exit 1 (not a bad command line), and no worker starts', async () => {
+    const taken = net.createServer();
+    await new Promise((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    try {
+      const r = spawnSync(process.execPath, [CLI, '--metrics', `127.0.0.1:${taken.address().port}`, APP],
+        { encoding: 'utf8', timeout: 10000 });
+      assert.equal(r.status, 1, r.stderr);
+      const lines = r.stderr.split('\n').filter(Boolean);
+      assert.equal(lines.length, 1, r.stderr);
+      assert.match(lines[0], /^rcluster: .*EADDRINUSE/);
+    } finally {
+      taken.close();
+    }
+  });
+
   it('rejects a bad --metrics value with exit code 2', () => {
     for (const v of ['x', '70000', 'host:', '[::1]']) {
       const r = spawnSync(process.execPath, [CLI, '--metrics', v, APP], { encoding: 'utf8', timeout: 10000 });

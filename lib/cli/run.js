@@ -57,7 +57,9 @@ async function run(opts, { say, fatal }) {
     const m = cluster.metricsAddress();
     if (m) say(`metrics on http://${m.family === 'IPv6' ? `[${m.address}]` : m.address}:${m.port}/metrics`);
   } catch (err) {
-    fatal(err.message, 2);
+    // A bad option is a bad command line (2); a system error (a --metrics
+    // port in use) is a failure to run, like a refused command (1).
+    fatal(err.message, err.syscall ? 1 : 2);
   }
   if (piped) attributeLogs(cluster, { app: opts.name, format: opts.logFormat });
 
