@@ -60,11 +60,13 @@ impl State {
       }
       return;
     };
-    // Internal, so Node's worker code and user 'message' listeners ignore it;
-    // all it has to do is be read.
-    let probe = json!({ "cmd": "NODE_RCLUSTER", "act": "probe" });
-    for id in sample.probes {
-      self.send_internal(id, &probe, None);
+    if !sample.probes.is_empty() {
+      // Internal, so Node's worker code and user 'message' listeners ignore
+      // it; all it has to do is be read.
+      let probe = json!({ "cmd": "NODE_RCLUSTER", "act": "probe" });
+      for id in sample.probes {
+        self.send_internal(id, &probe, None);
+      }
     }
     for key in sample.changed {
       self.distribute(&key);

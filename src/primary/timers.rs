@@ -61,7 +61,11 @@ impl Timers {
   pub fn every(&self, period: Duration, msg: impl Fn() -> Msg + Send + 'static) -> AbortHandle {
     let tx = self.tx.clone();
     tokio::spawn(async move {
-      let mut tick = tokio::time::interval(period);
+      // The first tick is the send above the loop, so the interval starts one
+      // period later (a plain `interval` completes its first tick at once,
+      // which sent two messages back to back at every start).
+      let start = tokio::time::Instant::now() + period;
+      let mut tick = tokio::time::interval_at(start, period);
       // A late tick is not made up for with a burst.
       tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
       while tx.send(msg()).is_ok() {
@@ -78,5 +82,31 @@ impl Timers {
       let _ = tx.send(msg);
     })
     .abort_handle()
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  #[test]
+  fn every_sends_once_now_then_once_per_period() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+      .enable_all()
+      .build()
+      .unwrap();
+    rt.block_on(async {
+      let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+      let timers = Timers::new(tx);
+      let handle = timers.every(Duration::from_secs(3600), || Msg::Tick);
+      // Well inside the first period: only the tick sent at the start.
+      tokio::time::sleep(Duration::from_millis(50)).await;
+      let mut sent = 0;
+      while rx.try_recv().is_ok() {
+        sent += 1;
+      }
+      handle.abort();
+      assert_eq!(sent, 1);
+    });
   }
 }
