@@ -98,7 +98,7 @@ pub fn classify(mode: Serialization, frame: Vec<u8>, fds: &mut VecDeque<OwnedFd>
       // never escapes letters). Other frames go to JS unparsed: its
       // JSON.parse judges them (and reports garbage), as its deserializer
       // does for advanced frames.
-      if !memchr_node(&frame) {
+      if is_user(Serialization::Json, &frame) {
         return Inbound::User(frame);
       }
       match serde_json::from_slice::<Value>(&frame) {
@@ -111,7 +111,7 @@ pub fn classify(mode: Serialization, frame: Vec<u8>, fds: &mut VecDeque<OwnedFd>
     }
     // An internal message's `cmd` starts with `NODE_`, which V8 writes as
     // one-byte or two-byte (UTF-16LE) text: without it, a user message.
-    Serialization::Advanced if !memchr_node(&frame) && !memchr_node_utf16(&frame) => Inbound::User(frame),
+    Serialization::Advanced if is_user(Serialization::Advanced, &frame) => Inbound::User(frame),
     Serialization::Advanced => match v8::decode(&frame) {
       Ok(v) => match (internal_cmd(&v).map(str::to_owned), v) {
         (Some(cmd), Value::Object(m)) => classify_fields(&cmd, m, frame, fds),
