@@ -6,6 +6,7 @@ const path = require('node:path');
 const os = require('node:os');
 const fs = require('node:fs');
 const { once } = require('node:events');
+const { spawnSync } = require('node:child_process');
 const { fixtureResult } = require('./helpers');
 const cluster = require('..');
 
@@ -157,6 +158,26 @@ test('schedulingPolicy is frozen at the first setupPrimary', () => {
   assert.equal(cluster.SCHED_NONE, 1);
   assert.equal(cluster.SCHED_RR, 2);
   assert.equal(cluster.SCHED_REUSEPORT, 3);
+});
+
+test('a bad schedulingPolicy fails setupPrimary before anything changes, and every call after it', () => {
+  const script = `
+    const cluster = require(${JSON.stringify(path.join(__dirname, '..'))});
+    cluster.schedulingPolicy = 42;
+    const out = {};
+    const before = cluster.settings;
+    try { cluster.setupPrimary({ exec: 'x.js', metrics: { port: 0 } }); } catch (e) { out.first = e.code; }
+    out.metrics = cluster.metricsAddress();
+    out.settingsKept = cluster.settings === before;
+    try { cluster.setupPrimary(); } catch (e) { out.second = e.code; }
+    try { cluster.fork(); } catch (e) { out.fork = e.code; }
+    console.log(JSON.stringify(out));`;
+  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 10000 });
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout), {
+    first: 'ERR_INVALID_ARG_VALUE', metrics: null, settingsKept: true,
+    second: 'ERR_INVALID_ARG_VALUE', fork: 'ERR_INVALID_ARG_VALUE',
+  });
 });
 
 test('policy defaults: env names, platform', () => {

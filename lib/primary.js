@@ -68,10 +68,17 @@ cluster.setupPrimary = function setupPrimary(options) {
       !settings.execArgv.some((s) => typeof s === 'string' && s.startsWith('--logfile='))) {
     settings.execArgv = [...settings.execArgv, '--logfile=v8-%p.log'];
   }
-  // Checked here, where the policy is read (it is fixed from the first
-  // setupPrimary() on), so a bad combination fails before any worker exists.
+  // The policy is fixed by the first setupPrimary(): a bad one fails it (and
+  // every later call) before anything changes.
+  const policy = initialized ? policyInUse : cluster.schedulingPolicy;
+  if (policy !== SCHED_NONE && policy !== SCHED_RR && policy !== SCHED_REUSEPORT) {
+    throw codes.ERR_INVALID_ARG_VALUE('cluster.schedulingPolicy', policy,
+      'must be SCHED_NONE, SCHED_RR or SCHED_REUSEPORT');
+  }
+  // Checked here, where the policy is read, so a bad combination fails
+  // before any worker exists.
   const sticky = validateSticky(settings.sticky, 'options.sticky');
-  if (sticky && (initialized ? policyInUse : cluster.schedulingPolicy) === SCHED_NONE) {
+  if (sticky && policy === SCHED_NONE) {
     throw codes.ERR_INVALID_ARG_VALUE('options.sticky', settings.sticky,
       'cannot be used with SCHED_NONE (whichever worker accepts first gets the connection); ' +
       'use SCHED_REUSEPORT or SCHED_RR');
@@ -82,14 +89,9 @@ cluster.setupPrimary = function setupPrimary(options) {
   configure();
   cluster.settings = settings;
   if (!initialized) {
-    initialized = true;
-    const policy = cluster.schedulingPolicy;
-    policyInUse = policy;
-    if (policy !== SCHED_NONE && policy !== SCHED_RR && policy !== SCHED_REUSEPORT) {
-      throw codes.ERR_INVALID_ARG_VALUE('cluster.schedulingPolicy', policy,
-        'must be SCHED_NONE, SCHED_RR or SCHED_REUSEPORT');
-    }
     binding.setSchedulingPolicy(policy);
+    initialized = true;
+    policyInUse = policy;
   }
   // Applies to servers workers open from now on.
   if (sticky !== stickyInUse) binding.setSticky(sticky);
