@@ -180,6 +180,14 @@ test('a bad schedulingPolicy fails setupPrimary before anything changes, and eve
   });
 });
 
+test('mirrorToNodeCluster: node:cluster lists the workers rcluster lists, also while one is disconnecting', () => {
+  const r = spawnSync(process.execPath, [path.join(__dirname, 'fixtures', 'mirror-primary.js')],
+    { encoding: 'utf8', timeout: 15000 });
+  assert.equal(r.status, 0, r.stderr);
+  const both = (v) => ({ rcluster: v, node: v });
+  assert.deepEqual(JSON.parse(r.stdout), { online: both(true), disconnecting: both(false), exit: both(false) });
+});
+
 test('policy defaults: env names, platform', () => {
   const pick = cluster._defaultPolicy;
   assert.equal(pick({ NODE_CLUSTER_SCHED_POLICY: 'rr' }, 'linux'), cluster.SCHED_RR);

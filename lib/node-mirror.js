@@ -21,9 +21,12 @@ function mirror(cluster) {
   for (const w of Object.values(cluster.workers)) add(w);
   cluster.on('fork', add);
   for (const event of EVENTS) cluster.on(event, (...args) => nodeCluster.emit(event, ...args));
-  cluster.on('exit', (w) => {
-    if (nodeCluster.workers[w.id] === w) delete nodeCluster.workers[w.id];
-  });
 }
 
-module.exports = { mirror };
+// Called wherever rcluster drops a worker from `cluster.workers` (when it is
+// disconnected, as in Node, not only at its exit), so both lists agree.
+function forget(worker) {
+  if (mirrored && nodeCluster.workers[worker.id] === worker) delete nodeCluster.workers[worker.id];
+}
+
+module.exports = { mirror, forget };

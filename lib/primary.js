@@ -9,6 +9,7 @@ const { getSystemErrorName, types: { isUint8Array } } = require('node:util');
 
 const binding = require('./binding');
 const metrics = require('./metrics');
+const nodeMirror = require('./node-mirror');
 const { Worker, WorkerProcess, cork, uncorkAll } = require('./worker');
 const { codes, errnoException, spawnError } = require('./errors');
 const {
@@ -103,7 +104,7 @@ cluster.setupMaster = cluster.setupPrimary;
 // Where the metrics endpoint listens (`{ address, family, port }`), or null.
 cluster.metricsAddress = metrics.address;
 // Lets node:cluster users in this primary (prom-client) see rcluster's workers.
-cluster.mirrorToNodeCluster = () => require('./node-mirror').mirror(cluster);
+cluster.mirrorToNodeCluster = () => nodeMirror.mirror(cluster);
 
 function isUsingInspector(execArgv) {
   const re = /--inspect(?:-brk|-port|-wait)?|--debug-port/;
@@ -220,6 +221,7 @@ const ASYNC_SPAWN_ERRORS = new Set(['EACCES', 'EAGAIN', 'EMFILE', 'ENFILE', 'ENO
 
 function removeWorker(worker) {
   delete cluster.workers[worker.id];
+  nodeMirror.forget(worker);
   if (Object.keys(cluster.workers).length === 0) intercom.emit('disconnect');
 }
 
