@@ -191,7 +191,7 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker,
     }
   }
 
-  // A worker's exit carries what the core decided for its slot.
+  // Reloads, recycles and scaling run one at a time, in the order asked.
   function enqueue(task) {
     const run = queue.then(task, task);
     queue = run.catch(() => {});
