@@ -189,6 +189,16 @@ pub struct Slot {
   pub watch: Watch,
 }
 
+impl Slot {
+  /// Accepts what the member's queue holds, and whatever still reaches it,
+  /// on a duplicate of its socket, for as long as the acceptor lives: the
+  /// drain of a departed worker's member and of a stalled one alike.
+  pub(crate) fn start_drain(&self, deliver: Deliver) -> Option<Acceptor> {
+    let dup = self.sock.as_fd().try_clone_to_owned().ok()?;
+    Acceptor::start(Socket::from(dup), move |c| deliver(c)).ok()
+  }
+}
+
 /// A reuseport group. `slots` mirrors the kernel's order of the group (TCP
 /// sockets join when they listen, which the primary does, in this order; a
 /// closed member is replaced by the last one), so a slot's position is the
@@ -516,10 +526,7 @@ impl ReusePortGroup {
     slot.owner = None;
     slot.vacated = Some(Instant::now());
     slot.watch = Watch::default();
-    slot.drain = slot.sock.as_fd().try_clone_to_owned().ok().and_then(|dup| {
-      let d = deliver.clone();
-      Acceptor::start(Socket::from(dup), move |c| d(c)).ok()
-    });
+    slot.drain = slot.start_drain(deliver.clone());
     self.steer();
   }
 

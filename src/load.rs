@@ -24,11 +24,9 @@
 //! healthy worker that the scheduler takes off the CPU for a few ms is steered
 //! away from now and then, which costs a `setsockopt`, not a hand-off.
 
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-
-use socket2::Socket;
 
 use crate::dispatch::{accept_queue_len, Acceptor};
 use crate::handles::{Deliver, ReusePortGroup, Slot};
@@ -252,16 +250,13 @@ pub fn watch_group(g: &mut ReusePortGroup, unread: &dyn Fn(u32) -> bool, deliver
   out
 }
 
-/// Accepts what a stalled member's queue holds, and whatever still reaches
-/// it (handshakes under way when it was steered away), as long as it stalls.
+/// Drains a stalled member, counting what it takes.
 fn start_drain(slot: &Slot, deliver: &Deliver) -> Option<Acceptor> {
-  let dup = slot.sock.as_fd().try_clone_to_owned().ok()?;
   let d = deliver.clone();
-  Acceptor::start(Socket::from(dup), move |conns| {
+  slot.start_drain(std::sync::Arc::new(move |conns| {
     count_taken(conns.len());
     d(conns)
-  })
-  .ok()
+  }))
 }
 
 /// Time since the first call: a monotonic clock for `Sample::at`.
