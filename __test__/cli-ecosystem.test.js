@@ -5,7 +5,7 @@ const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
 const { tempDir, freePort, runCli, runToExit, get, statusJson } = require('./cli-helpers');
-const { isGone } = require('./helpers');
+const { isGone, pollUntilGone } = require('./helpers');
 
 const app = path.join(__dirname, 'fixtures', 'cli-app.js');
 
@@ -63,6 +63,25 @@ test('a PM2 ecosystem file with two apps: each runs with its own socket; unsuppo
   assert.deepEqual(await run.exited, { code: 0, signal: null });
   for (const pid of [...a.workers, ...b.workers].map((w) => w.pid).concat(fresh)) assert.equal(isGone(pid), true);
   assert.deepEqual(fs.readdirSync(home), []);
+});
+
+test('an ecosystem runner killed with SIGKILL: its apps stop their workers and exit', async () => {
+  const dir = tempDir();
+  const home = path.join(dir, 'home');
+  const port = await freePort();
+  const file = path.join(dir, 'ecosystem.config.json');
+  fs.writeFileSync(file, JSON.stringify({ apps: [{ name: 'orphan', script: app, instances: 2, env: { PORT: port } }] }));
+  const run = runCli([file], { home });
+  await run.until(/listening on 127\.0\.0\.1:/, 2);
+  const [info] = JSON.parse((await runToExit(['ls', '--json'], { home })).stdout);
+  const { workers } = await statusJson('orphan', home);
+  assert.equal(workers.length, 2);
+  run.child.kill('SIGKILL');
+  await run.exited;
+  // Nothing signals the app's CLI: it sees the runner's pipe end.
+  const pids = [info.pid, ...workers.map((w) => w.pid)];
+  assert.deepEqual(await pollUntilGone(pids, 15000), [], 'the app CLI and its workers are gone');
+  assert.deepEqual(fs.readdirSync(home), [], 'its control socket is removed');
 });
 
 test('rcluster.config.js with the CLI\'s option names, and a .json ecosystem file', async () => {

@@ -3,12 +3,17 @@
 // control socket) per app, as child processes of this one. Their lines are
 // relayed whole, so two apps' output never mixes mid-line; signals are passed
 // on; this process exits once all are gone, with the worst exit code.
+// Each app's CLI also holds the read end of a pipe whose only write end is
+// here: if this process dies without passing a signal on (SIGKILL, a crash),
+// the pipe ends and the app stops its workers instead of outliving us.
 
 const { spawn } = require('node:child_process');
 const { relayLines, gate, settled } = require('./logs');
 
 const CLI = require.resolve('../../bin/rcluster.js');
 const FORWARDED = ['SIGTERM', 'SIGINT', 'SIGHUP'];
+// Names the fd on which an app's CLI watches for this runner's end.
+const FLEET_FD_ENV = 'RCLUSTER_FLEET_FD';
 
 function runFleet(apps, { say }) {
   const children = new Set();
@@ -19,9 +24,11 @@ function runFleet(apps, { say }) {
   for (const app of apps) {
     const child = spawn(process.execPath, [...app.nodeArgs, CLI, ...app.argv], {
       cwd: app.cwd,
-      env: { ...process.env, ...app.env },
-      stdio: ['inherit', 'pipe', 'pipe'],
+      env: { ...process.env, ...app.env, [FLEET_FD_ENV]: '3' },
+      stdio: ['inherit', 'pipe', 'pipe', 'pipe'],
     });
+    // Never written: its end is the message.
+    child.stdio[3].on('error', () => {});
     children.add(child);
     relayLines(child.stdout, process.stdout, toStdout);
     relayLines(child.stderr, process.stderr, toStderr);
@@ -40,4 +47,24 @@ function runFleet(apps, { say }) {
   }
 }
 
-module.exports = { runFleet };
+// In an app's CLI: calls `gone()` once the runner that started it has ended.
+// The variable is dropped so the app's workers do not inherit it.
+function watchRunner(gone) {
+  const fd = Number(process.env[FLEET_FD_ENV]);
+  delete process.env[FLEET_FD_ENV];
+  if (!Number.isInteger(fd) || fd < 3) return;
+  const net = require('node:net');
+  let pipe;
+  try {
+    pipe = new net.Socket({ fd, readable: true, writable: false });
+  } catch {
+    return;
+  }
+  pipe.on('error', () => {});
+  pipe.on('close', () => gone());
+  pipe.resume();
+  // The workers keep the CLI alive, not this pipe.
+  pipe.unref();
+}
+
+module.exports = { runFleet, watchRunner };

@@ -10,6 +10,7 @@ const { MAX_INSTANCES } = require('./options');
 const { attributeLogs, settled } = require('./logs');
 const { ensureHome, socketPath } = require('./home');
 const { startControl } = require('./server');
+const { watchRunner } = require('./fleet');
 
 function commandError(code, message) {
   return Object.assign(new Error(message), { code });
@@ -98,6 +99,8 @@ async function run(opts, { say, fatal }) {
   cluster.on('recycle', (w, reason) => say(`${who(w)} over its ${reason} limit: replacing it`));
   cluster.on('error', (err) => say(`error: ${err.message}`));
 
+  // Started by an ecosystem runner that has since died (SIGKILL): stop too.
+  watchRunner(() => stop('the ecosystem runner is gone'));
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGHUP', () => {
