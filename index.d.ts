@@ -47,7 +47,7 @@ declare namespace rcluster {
      * `'ip'`: every TCP connection from one client address reaches the same worker slot (in the kernel under
      * SCHED_REUSEPORT, in the core under SCHED_RR). Refused with SCHED_NONE. Applies to servers opened afterwards.
      */
-    sticky?: 'ip' | false | undefined;
+    sticky?: 'ip' | false | null | undefined;
     /**
      * How long a worker asked to leave may take before SIGKILL (ms): the default of shutdown()'s
      * `timeout` and reload()/scale()'s `killTimeout`, and what a disconnecting worker gets to finish
@@ -60,7 +60,7 @@ declare namespace rcluster {
      * {@link Cluster.metricsAddress}). `false` closes it. setupPrimary() throws what `listen()`
      * would (`EADDRINUSE`, `EACCES`, `EADDRNOTAVAIL`, `ENOTFOUND`).
      */
-    metrics?: MetricsOptions | false | undefined;
+    metrics?: MetricsOptions | false | null | undefined;
   }
 
   interface MetricsOptions {

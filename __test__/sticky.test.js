@@ -80,6 +80,7 @@ test("bad sticky values: Node's error codes; SCHED_NONE is refused at setupPrima
     assert.equal(r.tried.cookie.code, 'ERR_INVALID_ARG_VALUE');
     assert.equal(r.tried.ip.code, 'ERR_INVALID_ARG_VALUE');
     assert.match(r.tried.ip.message, /options\.sticky.*SCHED_NONE/);
+    assert.equal(r.tried.null, 'ok', 'null is off, as for metrics');
     assert.deepEqual(r.served, { ok: true, body: '1' });
     const rr = await fixtureResult(fixture('sticky-primary.js'),
       { args: ['errors'], env: { ...process.env, NODE_CLUSTER_SCHED_POLICY: 'rr' } }, 'sticky errors rr');

@@ -56,9 +56,10 @@ function validateNoNullBytes(value, name) {
   }
 }
 
-// `sticky`: 'ip' (by client address) or off (undefined, false).
+// `sticky`: 'ip' (by client address) or off (undefined, null, false), as
+// `metrics` is.
 function validateSticky(value, name) {
-  if (value === undefined || value === false) return false;
+  if (value === undefined || value === null || value === false) return false;
   if (typeof value !== 'string' && typeof value !== 'boolean') {
     throw codes.ERR_INVALID_ARG_TYPE(name, ['string', 'boolean'], value);
   }
