@@ -193,6 +193,13 @@ async function churn() {
   console.log('| scenario | figures | target met |');
   console.log('|---|---|---|');
   for (const r of rows) console.log(`| ${r.name} | ${r.figures} | ${r.pass ? 'yes' : 'no'} |`);
+  // The figures README quotes, kept with the run's date and Node.
+  const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+  const file = path.join(__dirname, 'results', `reliability-${stamp}.json`);
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.writeFileSync(file, `${JSON.stringify({ date: new Date().toISOString(), node: process.version,
+    restarts: RESTARTS, only, rows }, null, 2)}\n`);
+  process.stderr.write(`wrote ${path.relative(process.cwd(), file)}\n`);
   process.exitCode = rows.every((r) => r.pass) ? 0 : 1;
 })().catch((err) => {
   console.error(err);
