@@ -174,6 +174,34 @@ describe('setupPrimary({ metrics })', () => {
       cluster.setupPrimary({ metrics: false });
     }
   });
+
+  it('idle connections filling every slot give way to a probe: the oldest is closed', async () => {
+    cluster.setupPrimary({ metrics: { port: 0 } });
+    const addr = cluster.metricsAddress();
+    const idle = [];
+    try {
+      // 64 clients that connect and never send a request head.
+      for (let i = 0; i < 64; i++) {
+        idle.push(await new Promise((resolve, reject) => {
+          const c = net.connect(addr.port, addr.address, () => resolve(c)).on('error', reject);
+          c.closedAt = null;
+          c.on('close', () => { c.closedAt = Date.now(); });
+          c.on('error', () => {});
+        }));
+      }
+      await sleep(200); // every one of them holds a slot by now
+      const t0 = Date.now();
+      const probe = await request(addr, '/healthz', { timeout: 4000 });
+      assert.equal(probe.status, 200, JSON.stringify(probe));
+      assert.ok(probe.ms < 2000, `answered in ${probe.ms} ms, not after the 5 s head timeout`);
+      await sleep(100);
+      assert.ok(idle[0].closedAt !== null && idle[0].closedAt - t0 < 2000, 'the oldest idle client was closed');
+      assert.equal(idle.slice(1).filter((c) => c.closedAt !== null).length, 0, 'only the oldest');
+    } finally {
+      for (const c of idle) c.destroy();
+      cluster.setupPrimary({ metrics: false });
+    }
+  });
 });
 
 describe('the endpoint with workers', () => {

@@ -9,6 +9,7 @@
 //! pass over the workers), then reads /proc and renders on a blocking-pool
 //! thread, so neither the loop nor the JS thread does per-request work.
 
+mod admission;
 pub mod exposition;
 pub mod ready;
 pub mod snapshot;
@@ -24,14 +25,18 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
+use self::admission::Waiting;
 use self::snapshot::{Counters, Snapshot};
 use crate::http::{self, BadRequest, Response};
 
 /// Asks the loop for a snapshot; false when the loop is gone.
 pub type Ask = Arc<dyn Fn(oneshot::Sender<Snapshot>) -> bool + Send + Sync>;
 
-/// Requests served at once; more connections are closed unanswered.
+/// Connections served at once. A newcomer beyond it evicts the oldest one
+/// still sending its request head (`admission`), or is closed unanswered.
 const MAX_CONNECTIONS: usize = 64;
+/// How long a newcomer waits for the slot of the connection it evicted.
+const EVICT_WAIT: Duration = Duration::from_millis(100);
 /// A loop that does not answer within this is reported unhealthy.
 const LOOP_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -99,6 +104,7 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 
 async fn accept_loop(listener: TcpListener, ask: Ask, counters: Arc<Counters>) {
   let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+  let waiting = Arc::new(Waiting::default());
   loop {
     let conn = match listener.accept().await {
       Ok((conn, _)) => conn,
@@ -108,19 +114,32 @@ async fn accept_loop(listener: TcpListener, ask: Ask, counters: Arc<Counters>) {
         continue;
       }
     };
-    let Ok(permit) = permits.clone().try_acquire_owned() else {
-      continue; // dropped: closed unanswered
+    let permit = match permits.clone().try_acquire_owned() {
+      Ok(permit) => permit,
+      Err(_) if waiting.evict_oldest() => {
+        match tokio::time::timeout(EVICT_WAIT, permits.clone().acquire_owned()).await {
+          Ok(Ok(permit)) => permit,
+          _ => continue, // dropped: closed unanswered
+        }
+      }
+      Err(_) => continue,
     };
-    let (ask, counters) = (ask.clone(), counters.clone());
+    let (ask, counters, place) = (ask.clone(), counters.clone(), waiting.join());
     tokio::spawn(async move {
-      serve(conn, &ask, &counters).await;
+      serve(conn, place, &ask, &counters).await;
       drop(permit);
     });
   }
 }
 
-async fn serve(mut conn: TcpStream, ask: &Ask, counters: &Arc<Counters>) {
-  let response = match http::read_request(&mut conn).await {
+async fn serve(mut conn: TcpStream, mut place: admission::Place, ask: &Ask, counters: &Arc<Counters>) {
+  let head = tokio::select! {
+    head = http::read_request(&mut conn) => head,
+    _ = &mut place.evicted => return,
+  };
+  // Being answered now: no longer evictable.
+  drop(place);
+  let response = match head {
     Ok(req) => route(&req.method, &req.path, ask, counters).await,
     Err(BadRequest::Incomplete) => return,
     Err(BadRequest::TooLarge) => Response::text(431, "request head too large\n"),
