@@ -211,7 +211,10 @@ async fn send_one(
       None
     };
     match send_with_fd(sock.as_raw_fd(), &frame.bytes[off..], pass) {
-      Ok(n) => off += n,
+      Ok(n) => {
+        off += n;
+        outbox.count_sent(n);
+      }
       Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
       Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
         if let Err(e) = wait.ready().await {

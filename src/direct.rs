@@ -17,7 +17,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -29,6 +29,9 @@ pub struct Outbox {
   /// Bytes handed to the writer and not yet written (for back-pressure and
   /// `flush`).
   pub queued: Arc<AtomicUsize>,
+  /// Bytes ever put on the socket, by anyone: with the bytes the peer has
+  /// not read yet (SIOCOUTQ), what it has read (`load`'s sign of life).
+  sent: AtomicU64,
   state: Mutex<State>,
 }
 
@@ -76,6 +79,7 @@ impl Outbox {
     Outbox {
       sock,
       queued: Arc::new(AtomicUsize::new(0)),
+      sent: AtomicU64::new(0),
       state: Mutex::new(State {
         writer,
         backlog: 0,
@@ -85,6 +89,16 @@ impl Outbox {
         core_rest: false,
       }),
     }
+  }
+
+  /// Records bytes written on the socket (by the JS thread or the writer).
+  pub fn count_sent(&self, n: usize) {
+    self.sent.fetch_add(n as u64, Ordering::Relaxed);
+  }
+
+  /// Bytes written on the socket so far.
+  pub fn sent(&self) -> u64 {
+    self.sent.load(Ordering::Relaxed)
   }
 
   /// Queues a frame behind everything counted so far; returns the bytes
@@ -126,7 +140,10 @@ impl Outbox {
     let mut off = 0;
     while off < bytes.len() {
       match send_with_fd(self.sock.as_raw_fd(), &bytes[off..], None) {
-        Ok(n) => off += n,
+        Ok(n) => {
+          off += n;
+          self.count_sent(n);
+        }
         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
         // A full buffer, or an error the writer will meet and report.
         Err(_) => break,
@@ -155,6 +172,7 @@ impl Outbox {
         other => break other.unwrap_or(0),
       }
     };
+    self.count_sent(n);
     if n == 0 {
       // A full buffer, or an error the writer will meet and report.
       return self.count_and_hand_over(st, frame).is_some();

@@ -236,7 +236,11 @@ pub trait Shape: Send {
   fn expire(&mut self, _now: Instant) {}
   /// One sample of the queue watcher (`load`); `None` when the shape has
   /// no per-worker queues to watch.
-  fn watch_load(&mut self, _unread: &dyn Fn(u32) -> bool, _deliver: &Deliver) -> Option<Watched> {
+  fn watch_load(
+    &mut self,
+    _channel: &dyn Fn(u32) -> Option<crate::load::ChannelLevel>,
+    _deliver: &Deliver,
+  ) -> Option<Watched> {
     None
   }
   /// `sticky: 'ip'`: connections go by client address (see `sticky`).
@@ -318,13 +322,17 @@ impl Shape for ReusePortGroup {
     self.expire_vacant(now);
   }
 
-  fn watch_load(&mut self, unread: &dyn Fn(u32) -> bool, deliver: &Deliver) -> Option<Watched> {
+  fn watch_load(
+    &mut self,
+    channel: &dyn Fn(u32) -> Option<crate::load::ChannelLevel>,
+    deliver: &Deliver,
+  ) -> Option<Watched> {
     // Sticky groups keep a stalled worker's clients with it (affinity wins
     // over load), so there is nothing to watch.
     if self.sticky {
       return None;
     }
-    let watched = crate::load::watch_group(self, unread, deliver);
+    let watched = crate::load::watch_group(self, channel, deliver);
     if watched.changed {
       self.steer();
     }
@@ -466,8 +474,8 @@ impl ServerHandle {
   }
 
   /// One sample of the queue watcher; `None`: nothing to watch here.
-  pub fn watch_load(&mut self, unread: &dyn Fn(u32) -> bool) -> Option<Watched> {
-    self.shape.watch_load(unread, &self.deliver)
+  pub fn watch_load(&mut self, channel: &dyn Fn(u32) -> Option<crate::load::ChannelLevel>) -> Option<Watched> {
+    self.shape.watch_load(channel, &self.deliver)
   }
 
   /// Closes vacant reuseport members nobody took over in time.

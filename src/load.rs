@@ -15,7 +15,13 @@
 //! unmodified Node worker reads its channel on every turn of its event loop,
 //! so the core writes a tiny internal message (Node's worker code ignores it)
 //! when it sees a queue, and asks the kernel whether it was read
-//! (`SIOCOUTQ`: bytes the peer has not read yet).
+//! (`SIOCOUTQ`: what the peer has not read yet). Bytes already unread serve
+//! as the probe, and a worker that has read any of them since the last look
+//! is turning its loop (a worker the primary floods with messages has bytes
+//! unread at every look, and is not stalled for it). SIOCOUTQ on a Unix
+//! socket counts the kernel memory of the unread buffers, at least their
+//! bytes: so unless the worker read, it grows by at least what was written
+//! since the last look (`Outbox::sent`).
 //!
 //! Costs: with every member healthy and idle, one wake-up of the core thread
 //! per 10 ms and one `getsockopt` per member; under load, 1000 wake-ups a
@@ -68,6 +74,8 @@ pub struct Sample {
   pub queued: usize,
   /// Its worker has not read everything the primary wrote on its channel.
   pub unread: bool,
+  /// Its worker has read from its channel since the last sample.
+  pub reading: bool,
   /// When it was taken (any monotonic clock).
   pub at: Duration,
 }
@@ -92,12 +100,37 @@ pub struct Step {
 /// The watcher's memory of one member.
 #[derive(Clone, Debug, Default)]
 pub struct Watch {
-  /// When the probe its worker has not read yet was written.
+  /// When the probe its worker has not read yet was written (or unread
+  /// bytes were first seen with no progress).
   probed_at: Option<Duration>,
   pub stalled: bool,
+  /// Its channel at the last look.
+  last: Option<ChannelLevel>,
+}
+
+/// The primary's end of a worker's channel at one look.
+#[derive(Clone, Copy, Debug)]
+pub struct ChannelLevel {
+  /// Kernel memory held by what the worker has not read yet (SIOCOUTQ:
+  /// buffers, at least as much as their bytes).
+  pub unread: usize,
+  /// Bytes written by the primary, ever.
+  pub sent: u64,
 }
 
 impl Watch {
+  /// (unread, reading) for a `Sample`: it read since the last look if what
+  /// it left unread grew by less than what was written meanwhile. A new
+  /// worker in the slot (its own `sent` count) may look as if it read, once.
+  pub fn look(&mut self, c: ChannelLevel) -> (bool, bool) {
+    let reading = self.last.is_some_and(|l| {
+      let grew = c.unread as i128 - l.unread as i128;
+      grew < c.sent.wrapping_sub(l.sent) as i128
+    });
+    self.last = Some(c);
+    (c.unread > 0, reading)
+  }
+
   /// How long its worker has not read its channel, if it is stalled.
   pub fn stalled_for(&self, at: Duration) -> Option<Duration> {
     self.probed_at.filter(|_| self.stalled).map(|t| at.saturating_sub(t))
@@ -119,11 +152,12 @@ impl Watch {
   /// the worker reading its channel again to recover (its queue is empty by
   /// then: the primary drains it).
   pub fn sample(&mut self, s: Sample) -> Step {
-    if !s.unread {
+    let alive = !s.unread || s.reading;
+    if alive {
       self.probed_at = None;
     }
     if self.stalled {
-      if s.unread {
+      if !alive {
         return Step {
           busy: true,
           ..Step::default()
@@ -160,7 +194,8 @@ impl Watch {
         self.probed_at = Some(s.at);
         Step {
           verdict: None,
-          probe: true,
+          // Bytes it has yet to read will do as a probe.
+          probe: !s.unread,
           busy: true,
         }
       }
@@ -194,21 +229,27 @@ pub struct Watched {
   pub busy: bool,
 }
 
-/// Samples every member of `g` that has a worker (`unread`: whether that
-/// worker left bytes on its channel unread), then drains the stalled ones —
+/// Samples every member of `g` that has a worker (`channel`: its channel's
+/// level, `None` once disconnected), then drains the stalled ones —
 /// only while some member is healthy: with every worker stalled there is
 /// nobody to hand connections to, and they wait where they are. The
 /// primary-accepted connections go through `deliver` to the group's
 /// dispatcher, whose workers are the healthy ones.
-pub fn watch_group(g: &mut ReusePortGroup, unread: &dyn Fn(u32) -> bool, deliver: &Deliver) -> Watched {
+pub fn watch_group(
+  g: &mut ReusePortGroup,
+  channel: &dyn Fn(u32) -> Option<ChannelLevel>,
+  deliver: &Deliver,
+) -> Watched {
   let mut out = Watched::default();
   let at = clock();
   for slot in g.slots.iter_mut() {
     let Some(owner) = slot.owner else { continue };
     let queued = accept_queue_len(slot.sock.as_raw_fd()).unwrap_or(0);
+    let (unread, reading) = channel(owner).map_or((false, false), |c| slot.watch.look(c));
     let step = slot.watch.sample(Sample {
       queued,
-      unread: unread(owner),
+      unread,
+      reading,
       at,
     });
     out.busy |= step.busy;
@@ -265,12 +306,17 @@ pub fn clock() -> Duration {
   START.get_or_init(std::time::Instant::now).elapsed()
 }
 
-/// Bytes written on a stream socket that its peer has not read yet.
-pub fn unread(fd: RawFd) -> bool {
+/// Bytes written on a stream socket that its peer has not read yet (0 if
+/// the kernel cannot say).
+pub fn unread(fd: RawFd) -> usize {
   let mut n: libc::c_int = 0;
   // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one int.
   let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) };
-  rc == 0 && n > 0
+  if rc == 0 {
+    n.max(0) as usize
+  } else {
+    0
+  }
 }
 
 pub fn count_stall() {
@@ -298,7 +344,12 @@ mod tests {
     (samples.iter().enumerate())
       .map(|(i, &(queued, unread))| {
         let at = t0 + FAST_TICK * i as u32;
-        w.sample(Sample { queued, unread, at })
+        w.sample(Sample {
+          queued,
+          unread,
+          reading: false,
+          at,
+        })
       })
       .collect()
   }
@@ -366,11 +417,13 @@ mod tests {
     let a = w.sample(Sample {
       queued: 2,
       unread: false,
+      reading: false,
       at: Duration::from_millis(100),
     });
     let b = w.sample(Sample {
       queued: 2,
       unread: true,
+      reading: false,
       at: Duration::from_millis(110),
     });
     assert!(a.probe);
@@ -465,11 +518,63 @@ mod tests {
     use std::io::{Read, Write};
     use std::os::fd::AsRawFd;
     let (mut a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
-    assert!(!unread(a.as_raw_fd()));
+    assert_eq!(unread(a.as_raw_fd()), 0);
     a.write_all(b"probe\n").unwrap();
-    assert!(unread(a.as_raw_fd()));
+    // Kernel memory, not bytes: at least the 6 bytes written.
+    let held = unread(a.as_raw_fd());
+    assert!(held >= 6, "{held}");
+    a.write_all(&[b'x'; 1000]).unwrap();
+    let mut w = Watch::default();
+    w.look(ChannelLevel { unread: held, sent: 6 });
+    let (unread_now, reading) = w.look(ChannelLevel {
+      unread: unread(a.as_raw_fd()),
+      sent: 1006,
+    });
+    assert!(unread_now && !reading, "written, not read: it grew by at least 1000");
     let mut buf = [0u8; 16];
     let _ = b.read(&mut buf).unwrap();
-    assert!(!unread(a.as_raw_fd()));
+    let (_, reading) = w.look(ChannelLevel {
+      unread: unread(a.as_raw_fd()),
+      sent: 1006,
+    });
+    assert!(reading, "the first buffer was read");
+    let mut rest = [0u8; 2000];
+    let _ = b.read(&mut rest).unwrap();
+    assert_eq!(unread(a.as_raw_fd()), 0);
+  }
+
+  #[test]
+  fn a_worker_flooded_with_messages_that_keeps_reading_never_stalls() {
+    let mut w = Watch::default();
+    // Bytes are unread at every look, but fewer of those written so far each
+    // time: it reads. No probe either (the unread bytes are one).
+    let mut sent = 0u64;
+    for i in 0..(4 * N as u32) {
+      sent += 100_000;
+      let (unread, reading) = w.look(ChannelLevel { unread: 150_000, sent });
+      let step = w.sample(Sample {
+        queued: 3,
+        unread,
+        reading,
+        at: FAST_TICK * i,
+      });
+      assert_eq!(step.verdict, None, "look {i}");
+      assert!(!step.probe, "look {i}");
+    }
+    // It stops reading: nothing more leaves, the same bytes stay unread.
+    let t = FAST_TICK * (4 * N as u32);
+    let steps: Vec<Step> = (0..=N as u32 + 1)
+      .map(|i| {
+        let (unread, reading) = w.look(ChannelLevel { unread: 150_000, sent });
+        w.sample(Sample {
+          queued: 3,
+          unread,
+          reading,
+          at: t + FAST_TICK * i,
+        })
+      })
+      .collect();
+    assert!(!steps[0].probe, "the unread bytes serve as the probe");
+    assert!(verdicts(&steps).contains(&Some(Verdict::Stalled)));
   }
 }

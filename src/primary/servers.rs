@@ -189,13 +189,13 @@ impl Servers {
     }
   }
 
-  /// One sample of the queue watcher over every handle (`unread`: whether a
-  /// worker left bytes on its channel unread). `None` when no handle has
+  /// One sample of the queue watcher over every handle (`channel`: a
+  /// worker's channel level, `load::ChannelLevel`). `None` when no handle has
   /// queues to watch.
-  pub fn watch_load(&mut self, unread: &dyn Fn(u32) -> bool) -> Option<LoadSample> {
+  pub fn watch_load(&mut self, channel: &dyn Fn(u32) -> Option<crate::load::ChannelLevel>) -> Option<LoadSample> {
     let mut out: Option<LoadSample> = None;
     for (key, h) in self.handles.iter_mut() {
-      if let Some(w) = h.watch_load(unread) {
+      if let Some(w) = h.watch_load(channel) {
         let o = out.get_or_insert_with(LoadSample::default);
         o.probes.extend(w.probes);
         o.busy |= w.busy;

@@ -49,12 +49,17 @@ impl State {
 
   pub(super) fn watch_load(&mut self) {
     let sessions = &self.sessions;
-    let unread = |id: u32| {
-      sessions
-        .get(&id)
-        .is_some_and(|w| w.life.connected() && load::unread(w.channel.sock.as_raw_fd()))
+    let channel = |id: u32| {
+      let w = sessions.get(&id).filter(|w| w.life.connected())?;
+      // Unread first: a write between the two reads makes the worker look
+      // as if it read, never the other way round.
+      let unread = load::unread(w.channel.sock.as_raw_fd());
+      Some(load::ChannelLevel {
+        unread,
+        sent: w.channel.outbox.sent(),
+      })
     };
-    let Some(sample) = self.servers.watch_load(&unread) else {
+    let Some(sample) = self.servers.watch_load(&channel) else {
       if let Some(t) = self.load_tick.take() {
         t.handle.abort();
       }
