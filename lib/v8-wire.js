@@ -1,0 +1,445 @@
+'use strict';
+// V8's ValueSerializer wire format for plain data, in JS. Node's own
+// serializer objects cost a native object, a weak callback and a fresh
+// buffer per message; these do not. Both sides handle only the common case
+// and say so (UNHANDLED) for everything else, so the caller runs Node's
+// serializer on the whole message instead: the result is always what Node's
+// would be.
+
+const { types } = require('node:util');
+const v8 = require('node:v8');
+
+const UNHANDLED = Symbol('unhandled');
+
+// Tags (value-serializer.cc's SerializationTag).
+const T_VERSION = 0xff;
+const T_PADDING = 0x00;
+const T_HOLE = 0x2d; // '-'
+const T_UNDEFINED = 0x5f; // '_'
+const T_NULL = 0x30; // '0'
+const T_TRUE = 0x54; // 'T'
+const T_FALSE = 0x46; // 'F'
+const T_INT32 = 0x49; // 'I'
+const T_UINT32 = 0x55; // 'U'
+const T_DOUBLE = 0x4e; // 'N'
+const T_UTF8 = 0x53; // 'S'
+const T_ONE_BYTE = 0x22; // '"'
+const T_TWO_BYTE = 0x63; // 'c'
+const T_REF = 0x5e; // '^'
+const T_OBJECT = 0x6f; // 'o'
+const T_END_OBJECT = 0x7b; // '{'
+const T_SPARSE = 0x61; // 'a'
+const T_END_SPARSE = 0x40; // '@'
+const T_DENSE = 0x41; // 'A'
+const T_END_DENSE = 0x24; // '$'
+
+// The format version this V8 writes (its header: 0xFF, version). The tags
+// above have read the same since version 13; another version (a worker on
+// another Node) goes to Node's deserializer, which knows.
+const VERSION = v8.serialize(null)[1];
+const KNOWN = VERSION >= 13 && VERSION <= 15;
+
+// Short strings are copied char by char: cheaper than a call into C++.
+const SHORT = 32;
+
+// ---- decoding ----
+
+let src; // the frame
+let pos;
+let end;
+let refs; // objects and arrays by id, in the order they began
+
+// A frame's value, or UNHANDLED (a tag, version or malformation this reader
+// leaves to Node's deserializer, which reads or rejects the whole frame).
+function decode(buf) {
+  if (!KNOWN || !(buf instanceof Buffer) || buf.length < 3 || buf[0] !== T_VERSION || buf[1] !== VERSION) return UNHANDLED;
+  src = buf;
+  pos = 2;
+  end = buf.length;
+  refs = undefined;
+  try {
+    return readValue();
+  } finally {
+    src = undefined;
+    refs = undefined;
+  }
+}
+
+function readVarint() {
+  let value = 0;
+  let scale = 1;
+  let byte;
+  do {
+    if (pos >= end) return -1;
+    byte = src[pos++];
+    value += (byte & 0x7f) * scale;
+    scale *= 128;
+  } while (byte & 0x80);
+  // A uint32 (V8 drops bits past 32; a frame that has them is left to V8).
+  return value > 0xffffffff ? -1 : value;
+}
+
+function readTag() {
+  while (pos < end) {
+    const tag = src[pos++];
+    if (tag !== T_PADDING) return tag;
+  }
+  return -1;
+}
+
+function readValue() {
+  const tag = readTag();
+  switch (tag) {
+    case T_ONE_BYTE: return readOneByte();
+    case T_INT32: {
+      const n = readVarint();
+      if (n < 0) return UNHANDLED;
+      return (n >>> 1) ^ -(n & 1);
+    }
+    case T_OBJECT: return readObject();
+    case T_DOUBLE: return readDouble();
+    case T_TWO_BYTE: return readTwoByte();
+    case T_UTF8: return readUtf8();
+    case T_NULL: return null;
+    case T_UNDEFINED: return undefined;
+    case T_TRUE: return true;
+    case T_FALSE: return false;
+    case T_UINT32: {
+      const n = readVarint();
+      return n < 0 ? UNHANDLED : n;
+    }
+    case T_DENSE: return readDense();
+    case T_SPARSE: return readSparse();
+    case T_REF: {
+      const id = readVarint();
+      if (refs === undefined || id < 0 || id >= refs.length) return UNHANDLED;
+      return refs[id];
+    }
+    default: return UNHANDLED;
+  }
+}
+
+function readDouble() {
+  if (pos + 8 > end) return UNHANDLED;
+  const d = src.readDoubleLE(pos);
+  pos += 8;
+  return d;
+}
+
+function readOneByte() {
+  const n = readVarint();
+  if (n < 0 || n > end - pos) return UNHANDLED;
+  const start = pos;
+  pos += n;
+  if (n > SHORT) return src.latin1Slice(start, pos);
+  let s = '';
+  for (let i = start; i < pos; i++) s += String.fromCharCode(src[i]);
+  return s;
+}
+
+function readTwoByte() {
+  const n = readVarint();
+  if (n < 0 || n > end - pos || n % 2 !== 0) return UNHANDLED;
+  const start = pos;
+  pos += n;
+  return src.ucs2Slice(start, pos);
+}
+
+function readUtf8() {
+  const n = readVarint();
+  if (n < 0 || n > end - pos) return UNHANDLED;
+  const start = pos;
+  pos += n;
+  return src.utf8Slice(start, pos);
+}
+
+function newRef(value) {
+  if (refs === undefined) refs = [];
+  refs.push(value);
+}
+
+// Own data properties as V8 defines them: `__proto__` is an own key there,
+// not the prototype; `length` on an array is left to V8.
+function readProperties(target, endTag, isArray) {
+  let count = 0;
+  for (;;) {
+    if (pos >= end) return -1;
+    if (src[pos] === endTag) {
+      pos++;
+      return count;
+    }
+    let key = readValue();
+    if (typeof key === 'number') key = `${key}`;
+    else if (typeof key !== 'string') return -1;
+    const value = readValue();
+    if (value === UNHANDLED) return -1;
+    if (key === '__proto__') {
+      Object.defineProperty(target, key, { value, writable: true, enumerable: true, configurable: true });
+    } else if (isArray && key === 'length') {
+      return -1;
+    } else {
+      target[key] = value;
+    }
+    count++;
+  }
+}
+
+function readObject() {
+  const o = {};
+  newRef(o);
+  const count = readProperties(o, T_END_OBJECT, false);
+  if (count < 0 || readVarint() !== count) return UNHANDLED;
+  return o;
+}
+
+function readDense() {
+  const length = readVarint();
+  if (length < 0 || length > end - pos) return UNHANDLED;
+  const a = new Array(length);
+  newRef(a);
+  for (let i = 0; i < length; i++) {
+    if (pos < end && src[pos] === T_HOLE) {
+      pos++;
+      continue;
+    }
+    const v = readValue();
+    if (v === UNHANDLED) return UNHANDLED;
+    a[i] = v;
+  }
+  const count = readProperties(a, T_END_DENSE, true);
+  if (count < 0 || readVarint() !== count || readVarint() !== length) return UNHANDLED;
+  return a;
+}
+
+function readSparse() {
+  const length = readVarint();
+  if (length < 0) return UNHANDLED;
+  const a = [];
+  a.length = length;
+  newRef(a);
+  const count = readProperties(a, T_END_SPARSE, true);
+  if (count < 0 || readVarint() !== count || readVarint() !== length) return UNHANDLED;
+  return a;
+}
+
+// ---- encoding ----
+
+const SLAB = 32 * 1024;
+let out = Buffer.allocUnsafe(SLAB); // frames are views of it, one after another
+let at = 0; // where the next frame starts in `out`
+let w = 0; // write position
+let ids; // objects already written -> their back-reference id
+let nextId = 0;
+let busy = false; // a getter that sends re-enters: that send goes to Node's serializer
+
+// Makes room for `n` more bytes: the frame so far moves to a fresh slab, so
+// frames handed out earlier are never written over.
+function reserve(n) {
+  if (w + n <= out.length) return;
+  const size = w - at;
+  const fresh = Buffer.allocUnsafe(Math.max(SLAB, 2 * (size + n)));
+  out.copy(fresh, 0, at, w);
+  out = fresh;
+  at = 0;
+  w = size;
+}
+
+// A frame (4-byte length, header, value) as Node's child_process
+// serializer would write it, or UNHANDLED.
+function encode(value) {
+  if (!KNOWN || busy) return UNHANDLED;
+  busy = true;
+  let ok = false;
+  try {
+    reserve(6);
+    w += 4;
+    out[w++] = T_VERSION;
+    out[w++] = VERSION;
+    ok = writeValue(value);
+  } finally {
+    busy = false;
+    if (ids !== undefined) {
+      ids.clear();
+      nextId = 0;
+    }
+    if (!ok) w = at;
+  }
+  if (!ok) return UNHANDLED;
+  // `at`, not where it began: `reserve` may have moved the frame.
+  const frame = out.subarray(at, w);
+  frame.writeUInt32BE(w - at - 4, 0);
+  at = w;
+  if (out.length - at < 64) {
+    out = Buffer.allocUnsafe(SLAB);
+    at = 0;
+    w = 0;
+  }
+  return frame;
+}
+
+function writeVarint(n) {
+  reserve(5);
+  while (n >= 0x80) {
+    out[w++] = (n & 0x7f) | 0x80;
+    n = Math.floor(n / 128);
+  }
+  out[w++] = n;
+}
+
+function writeValue(v) {
+  switch (typeof v) {
+    case 'string': writeString(v); return true;
+    case 'number': writeNumber(v); return true;
+    case 'object':
+      if (v === null) {
+        reserve(1);
+        out[w++] = T_NULL;
+        return true;
+      }
+      return writeReceiver(v);
+    case 'boolean':
+      reserve(1);
+      out[w++] = v ? T_TRUE : T_FALSE;
+      return true;
+    case 'undefined':
+      reserve(1);
+      out[w++] = T_UNDEFINED;
+      return true;
+    default: return false; // bigint (Node's writes it), function, symbol (Node's throws)
+  }
+}
+
+function writeNumber(n) {
+  if ((n | 0) === n && (n !== 0 || 1 / n > 0)) {
+    reserve(6);
+    out[w++] = T_INT32;
+    writeVarint(((n << 1) ^ (n >> 31)) >>> 0);
+  } else {
+    reserve(9);
+    out[w++] = T_DOUBLE;
+    out.writeDoubleLE(n, w);
+    w += 8;
+  }
+}
+
+// One-byte when every char fits in a byte (as V8 writes a one-byte string),
+// else two-byte (UTF-8 would not keep lone surrogates).
+function writeString(s) {
+  const n = s.length;
+  if (n <= SHORT) {
+    reserve(6 + n);
+    const mark = w;
+    out[w++] = T_ONE_BYTE;
+    writeVarint(n);
+    let i = 0;
+    for (; i < n; i++) {
+      const c = s.charCodeAt(i);
+      if (c > 0xff) break;
+      out[w++] = c;
+    }
+    if (i === n) return;
+    w = mark;
+  } else {
+    // ASCII iff its UTF-8 is one byte a char; then it is its own latin1.
+    const ascii = Buffer.byteLength(s) === n;
+    if (ascii || isLatin1(s)) {
+      reserve(6 + n);
+      out[w++] = T_ONE_BYTE;
+      writeVarint(n);
+      w += out.latin1Write(s, w, n);
+      return;
+    }
+  }
+  reserve(6 + 2 * n);
+  out[w++] = T_TWO_BYTE;
+  writeVarint(2 * n);
+  w += out.ucs2Write(s, w, 2 * n);
+}
+
+function isLatin1(s) {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0xff) return false;
+  return true;
+}
+
+// An object seen before goes as a back-reference; ids are given in the
+// order objects begin, as V8's deserializer gives them.
+function writeReceiver(v) {
+  if (ids !== undefined) {
+    const id = ids.get(v);
+    if (id !== undefined) {
+      reserve(1);
+      out[w++] = T_REF;
+      writeVarint(id);
+      return true;
+    }
+  }
+  const proto = Object.getPrototypeOf(v);
+  if (proto === Object.prototype || proto === null) {
+    if (!isOrdinary(v)) return false;
+    remember(v);
+    return writeObject(v);
+  }
+  if (proto === Array.prototype && Array.isArray(v) && !types.isProxy(v)) {
+    remember(v);
+    return writeArray(v);
+  }
+  return false;
+}
+
+function remember(v) {
+  if (ids === undefined) ids = new Map();
+  ids.set(v, nextId++);
+}
+
+// Exotic objects may have Object.prototype or null as prototype too (set by
+// hand, or a Proxy's target's); V8 writes those differently or refuses them.
+function isOrdinary(v) {
+  if (types.isProxy(v) || ArrayBuffer.isView(v)) return false;
+  const tag = Object.prototype.toString.call(v);
+  if (tag !== '[object Object]') return false;
+  return !(types.isMap(v) || types.isSet(v) || types.isAnyArrayBuffer(v) || types.isWeakMap(v) ||
+    types.isWeakSet(v) || types.isPromise(v) || types.isExternal(v) || types.isGeneratorObject(v) ||
+    types.isMapIterator(v) || types.isSetIterator(v) || types.isBoxedPrimitive(v) || types.isDate(v) ||
+    types.isRegExp(v) || types.isNativeError(v));
+}
+
+function writeObject(o) {
+  reserve(1);
+  out[w++] = T_OBJECT;
+  const keys = Object.keys(o);
+  let written = 0;
+  for (let i = 0; i < keys.length; i++) {
+    const key = keys[i];
+    const value = o[key];
+    // V8 skips a key a getter deleted meanwhile.
+    if (value === undefined && !Object.prototype.hasOwnProperty.call(o, key)) continue;
+    writeString(key);
+    if (!writeValue(value)) return false;
+    written++;
+  }
+  reserve(1);
+  out[w++] = T_END_OBJECT;
+  writeVarint(written);
+  return true;
+}
+
+// Dense only: an array with holes or other own keys goes to V8.
+function writeArray(a) {
+  const length = a.length;
+  reserve(1);
+  out[w++] = T_DENSE;
+  writeVarint(length);
+  for (let i = 0; i < length; i++) {
+    const v = a[i];
+    if (v === undefined && !(i in a)) return false;
+    if (!writeValue(v)) return false;
+  }
+  if (a.length !== length || Object.keys(a).length !== length) return false;
+  reserve(1);
+  out[w++] = T_END_DENSE;
+  writeVarint(0);
+  writeVarint(length);
+  return true;
+}
+
+module.exports = { encode, decode, UNHANDLED, VERSION };
