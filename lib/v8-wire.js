@@ -40,7 +40,7 @@ const VERSION = v8.serialize(null)[1];
 const KNOWN = VERSION >= 13 && VERSION <= 15;
 
 // Short strings are copied char by char: cheaper than a call into C++.
-const SHORT = 32;
+const SHORT = 16;
 
 // ---- decoding ----
 
@@ -228,7 +228,10 @@ const SLAB = 32 * 1024;
 let out = Buffer.allocUnsafe(SLAB); // frames are views of it, one after another
 let at = 0; // where the next frame starts in `out`
 let w = 0; // write position
-let ids; // objects already written -> their back-reference id
+// Objects already written -> their back-reference ids: the first alone (most
+// messages have one object), the rest in a Map.
+let firstObject;
+let ids;
 let nextId = 0;
 let busy = false; // a getter that sends re-enters: that send goes to Node's serializer
 
@@ -258,10 +261,9 @@ function encode(value) {
     ok = writeValue(value);
   } finally {
     busy = false;
-    if (ids !== undefined) {
-      ids.clear();
-      nextId = 0;
-    }
+    if (nextId > 1) ids.clear();
+    firstObject = undefined;
+    nextId = 0;
     if (!ok) w = at;
   }
   if (!ok) return UNHANDLED;
@@ -364,8 +366,8 @@ function isLatin1(s) {
 // An object seen before goes as a back-reference; ids are given in the
 // order objects begin, as V8's deserializer gives them.
 function writeReceiver(v) {
-  if (ids !== undefined) {
-    const id = ids.get(v);
+  if (nextId > 0) {
+    const id = nextId === 1 ? (v === firstObject ? 0 : undefined) : ids.get(v);
     if (id !== undefined) {
       reserve(1);
       out[w++] = T_REF;
@@ -387,8 +389,14 @@ function writeReceiver(v) {
 }
 
 function remember(v) {
-  if (ids === undefined) ids = new Map();
-  ids.set(v, nextId++);
+  if (nextId === 0) {
+    firstObject = v;
+  } else {
+    if (ids === undefined) ids = new Map();
+    if (nextId === 1) ids.set(firstObject, 0);
+    ids.set(v, nextId);
+  }
+  nextId++;
 }
 
 // Exotic objects may have Object.prototype or null as prototype too (set by
