@@ -47,7 +47,11 @@ const SHORT = 16;
 let src; // the frame
 let pos;
 let end;
-let refs; // objects and arrays by id, in the order they began
+// Objects and arrays by id, in the order they began: the first alone, the
+// rest in a Map (an array's push could run a setter put on Array.prototype).
+let firstRef;
+const refs = new Map();
+let refCount = 0;
 
 // A frame's value, or UNHANDLED (a tag, version or malformation this reader
 // leaves to Node's deserializer, which reads or rejects the whole frame).
@@ -56,12 +60,16 @@ function decode(buf) {
   src = buf;
   pos = 2;
   end = buf.length;
-  refs = undefined;
   try {
     return readValue();
+  } catch {
+    // Nesting deeper than this stack: Node's deserializer decides.
+    return UNHANDLED;
   } finally {
     src = undefined;
-    refs = undefined;
+    firstRef = undefined;
+    if (refCount > 1) refs.clear();
+    refCount = 0;
   }
 }
 
@@ -112,8 +120,8 @@ function readValue() {
     case T_SPARSE: return readSparse();
     case T_REF: {
       const id = readVarint();
-      if (refs === undefined || id < 0 || id >= refs.length) return UNHANDLED;
-      return refs[id];
+      if (id < 0 || id >= refCount) return UNHANDLED;
+      return id === 0 ? firstRef : refs.get(id);
     }
     default: return UNHANDLED;
   }
@@ -154,12 +162,23 @@ function readUtf8() {
 }
 
 function newRef(value) {
-  if (refs === undefined) refs = [];
-  refs.push(value);
+  if (refCount === 0) firstRef = value;
+  else refs.set(refCount, value);
+  refCount++;
 }
 
-// Own data properties as V8 defines them: `__proto__` is an own key there,
-// not the prototype; `length` on an array is left to V8.
+// An own data property, defined as V8 defines it: a key the prototypes have
+// (`__proto__`, a setter someone put on Object.prototype, a key seen
+// before) is defined, not assigned, so no setter runs.
+function put(target, key, value) {
+  if (key in target) {
+    Object.defineProperty(target, key, { value, writable: true, enumerable: true, configurable: true });
+  } else {
+    target[key] = value;
+  }
+}
+
+// Keys and values up to `endTag`; `length` on an array is left to V8.
 function readProperties(target, endTag, isArray) {
   let count = 0;
   for (;;) {
@@ -173,13 +192,8 @@ function readProperties(target, endTag, isArray) {
     else if (typeof key !== 'string') return -1;
     const value = readValue();
     if (value === UNHANDLED) return -1;
-    if (key === '__proto__') {
-      Object.defineProperty(target, key, { value, writable: true, enumerable: true, configurable: true });
-    } else if (isArray && key === 'length') {
-      return -1;
-    } else {
-      target[key] = value;
-    }
+    if (isArray && key === 'length') return -1;
+    put(target, key, value);
     count++;
   }
 }
@@ -204,7 +218,7 @@ function readDense() {
     }
     const v = readValue();
     if (v === UNHANDLED) return UNHANDLED;
-    a[i] = v;
+    put(a, i, v);
   }
   const count = readProperties(a, T_END_DENSE, true);
   if (count < 0 || readVarint() !== count || readVarint() !== length) return UNHANDLED;
@@ -259,6 +273,10 @@ function encode(value) {
     out[w++] = T_VERSION;
     out[w++] = VERSION;
     ok = writeValue(value);
+  } catch {
+    // A getter threw, or nesting deeper than this stack: Node's serializer
+    // runs again and throws (or copes) as it would have.
+    ok = false;
   } finally {
     busy = false;
     if (nextId > 1) ids.clear();
@@ -286,6 +304,15 @@ function writeVarint(n) {
     n = Math.floor(n / 128);
   }
   out[w++] = n;
+}
+
+function varintSize(n) {
+  let size = 1;
+  while (n >= 0x80) {
+    n = Math.floor(n / 128);
+    size++;
+  }
+  return size;
 }
 
 function writeValue(v) {
@@ -352,7 +379,9 @@ function writeString(s) {
       return;
     }
   }
-  reserve(6 + 2 * n);
+  reserve(7 + 2 * n);
+  // V8 pads so that the chars start at an even offset in the frame.
+  if ((w - at + 1 + varintSize(2 * n)) & 1) out[w++] = T_PADDING;
   out[w++] = T_TWO_BYTE;
   writeVarint(2 * n);
   w += out.ucs2Write(s, w, 2 * n);
@@ -421,7 +450,7 @@ function writeObject(o) {
     const value = o[key];
     // V8 skips a key a getter deleted meanwhile.
     if (value === undefined && !Object.prototype.hasOwnProperty.call(o, key)) continue;
-    writeString(key);
+    writeKey(key);
     if (!writeValue(value)) return false;
     written++;
   }
@@ -429,6 +458,19 @@ function writeObject(o) {
   out[w++] = T_END_OBJECT;
   writeVarint(written);
   return true;
+}
+
+// An array index goes as a number, as V8 enumerates it.
+function writeKey(key) {
+  const c = key.charCodeAt(0);
+  if (c >= 0x30 && c <= 0x39) {
+    const n = Number(key);
+    if (n <= 0xfffffffe && `${n}` === key) {
+      writeNumber(n);
+      return;
+    }
+  }
+  writeString(key);
 }
 
 // Dense only: an array with holes or other own keys goes to V8.
