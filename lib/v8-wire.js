@@ -42,21 +42,34 @@ const KNOWN = VERSION >= 13 && VERSION <= 15;
 // Short strings are copied char by char: cheaper than a call into C++.
 const SHORT = 16;
 
+// What this codec saves is a fixed cost per message (Node's serializer
+// objects); per value it is slower than V8's C++. So it takes small messages
+// only, and leaves big ones (found by these limits) to Node's.
+const MAX_RECEIVERS = 12; // objects and arrays in a message
+const MAX_ARRAY = 64; // an array's length
+const MAX_STRING = 4096; // a string's length
+const MAX_DECODE = 2048; // a frame's bytes
+
 // ---- decoding ----
 
 let src; // the frame
 let pos;
 let end;
-// Objects and arrays by id, in the order they began: the first alone, the
-// rest in a Map (an array's push could run a setter put on Array.prototype).
-let firstRef;
-const refs = new Map();
+// Objects and arrays by id, in the order they began. Grown by defining
+// (an append could run a setter put on Array.prototype); emptied after each
+// frame, not shrunk.
+const refs = [];
 let refCount = 0;
+
+// Recent short keys by a hash of their bytes: a key string made afresh for
+// every object costs V8 a lookup in its string table at each store.
+const KEY_CACHE = 1024;
+const keyCache = new Array(KEY_CACHE).fill('');
 
 // A frame's value, or UNHANDLED (a tag, version or malformation this reader
 // leaves to Node's deserializer, which reads or rejects the whole frame).
 function decode(buf) {
-  if (!KNOWN || !(buf instanceof Buffer) || buf.length < 3 || buf[0] !== T_VERSION || buf[1] !== VERSION) return UNHANDLED;
+  if (!KNOWN || !(buf instanceof Buffer) || buf.length < 3 || buf.length > MAX_DECODE || buf[0] !== T_VERSION || buf[1] !== VERSION) return UNHANDLED;
   src = buf;
   pos = 2;
   end = buf.length;
@@ -67,8 +80,7 @@ function decode(buf) {
     return UNHANDLED;
   } finally {
     src = undefined;
-    firstRef = undefined;
-    if (refCount > 1) refs.clear();
+    for (let i = 0; i < refCount; i++) refs[i] = undefined;
     refCount = 0;
   }
 }
@@ -121,7 +133,7 @@ function readValue() {
     case T_REF: {
       const id = readVarint();
       if (id < 0 || id >= refCount) return UNHANDLED;
-      return id === 0 ? firstRef : refs.get(id);
+      return refs[id];
     }
     default: return UNHANDLED;
   }
@@ -162,9 +174,30 @@ function readUtf8() {
 }
 
 function newRef(value) {
-  if (refCount === 0) firstRef = value;
-  else refs.set(refCount, value);
+  if (refCount < refs.length) refs[refCount] = value;
+  else Object.defineProperty(refs, refCount, { value, writable: true, enumerable: true, configurable: true });
   refCount++;
+}
+
+// A property key: a short one-byte string from the cache when it is there.
+function readKey() {
+  if (pos + 1 >= end || src[pos] !== T_ONE_BYTE || src[pos + 1] > SHORT) return readValue();
+  const n = src[pos + 1];
+  const start = pos + 2;
+  if (start + n > end) return UNHANDLED;
+  let h = n;
+  for (let i = start; i < start + n; i++) h = (h * 31 + src[i]) & (KEY_CACHE - 1);
+  const cached = keyCache[h];
+  pos = start + n;
+  if (cached.length === n) {
+    let i = 0;
+    while (i < n && cached.charCodeAt(i) === src[start + i]) i++;
+    if (i === n) return cached;
+  }
+  let key = '';
+  for (let i = start; i < pos; i++) key += String.fromCharCode(src[i]);
+  keyCache[h] = key;
+  return key;
 }
 
 // An own data property, defined as V8 defines it: a key the prototypes have
@@ -187,7 +220,7 @@ function readProperties(target, endTag, isArray) {
       pos++;
       return count;
     }
-    let key = readValue();
+    let key = readKey();
     if (typeof key === 'number') key = `${key}`;
     else if (typeof key !== 'string') return -1;
     const value = readValue();
@@ -209,7 +242,9 @@ function readObject() {
 function readDense() {
   const length = readVarint();
   if (length < 0 || length > end - pos) return UNHANDLED;
-  const a = new Array(length);
+  // Filled in order from [], as V8 fills its fast backing store (a big
+  // `new Array(n)` would be a dictionary); trailing holes set the length.
+  const a = [];
   newRef(a);
   for (let i = 0; i < length; i++) {
     if (pos < end && src[pos] === T_HOLE) {
@@ -220,6 +255,7 @@ function readDense() {
     if (v === UNHANDLED) return UNHANDLED;
     put(a, i, v);
   }
+  if (a.length < length) a.length = length;
   const count = readProperties(a, T_END_DENSE, true);
   if (count < 0 || readVarint() !== count || readVarint() !== length) return UNHANDLED;
   return a;
@@ -242,10 +278,9 @@ const SLAB = 32 * 1024;
 let out = Buffer.allocUnsafe(SLAB); // frames are views of it, one after another
 let at = 0; // where the next frame starts in `out`
 let w = 0; // write position
-// Objects already written -> their back-reference ids: the first alone (most
-// messages have one object), the rest in a Map.
-let firstObject;
-let ids;
+// Objects and arrays written, by id: a repeated one goes as a reference.
+// At most MAX_RECEIVERS, so a scan is cheaper than hashing into a Map.
+const written = new Array(MAX_RECEIVERS).fill(undefined);
 let nextId = 0;
 let busy = false; // a getter that sends re-enters: that send goes to Node's serializer
 
@@ -279,8 +314,7 @@ function encode(value) {
     ok = false;
   } finally {
     busy = false;
-    if (nextId > 1) ids.clear();
-    firstObject = undefined;
+    for (let i = 0; i < nextId; i++) written[i] = undefined;
     nextId = 0;
     if (!ok) w = at;
   }
@@ -301,7 +335,7 @@ function writeVarint(n) {
   reserve(5);
   while (n >= 0x80) {
     out[w++] = (n & 0x7f) | 0x80;
-    n = Math.floor(n / 128);
+    n >>>= 7;
   }
   out[w++] = n;
 }
@@ -309,7 +343,7 @@ function writeVarint(n) {
 function varintSize(n) {
   let size = 1;
   while (n >= 0x80) {
-    n = Math.floor(n / 128);
+    n >>>= 7;
     size++;
   }
   return size;
@@ -317,7 +351,10 @@ function varintSize(n) {
 
 function writeValue(v) {
   switch (typeof v) {
-    case 'string': writeString(v); return true;
+    case 'string':
+      if (v.length > MAX_STRING) return false;
+      writeString(v);
+      return true;
     case 'number': writeNumber(v); return true;
     case 'object':
       if (v === null) {
@@ -395,22 +432,22 @@ function isLatin1(s) {
 // An object seen before goes as a back-reference; ids are given in the
 // order objects begin, as V8's deserializer gives them.
 function writeReceiver(v) {
-  if (nextId > 0) {
-    const id = nextId === 1 ? (v === firstObject ? 0 : undefined) : ids.get(v);
-    if (id !== undefined) {
+  for (let id = 0; id < nextId; id++) {
+    if (written[id] === v) {
       reserve(1);
       out[w++] = T_REF;
       writeVarint(id);
       return true;
     }
   }
+  if (nextId >= MAX_RECEIVERS || types.isProxy(v)) return false;
   const proto = Object.getPrototypeOf(v);
   if (proto === Object.prototype || proto === null) {
     if (!isOrdinary(v)) return false;
     remember(v);
     return writeObject(v);
   }
-  if (proto === Array.prototype && Array.isArray(v) && !types.isProxy(v)) {
+  if (proto === Array.prototype && Array.isArray(v) && v.length <= MAX_ARRAY) {
     remember(v);
     return writeArray(v);
   }
@@ -418,33 +455,26 @@ function writeReceiver(v) {
 }
 
 function remember(v) {
-  if (nextId === 0) {
-    firstObject = v;
-  } else {
-    if (ids === undefined) ids = new Map();
-    if (nextId === 1) ids.set(firstObject, 0);
-    ids.set(v, nextId);
-  }
-  nextId++;
+  written[nextId++] = v;
 }
 
 // Exotic objects may have Object.prototype or null as prototype too (set by
-// hand, or a Proxy's target's); V8 writes those differently or refuses them.
+// hand): V8 writes those by type. The tag sees arguments, errors, boxed
+// primitives, dates, regexps, module namespaces (unless a toStringTag hides
+// them); the rest by their internal slots. (A Proxy was refused before its
+// getPrototypeOf trap could run.)
 function isOrdinary(v) {
-  if (types.isProxy(v) || ArrayBuffer.isView(v)) return false;
-  const tag = Object.prototype.toString.call(v);
-  if (tag !== '[object Object]') return false;
+  if (ArrayBuffer.isView(v) || Symbol.toStringTag in v) return false;
+  if (Object.prototype.toString.call(v) !== '[object Object]') return false;
   return !(types.isMap(v) || types.isSet(v) || types.isAnyArrayBuffer(v) || types.isWeakMap(v) ||
-    types.isWeakSet(v) || types.isPromise(v) || types.isExternal(v) || types.isGeneratorObject(v) ||
-    types.isMapIterator(v) || types.isSetIterator(v) || types.isBoxedPrimitive(v) || types.isDate(v) ||
-    types.isRegExp(v) || types.isNativeError(v));
+    types.isWeakSet(v) || types.isPromise(v));
 }
 
 function writeObject(o) {
   reserve(1);
   out[w++] = T_OBJECT;
   const keys = Object.keys(o);
-  let written = 0;
+  let count = 0;
   for (let i = 0; i < keys.length; i++) {
     const key = keys[i];
     const value = o[key];
@@ -452,11 +482,11 @@ function writeObject(o) {
     if (value === undefined && !Object.prototype.hasOwnProperty.call(o, key)) continue;
     writeKey(key);
     if (!writeValue(value)) return false;
-    written++;
+    count++;
   }
   reserve(1);
   out[w++] = T_END_OBJECT;
-  writeVarint(written);
+  writeVarint(count);
   return true;
 }
 
@@ -492,4 +522,4 @@ function writeArray(a) {
   return true;
 }
 
-module.exports = { encode, decode, UNHANDLED, VERSION };
+module.exports = { encode, decode, UNHANDLED, VERSION, MAX_RECEIVERS, MAX_ARRAY, MAX_STRING, MAX_DECODE };
