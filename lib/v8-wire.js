@@ -11,6 +11,16 @@ const v8 = require('node:v8');
 
 const UNHANDLED = Symbol('unhandled');
 
+// Builtins as they were at load: user code may replace the globals later.
+const { defineProperty, getPrototypeOf, keys: objectKeys } = Object;
+const { isArray } = Array;
+const { isView } = ArrayBuffer;
+const { fromCharCode } = String;
+const { byteLength } = Buffer;
+const hasOwn = Function.prototype.call.bind(Object.prototype.hasOwnProperty);
+const objectTag = Function.prototype.call.bind(Object.prototype.toString);
+const { toStringTag } = Symbol;
+
 // Tags (value-serializer.cc's SerializationTag).
 const T_VERSION = 0xff;
 const T_PADDING = 0x00;
@@ -153,7 +163,7 @@ function readOneByte() {
   pos += n;
   if (n > SHORT) return src.latin1Slice(start, pos);
   let s = '';
-  for (let i = start; i < pos; i++) s += String.fromCharCode(src[i]);
+  for (let i = start; i < pos; i++) s += fromCharCode(src[i]);
   return s;
 }
 
@@ -175,7 +185,7 @@ function readUtf8() {
 
 function newRef(value) {
   if (refCount < refs.length) refs[refCount] = value;
-  else Object.defineProperty(refs, refCount, { value, writable: true, enumerable: true, configurable: true });
+  else defineProperty(refs, refCount, { value, writable: true, enumerable: true, configurable: true });
   refCount++;
 }
 
@@ -195,7 +205,7 @@ function readKey() {
     if (i === n) return cached;
   }
   let key = '';
-  for (let i = start; i < pos; i++) key += String.fromCharCode(src[i]);
+  for (let i = start; i < pos; i++) key += fromCharCode(src[i]);
   keyCache[h] = key;
   return key;
 }
@@ -205,7 +215,7 @@ function readKey() {
 // before) is defined, not assigned, so no setter runs.
 function put(target, key, value) {
   if (key in target) {
-    Object.defineProperty(target, key, { value, writable: true, enumerable: true, configurable: true });
+    defineProperty(target, key, { value, writable: true, enumerable: true, configurable: true });
   } else {
     target[key] = value;
   }
@@ -407,7 +417,7 @@ function writeString(s) {
     w = mark;
   } else {
     // ASCII iff its UTF-8 is one byte a char; then it is its own latin1.
-    const ascii = Buffer.byteLength(s) === n;
+    const ascii = byteLength(s) === n;
     if (ascii || isLatin1(s)) {
       reserve(6 + n);
       out[w++] = T_ONE_BYTE;
@@ -441,13 +451,13 @@ function writeReceiver(v) {
     }
   }
   if (nextId >= MAX_RECEIVERS || types.isProxy(v)) return false;
-  const proto = Object.getPrototypeOf(v);
+  const proto = getPrototypeOf(v);
   if (proto === Object.prototype || proto === null) {
     if (!isOrdinary(v)) return false;
     remember(v);
     return writeObject(v);
   }
-  if (proto === Array.prototype && Array.isArray(v) && v.length <= MAX_ARRAY) {
+  if (proto === Array.prototype && isArray(v) && v.length <= MAX_ARRAY) {
     remember(v);
     return writeArray(v);
   }
@@ -464,8 +474,8 @@ function remember(v) {
 // them); the rest by their internal slots. (A Proxy was refused before its
 // getPrototypeOf trap could run.)
 function isOrdinary(v) {
-  if (ArrayBuffer.isView(v) || Symbol.toStringTag in v) return false;
-  if (Object.prototype.toString.call(v) !== '[object Object]') return false;
+  if (isView(v) || toStringTag in v) return false;
+  if (objectTag(v) !== '[object Object]') return false;
   return !(types.isMap(v) || types.isSet(v) || types.isAnyArrayBuffer(v) || types.isWeakMap(v) ||
     types.isWeakSet(v) || types.isPromise(v));
 }
@@ -473,13 +483,13 @@ function isOrdinary(v) {
 function writeObject(o) {
   reserve(1);
   out[w++] = T_OBJECT;
-  const keys = Object.keys(o);
+  const keys = objectKeys(o);
   let count = 0;
   for (let i = 0; i < keys.length; i++) {
     const key = keys[i];
     const value = o[key];
     // V8 skips a key a getter deleted meanwhile.
-    if (value === undefined && !Object.prototype.hasOwnProperty.call(o, key)) continue;
+    if (value === undefined && !hasOwn(o, key)) continue;
     writeKey(key);
     if (!writeValue(value)) return false;
     count++;
@@ -514,7 +524,7 @@ function writeArray(a) {
     if (v === undefined && !(i in a)) return false;
     if (!writeValue(v)) return false;
   }
-  if (a.length !== length || Object.keys(a).length !== length) return false;
+  if (a.length !== length || objectKeys(a).length !== length) return false;
   reserve(1);
   out[w++] = T_END_DENSE;
   writeVarint(0);
