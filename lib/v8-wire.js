@@ -57,7 +57,7 @@ const SHORT = 16;
 // only, and leaves big ones (found by these limits) to Node's.
 const MAX_RECEIVERS = 12; // objects and arrays in a message
 const MAX_ARRAY = 64; // an array's length
-const MAX_STRING = 4096; // a string's length
+const MAX_STRING = 2048; // a string's length
 const MAX_DECODE = 2048; // a frame's bytes
 
 // ---- decoding ----
@@ -516,6 +516,10 @@ function writeKey(key) {
 // Dense only: an array with holes or other own keys goes to V8.
 function writeArray(a) {
   const length = a.length;
+  // A list of objects longer than the limit: found now, not after writing
+  // a dozen of them.
+  const first = a[0];
+  if (typeof first === 'object' && first !== null && nextId + length > MAX_RECEIVERS) return false;
   reserve(1);
   out[w++] = T_DENSE;
   writeVarint(length);
