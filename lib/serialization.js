@@ -4,6 +4,7 @@
 // only V8 knows every value a message may hold.
 
 const v8 = require('node:v8');
+const wire = require('./v8-wire');
 
 // Host objects travel as Node's child_process serializer writes them: a tag,
 // then either the typed-array payload or a plain copy of the object. Workers
@@ -42,21 +43,34 @@ const json = {
   },
 };
 
+// Plain data goes through v8-wire's JS codec (no native object per
+// message); anything else through Node's serializer, as Node sends it.
 const advanced = {
   encode(message) {
-    const ser = new Serializer();
-    ser.writeRawBytes(Buffer.alloc(4));
-    ser.writeHeader();
-    ser.writeValue(message);
-    const frame = ser.releaseBuffer();
-    frame.writeUInt32BE(frame.length - 4, 0);
-    return frame;
+    const frame = wire.encode(message);
+    return frame === wire.UNHANDLED ? nativeEncode(message) : frame;
   },
   decode(payload) {
-    const des = new Deserializer(payload);
-    des.readHeader();
-    return des.readValue();
+    const value = wire.decode(payload);
+    return value === wire.UNHANDLED ? nativeDecode(payload) : value;
   },
 };
 
-module.exports = { json, advanced };
+// Node's serializer: the fallback, and what the tests hold the JS codec to.
+function nativeEncode(message) {
+  const ser = new Serializer();
+  ser.writeRawBytes(Buffer.alloc(4));
+  ser.writeHeader();
+  ser.writeValue(message);
+  const frame = ser.releaseBuffer();
+  frame.writeUInt32BE(frame.length - 4, 0);
+  return frame;
+}
+
+function nativeDecode(payload) {
+  const des = new Deserializer(payload);
+  des.readHeader();
+  return des.readValue();
+}
+
+module.exports = { json, advanced, nativeEncode, nativeDecode };
