@@ -175,8 +175,8 @@ impl RoundRobin {
 async fn accept_loop(listener: AsyncFd<Socket>, deliver: impl Fn(Vec<OwnedFd>)) {
   let fd = listener.get_ref().as_raw_fd();
   // TCP listeners tell how many connections wait (unix ones do not): with
-  // that, the loop stops once the queue is empty instead of calling accept
-  // until EAGAIN, which costs the kernel a socket made and freed each time.
+  // that, each wake-up asks once and accepts that many, instead of calling
+  // accept until EAGAIN, which costs the kernel a socket made and freed.
   let mut queue_told = accept_queue_len(fd).is_some();
   loop {
     let mut guard = match listener.readable().await {
@@ -185,34 +185,28 @@ async fn accept_loop(listener: AsyncFd<Socket>, deliver: impl Fn(Vec<OwnedFd>)) 
     };
     let mut batch = Vec::new();
     let mut pause = false;
-    // Connections known to be queued behind the last one accepted.
-    let mut queued = 0;
+    // Connections queued now: exactly those are accepted. One arriving
+    // meanwhile is a new readiness event, which `clear_ready` keeps.
+    let mut known = if queue_told { accept_queue_len(fd) } else { None };
+    queue_told = known.is_some();
     while batch.len() < ACCEPT_BATCH {
+      if known == Some(0) {
+        guard.clear_ready();
+        break;
+      }
       match sockets::accept(fd) {
         Ok(conn) => {
           batch.push(conn);
-          if queued > 0 {
-            queued -= 1;
-          } else if queue_told {
-            match accept_queue_len(fd) {
-              // Drained. A connection arriving from now on is a new
-              // readiness event, which `clear_ready` keeps.
-              Some(0) => {
-                guard.clear_ready();
-                break;
-              }
-              Some(n) => queued = n - 1,
-              None => queue_told = false,
-            }
-          }
+          known = known.map(|n| n - 1);
         }
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
           guard.clear_ready();
           break;
         }
         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-        // The peer gave up before we accepted: nothing to hand off.
-        Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => queued = 0,
+        // The peer gave up before we accepted: nothing to hand off. (The
+        // count may or may not have included it: accept until EAGAIN.)
+        Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => known = None,
         Err(_) => {
           // EMFILE/ENFILE/ENOMEM: back off instead of spinning; the kernel
           // keeps the connections queued meanwhile.
@@ -249,7 +243,7 @@ pub fn accept_queue_len(listener: RawFd) -> Option<usize> {
 /// A connection waiting for a worker's `{accepted}` answer (kept in that
 /// worker's pending requests, by the `newconn`'s seq).
 pub struct HandOff {
-  pub key: String,
+  pub key: Arc<str>,
   pub conn: Arc<OwnedFd>,
 }
 

@@ -13,7 +13,7 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use super::events::{Event, Received};
-use super::servers::Released;
+use super::servers::{HandOffTo, Released};
 use super::session::Session;
 use super::state::State;
 use super::Msg;
@@ -169,14 +169,19 @@ impl State {
     loop {
       let sessions = &self.sessions;
       let load = |w| sessions.get(&w).and_then(Session::load);
-      let Some((worker, conn)) = self.servers.next_handoff(key, load) else {
+      let Some(HandOffTo {
+        worker,
+        conn,
+        key: shared,
+      }) = self.servers.next_handoff(key, load)
+      else {
         return;
       };
       let Some(w) = self.sessions.get_mut(&worker) else {
         return;
       };
       let seq = w.pending.request(HandOff {
-        key: key.to_owned(),
+        key: shared,
         conn: conn.clone(),
       });
       w.channel.handle_frame(protocol::newconn_frame(w.mode, seq, key), conn);

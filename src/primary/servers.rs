@@ -26,6 +26,13 @@ pub struct QueryReply {
   pub distribute: Option<String>,
 }
 
+/// A queued connection and the worker to hand it to.
+pub struct HandOffTo {
+  pub worker: u32,
+  pub conn: Arc<OwnedFd>,
+  pub key: Arc<str>,
+}
+
 /// What became of a handle a worker let go of.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Released {
@@ -52,12 +59,14 @@ pub struct Servers {
   pub policy: Policy,
   /// `sticky: 'ip'` for handles created from now on.
   pub sticky: bool,
-  handles: HashMap<String, ServerHandle>,
+  /// By key (shared with the hand-offs waiting for answers, so a hand-off
+  /// costs no copy of it).
+  handles: HashMap<Arc<str>, ServerHandle>,
   /// The keys each worker holds.
   held: HashMap<u32, HashSet<String>>,
   /// Primary-accepting listeners report connections by generation, so a late
   /// batch from a closed listener never lands in a new one.
-  generations: HashMap<u64, String>,
+  generations: HashMap<u64, Arc<str>>,
   next_generation: u64,
 }
 
@@ -83,22 +92,23 @@ impl Servers {
       handle: None,
       distribute: None,
     };
-    if !self.handles.contains_key(&key) {
+    if !self.handles.contains_key(key.as_str()) {
       let generation = self.next_generation;
       match Query::from_fields(f).and_then(|q| ServerHandle::create(q, self.policy, deliver(generation))) {
         Ok(mut h) => {
           if self.sticky {
             h.set_sticky();
           }
-          self.generations.insert(generation, key.clone());
+          let shared: Arc<str> = Arc::from(key.as_str());
+          self.generations.insert(generation, shared.clone());
           self.next_generation += 1;
-          self.handles.insert(key.clone(), h);
+          self.handles.insert(shared, h);
         }
         // Nothing is kept: the next worker asking tries again, as in Node.
         Err(errno) => return refused(errno, &key),
       }
     }
-    let handle = self.handles.get_mut(&key).expect("just inserted");
+    let handle = self.handles.get_mut(key.as_str()).expect("just inserted");
     if handle.data.is_null() {
       if let Some(d) = f.get("data") {
         handle.data = d.clone();
@@ -200,7 +210,7 @@ impl Servers {
         o.probes.extend(w.probes);
         o.busy |= w.busy;
         if w.changed {
-          o.changed.push(key.clone());
+          o.changed.push(key.to_string());
         }
       }
     }
@@ -212,9 +222,9 @@ impl Servers {
   }
 
   /// Connections a primary-accepting listener accepted; returns their key.
-  pub fn accepted(&mut self, generation: u64, conns: Vec<OwnedFd>) -> Option<String> {
+  pub fn accepted(&mut self, generation: u64, conns: Vec<OwnedFd>) -> Option<Arc<str>> {
     let key = self.generations.get(&generation)?.clone();
-    let d = self.handles.get_mut(&key).and_then(ServerHandle::dispatcher)?;
+    let d = self.handles.get_mut(&*key).and_then(ServerHandle::dispatcher)?;
     d.backlog.extend(conns.into_iter().map(Arc::new));
     Some(key)
   }
@@ -232,21 +242,24 @@ impl Servers {
 
   /// The next queued connection of `key` and the worker to hand it to, the
   /// least loaded by `load` (`None`: not available).
-  pub fn next_handoff(&mut self, key: &str, load: impl Fn(u32) -> Option<usize>) -> Option<(u32, Arc<OwnedFd>)> {
+  pub fn next_handoff(&mut self, key: &str, load: impl Fn(u32) -> Option<usize>) -> Option<HandOffTo> {
     let d = self.handles.get_mut(key).and_then(ServerHandle::dispatcher)?;
     if d.backlog.is_empty() {
       return None;
     }
-    if d.sticky {
-      return d.take_sticky(load);
-    }
-    let worker = d.pick(load)?;
-    Some((worker, d.backlog.pop_front().expect("checked non-empty")))
+    let (worker, conn) = if d.sticky {
+      d.take_sticky(load)?
+    } else {
+      let worker = d.pick(load)?;
+      (worker, d.backlog.pop_front().expect("checked non-empty"))
+    };
+    let key = self.handles.get_key_value(key).expect("looked up above").0.clone();
+    Some(HandOffTo { worker, conn, key })
   }
 
   fn drop_handle(&mut self, key: &str) {
     if self.handles.remove(key).is_some() {
-      self.generations.retain(|_, k| k != key);
+      self.generations.retain(|_, k| &**k != key);
     }
   }
 }
