@@ -4,8 +4,10 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
+const { spawn } = require('node:child_process');
+const { once } = require('node:events');
 const { tempDir, freePort, runCli, runToExit, get, statusJson } = require('./cli-helpers');
-const { isGone, pollUntilGone } = require('./helpers');
+const { isGone } = require('./helpers');
 
 const app = path.join(__dirname, 'fixtures', 'cli-app.js');
 
@@ -69,8 +71,16 @@ test('an ecosystem runner killed with SIGKILL: its apps stop their workers and e
   const dir = tempDir();
   const home = path.join(dir, 'home');
   const port = await freePort();
+  // Each worker notes at exit whether the primary took it down gracefully.
+  const mark = path.join(dir, 'exits');
+  const script = path.join(dir, 'orphan.js');
+  fs.writeFileSync(script, `const cluster = require('node:cluster');
+require('node:http').createServer((q, s) => s.end(String(process.pid))).listen(process.env.PORT, '127.0.0.1');
+process.on('exit', () => require('node:fs').appendFileSync(process.env.MARK,
+  process.pid + ' ' + cluster.worker.exitedAfterDisconnect + '\\n'));
+`);
   const file = path.join(dir, 'ecosystem.config.json');
-  fs.writeFileSync(file, JSON.stringify({ apps: [{ name: 'orphan', script: app, instances: 2, env: { PORT: port } }] }));
+  fs.writeFileSync(file, JSON.stringify({ apps: [{ name: 'orphan', script, instances: 2, env: { PORT: port, MARK: mark } }] }));
   const run = runCli([file], { home });
   await run.until(/listening on 127\.0\.0\.1:/, 2);
   const [info] = JSON.parse((await runToExit(['ls', '--json'], { home })).stdout);
@@ -80,8 +90,44 @@ test('an ecosystem runner killed with SIGKILL: its apps stop their workers and e
   await run.exited;
   // Nothing signals the app's CLI: it sees the runner's pipe end.
   const pids = [info.pid, ...workers.map((w) => w.pid)];
-  assert.deepEqual(await pollUntilGone(pids, 15000), [], 'the app CLI and its workers are gone');
+  const goneAt = new Map();
+  for (const deadline = Date.now() + 15000; goneAt.size < pids.length && Date.now() < deadline;) {
+    for (const pid of pids) if (!goneAt.has(pid) && isGone(pid)) goneAt.set(pid, Date.now());
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  assert.deepEqual(pids.filter((pid) => !goneAt.has(pid)), [], 'the app CLI and its workers are gone');
+  // The CLI outlives its workers (it waits for them), though its stdout and stderr, pipes to the dead
+  // runner, now fail with EPIPE.
+  assert.ok(goneAt.get(info.pid) >= Math.max(...workers.map((w) => goneAt.get(w.pid))), JSON.stringify([...goneAt]));
+  // A graceful stop (the CLI's stdout and stderr, pipes to the dead runner, fail with EPIPE meanwhile).
+  const exits = fs.readFileSync(mark, 'utf8').trim().split('\n').sort();
+  assert.deepEqual(exits, workers.map((w) => `${w.pid} true`).sort());
   assert.deepEqual(fs.readdirSync(home), [], 'its control socket is removed');
+});
+
+test("an app CLI whose runner is gone stops cleanly although its stdout and stderr now fail with EPIPE", async () => {
+  // The runner's side: this test holds the pipes; the child is watchRunner as run.js uses it.
+  const fleet = path.join(__dirname, '..', 'lib', 'cli', 'fleet.js');
+  const child = spawn(process.execPath, ['-e', `
+    require(${JSON.stringify(fleet)}).watchRunner(() => {
+      process.stderr.write('[rcluster] the ecosystem runner is gone: shutting down\\n');
+      process.stdout.write('a last line\\n');
+      setTimeout(() => process.exit(0), 200);
+    });
+    setInterval(() => {}, 1000);`], {
+    env: { ...process.env, RCLUSTER_FLEET_FD: '3' },
+    stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
+  });
+  try {
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    child.stdout.destroy();
+    child.stderr.destroy();
+    child.stdio[3].destroy();
+    const [code, signal] = await once(child, 'exit');
+    assert.deepEqual({ code, signal }, { code: 0, signal: null });
+  } finally {
+    child.kill('SIGKILL');
+  }
 });
 
 test('rcluster.config.js with the CLI\'s option names, and a .json ecosystem file', async () => {

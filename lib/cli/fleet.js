@@ -61,7 +61,13 @@ function watchRunner(gone) {
     return;
   }
   pipe.on('error', () => {});
-  pipe.on('close', () => gone());
+  pipe.on('close', () => {
+    // Our stdout and stderr were pipes to the runner too: writing to them
+    // now fails with EPIPE, which must not end the process mid-stop.
+    process.stdout.on('error', () => {});
+    process.stderr.on('error', () => {});
+    gone();
+  });
   pipe.resume();
   // The workers keep the CLI alive, not this pipe.
   pipe.unref();
