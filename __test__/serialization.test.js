@@ -277,6 +277,12 @@ test('other format versions, truncated and corrupted frames: decoded (or refused
   const r = rng(7);
   const variants = [];
   for (let n = 0; n < frame.length; n++) variants.push(frame.subarray(0, n));
+  // Over-long varints (a string's length, an int): more continuation bytes than any uint32 needs.
+  for (const count of [5, 6, 10, 200]) {
+    const more = Buffer.alloc(count, 0x80);
+    variants.push(Buffer.concat([frame.subarray(0, 2), Buffer.from([0x22]), more, Buffer.from([0x01, 0x41])]));
+    variants.push(Buffer.concat([frame.subarray(0, 2), Buffer.from([0x49]), more, Buffer.from([0x02])]));
+  }
   for (let i = 0; i < 3000; i++) {
     const bad = Buffer.from(frame);
     const hits = 1 + Math.floor(r() * 3);

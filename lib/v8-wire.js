@@ -100,7 +100,8 @@ function readVarint() {
   let scale = 1;
   let byte;
   do {
-    if (pos >= end) return -1;
+    // Past 5 bytes (35 bits) only a malformed frame continues: V8 decides.
+    if (pos >= end || scale > 2 ** 28) return -1;
     byte = src[pos++];
     value += (byte & 0x7f) * scale;
     scale *= 128;
