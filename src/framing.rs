@@ -154,6 +154,12 @@ impl Decoder {
 /// Frames a payload for the wire.
 pub fn frame(mode: Serialization, payload: &[u8]) -> Vec<u8> {
   let mut out = Vec::with_capacity(payload.len() + 4);
+  frame_into(mode, payload, &mut out);
+  out
+}
+
+/// Appends a payload to `out`, framed as on the wire.
+pub fn frame_into(mode: Serialization, payload: &[u8], out: &mut Vec<u8>) {
   match mode {
     Serialization::Json => {
       out.extend_from_slice(payload);
@@ -164,12 +170,42 @@ pub fn frame(mode: Serialization, payload: &[u8]) -> Vec<u8> {
       out.extend_from_slice(payload);
     }
   }
-  out
+}
+
+/// The payloads of `wire`, complete frames one after another (as
+/// `frame_into` appends them).
+pub fn payloads(mode: Serialization, mut wire: &[u8]) -> impl Iterator<Item = &[u8]> {
+  std::iter::from_fn(move || {
+    let (payload, skip) = match mode {
+      Serialization::Json => {
+        let len = memchr::memchr(b'\n', wire)?;
+        (&wire[..len], len + 1)
+      }
+      Serialization::Advanced => {
+        let len = u32::from_be_bytes(wire.get(..4)?.try_into().unwrap()) as usize;
+        (&wire[4..4 + len], 4 + len)
+      }
+    };
+    wire = &wire[skip..];
+    Some(payload)
+  })
 }
 
 #[cfg(test)]
 mod tests {
   use super::*;
+
+  #[test]
+  fn payloads_reads_back_what_frame_into_appends() {
+    for mode in [Serialization::Json, Serialization::Advanced] {
+      let mut wire = Vec::new();
+      for p in [&b"a"[..], b"", b"bcd"] {
+        frame_into(mode, p, &mut wire);
+      }
+      let back: Vec<&[u8]> = payloads(mode, &wire).collect();
+      assert_eq!(back, vec![&b"a"[..], b"", b"bcd"], "{mode:?}");
+    }
+  }
 
   #[test]
   fn json_lines_split_across_pushes() {

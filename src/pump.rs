@@ -154,40 +154,8 @@ pub fn install(env: &Env, pump: Function<'_, (), ()>) -> Result<()> {
   Ok(())
 }
 
-/// Appends a user frame's payload to `wire` as it is on the wire.
-pub fn append_wire(mode: Serialization, payload: &[u8], wire: &mut Vec<u8>) {
-  match mode {
-    Serialization::Json => {
-      wire.extend_from_slice(payload);
-      wire.push(b'\n');
-    }
-    Serialization::Advanced => {
-      wire.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-      wire.extend_from_slice(payload);
-    }
-  }
-}
-
-/// The payloads of complete frames as they are on the wire.
-fn wire_payloads(mode: Serialization, mut wire: &[u8]) -> impl Iterator<Item = &[u8]> {
-  std::iter::from_fn(move || {
-    let (payload, skip) = match mode {
-      Serialization::Json => {
-        let len = memchr::memchr(b'\n', wire)?;
-        (&wire[..len], len + 1)
-      }
-      Serialization::Advanced => {
-        let len = u32::from_be_bytes(wire.get(..4)?.try_into().unwrap()) as usize;
-        (&wire[4..4 + len], 4 + len)
-      }
-    };
-    wire = &wire[skip..];
-    Some(payload)
-  })
-}
-
 fn add_wire(b: &mut Batch, id: u32, mode: Serialization, wire: &mut Vec<u8>) {
-  for frame in wire_payloads(mode, wire) {
+  for frame in crate::framing::payloads(mode, wire) {
     b.add(
       id,
       mode,

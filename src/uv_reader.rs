@@ -167,7 +167,7 @@ impl Reader {
         }
         let Some(msg) = inbox.next() else { break };
         match msg {
-          Inbound::User(frame) if !to_core.busy() => crate::pump::append_wire(self.mode, &frame, &mut self.frames),
+          Inbound::User(frame) if !to_core.busy() => crate::framing::frame_into(self.mode, &frame, &mut self.frames),
           // Nothing read after a frame we refuse is delivered, as before.
           Inbound::Garbage(reason) => {
             queued |= self.flush();
