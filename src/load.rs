@@ -339,18 +339,19 @@ pub fn counters() -> (u64, u64) {
 mod tests {
   use super::*;
 
-  /// One sample per `FAST_TICK`, from `t0`.
+  fn look(queued: usize, (unread, reading): (bool, bool), at: Duration) -> Sample {
+    Sample {
+      queued,
+      unread,
+      reading,
+      at,
+    }
+  }
+
+  /// One sample per `FAST_TICK`, from `t0` (the worker never reads).
   fn run_from(w: &mut Watch, t0: Duration, samples: &[(usize, bool)]) -> Vec<Step> {
     (samples.iter().enumerate())
-      .map(|(i, &(queued, unread))| {
-        let at = t0 + FAST_TICK * i as u32;
-        w.sample(Sample {
-          queued,
-          unread,
-          reading: false,
-          at,
-        })
-      })
+      .map(|(i, &(queued, unread))| w.sample(look(queued, (unread, false), t0 + FAST_TICK * i as u32)))
       .collect()
   }
 
@@ -414,18 +415,8 @@ mod tests {
   fn the_clock_not_the_tick_count_decides() {
     let mut w = Watch::default();
     // Two late ticks, 10 ms apart, are enough.
-    let a = w.sample(Sample {
-      queued: 2,
-      unread: false,
-      reading: false,
-      at: Duration::from_millis(100),
-    });
-    let b = w.sample(Sample {
-      queued: 2,
-      unread: true,
-      reading: false,
-      at: Duration::from_millis(110),
-    });
+    let a = w.sample(look(2, (false, false), Duration::from_millis(100)));
+    let b = w.sample(look(2, (true, false), Duration::from_millis(110)));
     assert!(a.probe);
     assert_eq!(b.verdict, Some(Verdict::Stalled));
   }
@@ -551,13 +542,8 @@ mod tests {
     let mut sent = 0u64;
     for i in 0..(4 * N as u32) {
       sent += 100_000;
-      let (unread, reading) = w.look(ChannelLevel { unread: 150_000, sent });
-      let step = w.sample(Sample {
-        queued: 3,
-        unread,
-        reading,
-        at: FAST_TICK * i,
-      });
+      let level = w.look(ChannelLevel { unread: 150_000, sent });
+      let step = w.sample(look(3, level, FAST_TICK * i));
       assert_eq!(step.verdict, None, "look {i}");
       assert!(!step.probe, "look {i}");
     }
@@ -565,13 +551,8 @@ mod tests {
     let t = FAST_TICK * (4 * N as u32);
     let steps: Vec<Step> = (0..=N as u32 + 1)
       .map(|i| {
-        let (unread, reading) = w.look(ChannelLevel { unread: 150_000, sent });
-        w.sample(Sample {
-          queued: 3,
-          unread,
-          reading,
-          at: t + FAST_TICK * i,
-        })
+        let level = w.look(ChannelLevel { unread: 150_000, sent });
+        w.sample(look(3, level, t + FAST_TICK * i))
       })
       .collect();
     assert!(!steps[0].probe, "the unread bytes serve as the probe");
