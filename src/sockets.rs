@@ -106,7 +106,8 @@ pub fn bind_tcp(kind: Kind, address: Option<&str>, port: u16, flags: u32, reusep
   bind_tcp_at(sock_addr(kind, address, port)?, flags, reuseport)
 }
 
-fn bind_tcp_at(addr: SocketAddr, flags: u32, reuseport: bool) -> Result<Socket, i32> {
+/// Binds a TCP socket at exactly `addr` (the `::` wildcard dual-stack).
+pub fn bind_tcp_at(addr: SocketAddr, flags: u32, reuseport: bool) -> Result<Socket, i32> {
   // libuv always sets SO_REUSEADDR on TCP binds.
   bind_inet(addr, Type::STREAM, true, reuseport, flags & FLAG_IPV6ONLY != 0)
 }

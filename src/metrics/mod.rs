@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 use self::admission::Waiting;
 use self::snapshot::{Counters, Snapshot};
 use crate::http::{self, BadRequest, Response};
+use crate::sockets;
 
 /// Asks the loop for a snapshot; false when the loop is gone.
 pub type Ask = Arc<dyn Fn(oneshot::Sender<Snapshot>) -> bool + Send + Sync>;
@@ -89,16 +90,12 @@ pub fn start(
   Endpoint { task: Some(task) }
 }
 
-/// Binds as Node's net does: SO_REUSEADDR, dual-stack for `::`; close-on-exec.
+/// Binds as the primary binds a worker's TCP server (Node's way: SO_REUSEADDR,
+/// dual-stack for `::`, close-on-exec, non-blocking), and listens.
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-  let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
-  socket.set_reuse_address(true)?;
-  if addr.is_ipv6() && addr.ip().is_unspecified() {
-    let _ = socket.set_only_v6(false);
-  }
-  socket.bind(&addr.into())?;
-  socket.listen(511)?;
-  socket.set_nonblocking(true)?;
+  let os_error = |errno: i32| io::Error::from_raw_os_error(-errno);
+  let socket = sockets::bind_tcp_at(addr, 0, false).map_err(os_error)?;
+  sockets::listen(&socket, 511).map_err(os_error)?;
   TcpListener::from_std(socket.into())
 }
 
