@@ -127,6 +127,7 @@ describe('setupPrimary({ metrics })', () => {
     });
     let ours;
     const sighup = process.listenerCount('SIGHUP');
+    const settingsBefore = { ...cluster.settings };
     try {
       cluster.setupPrimary({ metrics: { host: '127.0.0.1', port: taken }, signals: true });
     } catch (err) {
@@ -136,7 +137,7 @@ describe('setupPrimary({ metrics })', () => {
     assert.ok(ours, 'setupPrimary must throw for a taken port');
     // A setupPrimary() that throws changes nothing else (no signal handlers, settings as before).
     assert.equal(process.listenerCount('SIGHUP'), sighup);
-    assert.equal(cluster.settings.signals, undefined);
+    assert.deepEqual(cluster.settings, settingsBefore);
     for (const k of ['message', 'code', 'errno', 'syscall', 'address', 'port']) {
       assert.equal(ours[k], nodeErr[k], k);
     }

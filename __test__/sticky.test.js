@@ -64,7 +64,15 @@ test('both policies send each address to the same slot', { timeout: TEST_TIMEOUT
   const slotsOf = async (policy) => {
     const r = await fixtureResult(fixture('sticky-primary.js'),
       { env: { ...process.env, NODE_CLUSTER_SCHED_POLICY: policy } }, `sticky ${policy}`, 45000);
-    return Object.fromEntries(Object.entries(r.phases.before).map(([a, ids]) => [a, r.slots[ids[0]]]));
+    const bySource = Object.entries(r.phases.before).map(([a, ids]) => {
+      // Every answer from one worker, a worker of slot 0 or 1.
+      assert.equal(new Set(ids).size, 1, `${policy}: ${a} got ${JSON.stringify(ids)}`);
+      assert.ok([0, 1].includes(r.slots[ids[0]]), `${policy}: ${a} answered by ${ids[0]}`);
+      return [a, r.slots[ids[0]]];
+    });
+    assert.equal(bySource.length, 17, `${policy}: 16 IPv4 sources and ::1`);
+    assert.equal(new Set(bySource.map(([, slot]) => slot)).size, 2, `${policy}: both slots get clients`);
+    return Object.fromEntries(bySource);
   };
   assert.deepEqual(await slotsOf('reuseport'), await slotsOf('rr'));
 });
