@@ -160,7 +160,7 @@ pub async fn write_loop(
     }
     while in_flight.is_none() && !queue.is_empty() && !outbox.handle_in_flight() {
       let has_fd = queue[0].fd.is_some();
-      match send_one(&sock, &mut wait, &mut queue, &outbox, &events).await {
+      match send_one(&mut wait, &mut queue, &outbox, &events).await {
         Ok(Some(f)) if has_fd => in_flight = Some((f, std::mem::take(&mut retries_of_head))),
         Ok(_) => retries_of_head = 0,
         Err(e) => {
@@ -196,7 +196,6 @@ pub async fn write_loop(
 /// Writes the head of `queue` completely. Returns the frame when it carried an
 /// fd (the caller keeps it until the ACK, for a retransmission).
 async fn send_one(
-  sock: &OwnedFd,
   wait: &mut Readiness,
   queue: &mut VecDeque<OutFrame>,
   outbox: &Outbox,
@@ -210,11 +209,8 @@ async fn send_one(
     } else {
       None
     };
-    match send_with_fd(sock.as_raw_fd(), &frame.bytes[off..], pass) {
-      Ok(n) => {
-        off += n;
-        outbox.count_sent(n);
-      }
+    match outbox.write(&frame.bytes[off..], pass) {
+      Ok(n) => off += n,
       Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
       Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
         if let Err(e) = wait.ready().await {

@@ -16,7 +16,7 @@
 //! core's own `disconnect` message (`direct` is off for good).
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -91,9 +91,12 @@ impl Outbox {
     }
   }
 
-  /// Records bytes written on the socket (by the JS thread or the writer).
-  pub fn count_sent(&self, n: usize) {
+  /// Writes on the channel (with `fd`, if any), counting what left: every
+  /// write path goes through here, so `sent` misses nothing.
+  pub fn write(&self, bytes: &[u8], fd: Option<RawFd>) -> io::Result<usize> {
+    let n = send_with_fd(self.sock.as_raw_fd(), bytes, fd)?;
     self.sent.fetch_add(n as u64, Ordering::Relaxed);
+    Ok(n)
   }
 
   /// Bytes written on the socket so far.
@@ -139,11 +142,8 @@ impl Outbox {
     }
     let mut off = 0;
     while off < bytes.len() {
-      match send_with_fd(self.sock.as_raw_fd(), &bytes[off..], None) {
-        Ok(n) => {
-          off += n;
-          self.count_sent(n);
-        }
+      match self.write(&bytes[off..], None) {
+        Ok(n) => off += n,
         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
         // A full buffer, or an error the writer will meet and report.
         Err(_) => break,
@@ -167,12 +167,11 @@ impl Outbox {
     }
     let fd = frame.fd.as_ref().map(|f| f.as_raw_fd());
     let n = loop {
-      match send_with_fd(self.sock.as_raw_fd(), &frame.bytes, fd) {
+      match self.write(&frame.bytes, fd) {
         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
         other => break other.unwrap_or(0),
       }
     };
-    self.count_sent(n);
     if n == 0 {
       // A full buffer, or an error the writer will meet and report.
       return self.count_and_hand_over(st, frame).is_some();
