@@ -229,7 +229,12 @@ pub fn send(env: &Env, id: u32, frame: Either<JsString, Buffer>, fd: Option<i32>
     Either::A(text) => SEND_TEXT.with(|buf| {
       let mut buf = buf.borrow_mut();
       let bytes = utf8_into(env, text, &mut buf)?;
-      Ok::<_, Error>(core.send(id, bytes, dup, token))
+      let sent = core.send(id, bytes, dup, token);
+      // One huge message must not pin its buffer for the process's life.
+      if buf.capacity() > crate::js_call::KEPT_BYTES {
+        *buf = Vec::new();
+      }
+      Ok::<_, Error>(sent)
     })?,
     Either::B(buf) => core.send(id, buf, dup, token),
   };
@@ -240,8 +245,9 @@ pub fn send(env: &Env, id: u32, frame: Either<JsString, Buffer>, fd: Option<i32>
 }
 
 thread_local! {
-  /// Where `send` puts a string's UTF-8 (its capacity kept): a fresh
-  /// allocation per corked frame of many KB costs page faults.
+  /// Where `send` puts a string's UTF-8 (its capacity kept, up to
+  /// `js_call::KEPT_BYTES`): a fresh allocation per corked frame of many KB
+  /// costs page faults.
   static SEND_TEXT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 

@@ -10,8 +10,8 @@ use napi::sys;
 
 use crate::framing::Serialization;
 
-/// Larger buffers are not kept between wake-ups.
-const KEPT_BYTES: usize = 256 * 1024;
+/// Larger buffers are not kept between wake-ups (nor between sends).
+pub const KEPT_BYTES: usize = 256 * 1024;
 
 /// The pump, as the JS thread calls it directly.
 struct Direct {

@@ -192,6 +192,10 @@ impl Reader {
   fn flush(&mut self) -> bool {
     let any = !self.frames.is_empty();
     crate::pump::queue_frames(self.id, self.mode, &mut self.frames);
+    // A huge message's buffer is not kept for the channel's life.
+    if self.frames.capacity() > crate::js_call::KEPT_BYTES {
+      self.frames = Vec::new();
+    }
     any
   }
 
