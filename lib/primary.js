@@ -48,8 +48,7 @@ function defaultPolicy(env = process.env, platform = process.platform) {
 }
 cluster.schedulingPolicy = defaultPolicy();
 
-let initialized = false;
-let policyInUse; // what the core was told at the first setupPrimary()
+let policyInUse; // what the core was told at the first setupPrimary() (undefined before)
 let stickyInUse = false;
 let debugPortOffset = 1;
 
@@ -71,7 +70,7 @@ cluster.setupPrimary = function setupPrimary(options) {
   }
   // The policy is fixed by the first setupPrimary(): a bad one fails it (and
   // every later call) before anything changes.
-  const policy = initialized ? policyInUse : cluster.schedulingPolicy;
+  const policy = policyInUse === undefined ? cluster.schedulingPolicy : policyInUse;
   if (policy !== SCHED_NONE && policy !== SCHED_RR && policy !== SCHED_REUSEPORT) {
     throw codes.ERR_INVALID_ARG_VALUE('cluster.schedulingPolicy', policy,
       'must be SCHED_NONE, SCHED_RR or SCHED_REUSEPORT');
@@ -89,9 +88,8 @@ cluster.setupPrimary = function setupPrimary(options) {
   metrics.apply(metricsWanted); // throws what listen() would: before anything else changes
   configure();
   cluster.settings = settings;
-  if (!initialized) {
+  if (policyInUse === undefined) {
     binding.setSchedulingPolicy(policy);
-    initialized = true;
     policyInUse = policy;
   }
   // Applies to servers workers open from now on.

@@ -221,4 +221,4 @@ async function runCommand(cmd, argv) {
   }
 }
 
-module.exports = { COMMANDS, runCommand, request, CommandError };
+module.exports = { COMMANDS, runCommand, CommandError };

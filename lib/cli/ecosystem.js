@@ -158,4 +158,4 @@ function appsOf(file, { warn = () => {}, baseFlags = [] } = {}) {
   });
 }
 
-module.exports = { isEcosystemFile, appsOf, PM2_KEYS };
+module.exports = { isEcosystemFile, appsOf };

@@ -10,6 +10,7 @@
 const FLUSH_MS = 100;
 const MAX_LINE = 1024 * 1024;
 const NL = 0x0a;
+const NEWLINE = Buffer.from('\n');
 // How long an exit waits for the output still on its way (see `settled`).
 const SETTLE_MS = 3000;
 
@@ -92,8 +93,7 @@ function formatter(format, app, worker, stream) {
     })}\n`;
   }
   const prefix = Buffer.from(`[${app} ${worker.slot}] `);
-  const nl = Buffer.from('\n');
-  return (line) => Buffer.concat([prefix, line, nl]);
+  return (line) => Buffer.concat([prefix, line, NEWLINE]);
 }
 
 // Writes to `sink`; once a write finds it over its buffer, the source that
@@ -158,7 +158,7 @@ function settled(limitMs = SETTLE_MS) {
 // Copies `stream` to `sink` whole lines at a time, unchanged (the ecosystem
 // runner uses it for its apps' CLIs, whose lines are already attributed).
 function relayLines(stream, sink, write = gate(sink)) {
-  const splitter = new LineSplitter((line) => write(stream, Buffer.concat([line, Buffer.from('\n')])), {
+  const splitter = new LineSplitter((line) => write(stream, Buffer.concat([line, NEWLINE])), {
     held: () => stream.isPaused(),
   });
   stream.on('data', (chunk) => splitter.push(chunk));
@@ -166,4 +166,4 @@ function relayLines(stream, sink, write = gate(sink)) {
   return splitter;
 }
 
-module.exports = { LineSplitter, attributeLogs, relayLines, gate, settled, FLUSH_MS, MAX_LINE };
+module.exports = { LineSplitter, attributeLogs, relayLines, gate, settled };

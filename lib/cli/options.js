@@ -192,5 +192,5 @@ function defaultName(file, given) {
 }
 
 module.exports = {
-  OPTIONS, USAGE, MAX_INSTANCES, LOG_FORMATS, NAME_RE, UsageError, parseFlags, resolveApp, defaultName, parseName,
+  OPTIONS, USAGE, MAX_INSTANCES, UsageError, parseFlags, resolveApp, defaultName, parseName,
 };

@@ -50,4 +50,4 @@ function encode(message) {
   return `${JSON.stringify({ v: VERSION, ...message })}\n`;
 }
 
-module.exports = { VERSION, MAX_LINE, readLines, encode };
+module.exports = { VERSION, readLines, encode };

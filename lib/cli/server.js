@@ -119,4 +119,4 @@ async function startControl({ file, name, handlers }) {
   return { file, close, server };
 }
 
-module.exports = { startControl, probe };
+module.exports = { startControl };
