@@ -519,14 +519,13 @@ impl ReusePortGroup {
     slot.vacated = None;
     slot.watch = Watch::default();
     let sock = slot.sock.clone();
-    self.dispatcher.add_worker(worker);
     self.dispatcher.slots.insert(worker, supervised);
     self.steer();
     Ok(sock)
   }
 
   fn vacate(&mut self, worker: u32, deliver: &Deliver) {
-    self.dispatcher.remove_worker(worker);
+    self.dispatcher.slots.remove(&worker);
     let Some(idx) = self.slots.iter().position(|s| s.owner == Some(worker)) else {
       return;
     };
@@ -565,24 +564,35 @@ impl ReusePortGroup {
     self.steer();
   }
 
+  /// The members that take connections, by index: every member with a
+  /// worker when sticky (affinity wins over load), else those not stalled
+  /// (`load::members`).
+  fn takers(&self) -> Vec<u32> {
+    let owned = self.slots.iter().enumerate().filter(|(_, s)| s.owner.is_some());
+    if self.sticky {
+      return owned.map(|(i, _)| i as u32).collect();
+    }
+    let at = load::clock();
+    load::members(owned.map(|(i, s)| (i as u32, s.watch.stalled_for(at))))
+  }
+
+  /// Points the kernel (the steering program) and the dispatcher (the
+  /// connections the primary holds) at the same members: called whenever
+  /// an owner or a stall changes.
   fn steer(&mut self) {
+    let takers = self.takers();
+    self.dispatcher.workers = (takers.iter()).filter_map(|&i| self.slots[i as usize].owner).collect();
     if !self.steering || self.slots.is_empty() {
       return;
     }
     let fd = self.slots[0].sock.as_raw_fd();
     let attached = if self.sticky {
-      // Every member with a worker, whatever its load: affinity wins.
-      let members: Vec<(u32, u32)> = (self.slots.iter().enumerate())
-        .filter(|(_, s)| s.owner.is_some())
-        .map(|(i, s)| (i as u32, s.supervised))
+      let members: Vec<(u32, u32)> = (takers.iter())
+        .map(|&i| (i, self.slots[i as usize].supervised))
         .collect();
       sockets::attach_reuseport_cbpf(fd, &mut steering::sticky_program(&members))
     } else {
-      // Stalled members are left out (`load::members`).
-      let owned = self.slots.iter().enumerate().filter(|(_, s)| s.owner.is_some());
-      let at = load::clock();
-      let live = load::members(owned.map(|(i, s)| (i as u32, s.watch.stalled_for(at))));
-      sockets::steer_reuseport(fd, &live)
+      sockets::steer_reuseport(fd, &takers)
     };
     if attached.is_err() {
       self.steering = false;

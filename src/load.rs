@@ -278,16 +278,8 @@ pub fn watch_group(
       slot.drain = None;
     }
   }
-  // Connections the primary holds go to the members the kernel may pick.
-  let owned = g
-    .slots
-    .iter()
-    .filter_map(|s| s.owner.map(|o| (o, s.watch.stalled_for(at))));
-  let takers = members(owned);
-  if takers != g.dispatcher.workers {
-    g.dispatcher.workers = takers;
-    out.changed = true;
-  }
+  // A stall or a recovery (`changed`) makes the group steer again: the
+  // kernel and the dispatcher both (`ReusePortGroup::steer`).
   out
 }
 
