@@ -30,6 +30,8 @@ function restartOption(opts) {
 async function run(opts, { say, fatal }) {
   const count = opts.instances === 'max' ? Math.min(cpuCount(), MAX_INSTANCES) : opts.instances;
   const startedAt = Date.now();
+  // How long a reload or scale waits for each new worker to listen (--listen-timeout).
+  const readyOptions = opts.listenTimeout ? { readyTimeout: opts.listenTimeout } : undefined;
   let stopping = false;
 
   if (opts.policy) {
@@ -79,8 +81,7 @@ async function run(opts, { say, fatal }) {
   };
   const reload = () => {
     if (stopping) return Promise.reject(commandError('ERR_RCLUSTER_STOPPING', 'the app is stopping'));
-    const options = opts.listenTimeout ? { readyTimeout: opts.listenTimeout } : undefined;
-    return cluster.reload(options);
+    return cluster.reload(readyOptions);
   };
 
   const who = (w) => `worker ${w.id} (pid ${w.process.pid}, slot ${w.slot})`;
@@ -140,8 +141,7 @@ async function run(opts, { say, fatal }) {
           }
           if (stopping) throw commandError('ERR_RCLUSTER_STOPPING', 'the app is stopping');
           say(`scale to ${n} requested`);
-          const options = opts.listenTimeout ? { readyTimeout: opts.listenTimeout } : undefined;
-          return { workers: await cluster.scale(n, options) };
+          return { workers: await cluster.scale(n, readyOptions) };
         },
         stop: async () => {
           await stop('stop requested');
