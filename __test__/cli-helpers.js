@@ -6,10 +6,10 @@
 const { after } = require('node:test');
 const { spawn, execFile } = require('node:child_process');
 const http = require('node:http');
-const net = require('node:net');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
+const { freePort } = require('./helpers');
 
 const cli = path.join(__dirname, '..', 'bin', 'rcluster.js');
 const children = new Set();
@@ -33,14 +33,6 @@ function tempDir(prefix = 'rcluster-cli-') {
   return d;
 }
 
-function freePort() {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 // Runs the CLI in the background. `until(pattern, n, stream)` resolves with the
 // first n lines of stream ('stderr' by default) matching pattern. With

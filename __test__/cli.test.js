@@ -4,12 +4,11 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const { spawn, execFile } = require('node:child_process');
 const http = require('node:http');
-const net = require('node:net');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { cpuCount } = require('../lib/cpus');
-const { isGone } = require('./helpers');
+const { isGone, freePort } = require('./helpers');
 
 const cli = path.join(__dirname, '..', 'bin', 'rcluster.js');
 const app = path.join(__dirname, 'fixtures', 'cli-app.js');
@@ -26,14 +25,6 @@ test.after(() => {
   }
 });
 
-function freePort() {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 // Runs the CLI; `until(pattern, n)` resolves once stderr has n lines matching.
 function runCli(args, env = {}) {

@@ -5,6 +5,7 @@
 const { after } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
+const net = require('node:net');
 const path = require('node:path');
 const { spawn } = require('node:child_process');
 
@@ -92,6 +93,16 @@ function isGone(pid) {
 }
 
 // Polls until every pid is gone or `ms` have passed; returns those still alive.
+// A port free on 127.0.0.1 a moment ago (bound, read, closed).
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    }).on('error', reject);
+  });
+}
+
 async function pollUntilGone(pids, ms) {
   const deadline = Date.now() + ms;
   for (;;) {
@@ -295,6 +306,7 @@ module.exports = {
   trackCluster,
   isGone,
   pollUntilGone,
+  freePort,
   startFixture,
   killFixtures,
   fixtureRunner,

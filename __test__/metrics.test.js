@@ -14,7 +14,7 @@ const os = require('node:os');
 const path = require('node:path');
 const { spawn, spawnSync } = require('node:child_process');
 const cluster = require('..');
-const { startFixture, killFixtures, trackCluster, isGone } = require('./helpers');
+const { startFixture, killFixtures, trackCluster, isGone, freePort } = require('./helpers');
 
 const FIXTURE = path.join(__dirname, 'fixtures', 'metrics-primary.js');
 const CLI = path.join(__dirname, '..', 'bin', 'rcluster.js');
@@ -81,14 +81,6 @@ function samples(text) {
   });
 }
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    }).on('error', reject);
-  });
-}
 
 describe('setupPrimary({ metrics })', () => {
   it('validates the option with Node\'s error codes', () => {
