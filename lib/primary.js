@@ -238,8 +238,26 @@ function retire(id) {
   if (retired.size > RETIRED_KEPT) retired.delete(retired.keys().next().value);
 }
 
+// The kernel refused a reuseport group's steering program (a seccomp filter,
+// an old kernel): the group runs on the kernel's own hash. Said once per
+// server, since whoever asked for sticky: 'ip' relies on it.
+function warnSteeringRefused({ errno, sticky, port }) {
+  const why = `the kernel refused the steering program of the server on port ${port} (${getSystemErrorName(-errno)})`;
+  const [what, code] = sticky
+    ? ["sticky: 'ip' is not in effect there: the kernel spreads connections by its own hash, without client " +
+      "affinity (SCHED_RR keeps sticky: 'ip' without kernel steering)", 'RCLUSTER_STICKY_UNAVAILABLE']
+    : ["load-aware steering is not in effect there: the kernel spreads connections by its own hash, also to " +
+      "stalled workers and to a departed worker's socket (whose queue the primary hands on)",
+    'RCLUSTER_STEERING_UNAVAILABLE'];
+  process.emitWarning(`rcluster: ${why}; ${what}`, { code });
+}
+
 // Returns true when the rest of the batch must wait for the next tick.
 function onCoreEvent(ev) {
+  if (ev.kind === 'steeringRefused') {
+    warnSteeringRefused(ev);
+    return false;
+  }
   if (ev.kind === 'forked') {
     // The new worker's 'fork' (and 'spawn') are emitted on the next tick, as
     // after cluster.fork(); its own later events may be in this batch.

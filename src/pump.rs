@@ -473,6 +473,12 @@ fn to_object(env: &Env, id: u32, event: Event) -> Result<Object<'_>> {
       o.set("reason", reason)?;
       "recycle"
     }
+    Event::SteeringRefused(r) => {
+      o.set("errno", r.errno)?;
+      o.set("sticky", r.sticky)?;
+      o.set("port", r.port)?;
+      "steeringRefused"
+    }
   };
   o.set("kind", kind)?;
   Ok(o)
