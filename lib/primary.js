@@ -85,7 +85,9 @@ cluster.setupPrimary = function setupPrimary(options) {
   }
   const metricsWanted = metrics.parse(settings.metrics);
   const configure = supervisor.prepare(settings);
-  metrics.apply(metricsWanted); // throws what listen() would: before anything else changes
+  // Throws what listen() would: before anything else changes (for a host
+  // name, what fails after the lookup is reported in the background).
+  metrics.apply(metricsWanted, reportInBackground);
   configure();
   cluster.settings = settings;
   if (policyInUse === undefined) {
@@ -236,6 +238,14 @@ function retire(id) {
   if (!proc) return;
   retired.set(id, proc);
   if (retired.size > RETIRED_KEPT) retired.delete(retired.keys().next().value);
+}
+
+// An error of something the primary does in the background (the metrics
+// endpoint's start for a host name): to 'error' listeners when there are any,
+// as supervision reports a failed reload; else a warning, not an uncaught 'error'.
+function reportInBackground(err) {
+  if (cluster.listenerCount('error') > 0) cluster.emit('error', err);
+  else process.emitWarning(err);
 }
 
 // The kernel refused a reuseport group's steering program (a seccomp filter,
