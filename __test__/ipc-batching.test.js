@@ -47,14 +47,23 @@ test('the primary stays alive while its worker lives, and exits by itself after'
   }
 });
 
-for (const scenario of ['interleaved', 'interleaved-blocked']) {
-  const blocked = scenario === 'interleaved-blocked' ? ', also while the primary\'s JS is blocked' : '';
-  test(`a worker's cluster acts and messages reach JS in the order it sent them${blocked}`, { timeout: 60000 },
-    async () => {
-      const [ours, node] = await both(scenario, 'json');
-      const expected = [];
-      for (let n = 0; n < 400; n++) expected.push('L', `M${n}`);
-      assert.deepEqual(node.seen, expected, 'node:cluster baseline');
-      assert.deepEqual(ours.seen, expected);
-    });
+for (const scenario of ['interleaved', 'interleaved-blocked', 'texts']) {
+  const title = {
+    interleaved: 'a worker\'s cluster acts and messages reach JS in the order it sent them',
+    'interleaved-blocked':
+      'a worker\'s cluster acts and messages reach JS in order, also while the primary\'s JS is blocked',
+    texts: 'a worker\'s messages alone (delivered directly): ASCII, UTF-8 and invalid UTF-8 decode as in node:cluster',
+  }[scenario];
+  test(title, { timeout: 60000 }, async () => {
+    const [ours, node] = await both(scenario, 'json');
+    // Texts as in the fixture (TEXTS), decoded: invalid bytes become U+FFFD.
+    const texts = ['plain', 'caf\u00e9 \u65e5\u672c \u{1f389}', 'b\ufffd\ufffd(e'];
+    const expected = [];
+    for (let n = 0; n < 400; n++) {
+      if (scenario !== 'texts') expected.push('L');
+      expected.push(`M${n}:${texts[n % texts.length]}`);
+    }
+    assert.deepEqual(node.seen, expected, 'node:cluster baseline');
+    assert.deepEqual(ours.seen, expected);
+  });
 }

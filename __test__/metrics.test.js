@@ -145,6 +145,82 @@ describe('setupPrimary({ metrics })', () => {
     assert.match(refused.error, /ECONNREFUSED/);
   });
 
+  it('a host name resolves on the core, as net.Server#listen resolves it: bound later, not in setupPrimary()',
+    async () => {
+      const node = net.createServer().listen(0, 'localhost');
+      assert.equal(node.address(), null, 'node:net baseline: no address until the lookup is done');
+      await new Promise((resolve) => node.once('listening', resolve));
+      const nodeAddr = node.address();
+      node.close();
+      try {
+        cluster.setupPrimary({ metrics: { host: 'localhost', port: 0 } });
+        // The JS thread did not wait for the lookup (nor the bind after it).
+        assert.equal(cluster.metricsAddress(), null);
+        const addr = await pollUntil(async () => cluster.metricsAddress(), Boolean, 'the address once bound', 10000);
+        assert.equal(addr.address, nodeAddr.address, 'the address getaddrinfo gives first, as node:net takes');
+        assert.equal(addr.family, nodeAddr.family);
+        assert.ok(addr.port > 0);
+        assert.equal((await request(addr, '/healthz')).status, 200);
+        // The same settings again keep the endpoint; a move closes it.
+        cluster.setupPrimary({ metrics: { host: 'localhost', port: 0 } });
+        assert.deepEqual(cluster.metricsAddress(), addr);
+        cluster.setupPrimary({ metrics: { port: 0 } });
+        assert.notEqual(cluster.metricsAddress(), null, 'a numeric host is bound in setupPrimary()');
+        await pollUntil(() => request(addr, '/healthz'), (r) => r.status === 0, 'the named endpoint closed', 3000);
+      } finally {
+        cluster.setupPrimary({ metrics: false });
+      }
+    });
+
+  it("a host name that does not resolve: node:net's ENOTFOUND, to cluster 'error' listeners, else a warning",
+    async () => {
+      const host = 'no-such-host.invalid';
+      const nodeErr = await new Promise((resolve) => net.createServer().once('error', resolve).listen(0, host));
+      assert.equal(nodeErr.code, 'ENOTFOUND', 'node:net baseline');
+      const same = (ours) => {
+        for (const k of ['message', 'code', 'errno', 'syscall', 'hostname']) assert.equal(ours[k], nodeErr[k], k);
+        assert.ok(ours instanceof Error);
+      };
+      try {
+        const viaError = new Promise((resolve) => cluster.once('error', resolve));
+        cluster.setupPrimary({ metrics: { host, port: 0 } });
+        assert.equal(cluster.metricsAddress(), null);
+        same(await viaError);
+        assert.equal(cluster.metricsAddress(), null, 'no endpoint after the failure');
+
+        // Nobody listens for 'error': a process warning, never an uncaught 'error'.
+        const viaWarning = new Promise((resolve) => process.once('warning', resolve));
+        cluster.setupPrimary({ metrics: { host, port: 9 } });
+        same(await viaWarning);
+        assert.equal(cluster.metricsAddress(), null);
+
+        // The primary carries on: a working endpoint after.
+        cluster.setupPrimary({ metrics: { port: 0 } });
+        assert.equal((await request(cluster.metricsAddress(), '/healthz')).status, 200);
+      } finally {
+        cluster.setupPrimary({ metrics: false });
+      }
+    });
+
+  it('a move while a host name resolves wins: the earlier outcome is dropped', async () => {
+    const errors = [];
+    const onError = (e) => errors.push(e);
+    cluster.on('error', onError);
+    try {
+      cluster.setupPrimary({ metrics: { host: 'no-such-host.invalid', port: 0 } });
+      cluster.setupPrimary({ metrics: { port: 0 } });
+      const addr = cluster.metricsAddress();
+      assert.equal(addr.address, '127.0.0.1');
+      await sleep(500);
+      assert.deepEqual(errors, [], 'no error for the abandoned name');
+      assert.deepEqual(cluster.metricsAddress(), addr);
+      assert.equal((await request(addr, '/healthz')).status, 200);
+    } finally {
+      cluster.off('error', onError);
+      cluster.setupPrimary({ metrics: false });
+    }
+  });
+
   it('answers 404, 405 and 400 for what it does not serve', async () => {
     cluster.setupPrimary({ metrics: { port: 0 } });
     const addr = cluster.metricsAddress();

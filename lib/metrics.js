@@ -11,7 +11,7 @@ const { validateObject, validateString, validatePort, validateNoNullBytes } = re
 const DEFAULT_HOST = '127.0.0.1';
 const ENOTFOUND = -3008; // libuv's UV_EAI_NONAME
 
-let current = null; // { host, port, address: { address, family, port } }
+let current = null; // { host, port, address: { address, family, port } | null while a name resolves }
 
 // `undefined`, `null` or `false`: no endpoint.
 function parse(value, name = 'options.metrics') {
@@ -34,22 +34,36 @@ function listenError(errno, host, port) {
   return Object.assign(err, { errno, code, syscall: 'listen', address: host, port });
 }
 
-// Starts, moves or stops the endpoint for `want` (from parse). Throws what
-// listen() would (EADDRINUSE, EACCES, EADDRNOTAVAIL, ENOTFOUND); the old
-// endpoint is closed by then.
-function apply(want) {
+const boundAddress = (r) => ({ address: r.address, family: r.family, port: r.port });
+
+// Starts, moves or stops the endpoint for `want` (from parse); the old
+// endpoint is closed first. A numeric host is bound now: this throws what
+// listen() would (EADDRINUSE, EACCES, EADDRNOTAVAIL). A host name resolves on
+// the core, so the JS thread never waits for DNS: this returns at once, and
+// what fails later (ENOTFOUND, or the bind) goes to `report`.
+function apply(want, report) {
   if (want && current && want.host === current.host && want.port === current.port) return;
   if (!want) {
     if (current) binding.stopMetrics();
     current = null;
     return;
   }
-  const r = binding.startMetrics(want.host, want.port);
+  const started = { ...want, address: null };
+  const r = binding.startMetrics(want.host, want.port, (late) => {
+    if (current !== started) return; // moved or stopped meanwhile
+    if (late.errno) {
+      current = null;
+      report(listenError(late.errno, want.host, want.port));
+    } else {
+      started.address = boundAddress(late);
+    }
+  });
   if (r.errno) {
     current = null;
     throw listenError(r.errno, want.host, want.port);
   }
-  current = { ...want, address: { address: r.address, family: r.family, port: r.port } };
+  if (!r.pending) started.address = boundAddress(r);
+  current = started;
 }
 
 // The CLI's `[host:]port` (`[::]:9100` for IPv6); null when it is not one.
@@ -59,9 +73,10 @@ function parseHostPort(text) {
   return { host: m[1] || m[2] || DEFAULT_HOST, port: Number(m[3]) };
 }
 
-// What `server.address()` would say, or null without an endpoint.
+// What `server.address()` would say, or null without an endpoint (and while
+// its host name resolves).
 function address() {
-  return current ? { ...current.address } : null;
+  return current && current.address ? { ...current.address } : null;
 }
 
 module.exports = { parse, apply, address, parseHostPort, DEFAULT_HOST };

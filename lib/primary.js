@@ -85,7 +85,9 @@ cluster.setupPrimary = function setupPrimary(options) {
   }
   const metricsWanted = metrics.parse(settings.metrics);
   const configure = supervisor.prepare(settings);
-  metrics.apply(metricsWanted); // throws what listen() would: before anything else changes
+  // Throws what listen() would: before anything else changes (for a host
+  // name, what fails after the lookup is reported in the background).
+  metrics.apply(metricsWanted, reportInBackground);
   configure();
   cluster.settings = settings;
   if (policyInUse === undefined) {
@@ -238,8 +240,34 @@ function retire(id) {
   if (retired.size > RETIRED_KEPT) retired.delete(retired.keys().next().value);
 }
 
+// An error of something the primary does in the background (the metrics
+// endpoint's start for a host name): to 'error' listeners when there are any,
+// as supervision reports a failed reload; else a warning, not an uncaught 'error'.
+function reportInBackground(err) {
+  if (cluster.listenerCount('error') > 0) cluster.emit('error', err);
+  else process.emitWarning(err);
+}
+
+// The kernel refused a reuseport group's steering program (a seccomp filter,
+// an old kernel): the group runs on the kernel's own hash. Said once per
+// server, since whoever asked for sticky: 'ip' relies on it.
+function warnSteeringRefused({ errno, sticky, port }) {
+  const why = `the kernel refused the steering program of the server on port ${port} (${getSystemErrorName(-errno)})`;
+  const [what, code] = sticky
+    ? ["sticky: 'ip' is not in effect there: the kernel spreads connections by its own hash, without client " +
+      "affinity (SCHED_RR keeps sticky: 'ip' without kernel steering)", 'RCLUSTER_STICKY_UNAVAILABLE']
+    : ["load-aware steering is not in effect there: the kernel spreads connections by its own hash, also to " +
+      "stalled workers and to a departed worker's socket (whose queue the primary hands on)",
+    'RCLUSTER_STEERING_UNAVAILABLE'];
+  process.emitWarning(`rcluster: ${why}; ${what}`, { code });
+}
+
 // Returns true when the rest of the batch must wait for the next tick.
 function onCoreEvent(ev) {
+  if (ev.kind === 'steeringRefused') {
+    warnSteeringRefused(ev);
+    return false;
+  }
   if (ev.kind === 'forked') {
     // The new worker's 'fork' (and 'spawn') are emitted on the next tick, as
     // after cluster.fork(); its own later events may be in this batch.

@@ -451,6 +451,7 @@ pub fn process_usage(pid: i32) -> Option<NativeWorkerStats> {
 
 /// Where the metrics endpoint listens, or why it could not (`errno`,
 /// negative; -3008 is libuv's ENOTFOUND for a host that does not resolve).
+/// `pending`: a host name, resolved on the core; the outcome comes later.
 #[napi(object)]
 pub struct MetricsAddress {
   pub errno: Option<i32>,
@@ -458,33 +459,59 @@ pub struct MetricsAddress {
   /// `'IPv4'` or `'IPv6'`, as `server.address()` says.
   pub family: Option<String>,
   pub port: Option<u32>,
+  pub pending: Option<bool>,
+}
+
+impl MetricsAddress {
+  fn of(r: std::io::Result<std::net::SocketAddr>) -> MetricsAddress {
+    let (errno, bound) = match r {
+      Ok(bound) => (None, Some(bound)),
+      Err(e) if crate::metrics::is_not_found(&e) => (Some(-3008), None),
+      Err(e) => (Some(errno_of(&e)), None),
+    };
+    MetricsAddress {
+      errno,
+      address: bound.map(|b| b.ip().to_string()),
+      family: bound.map(|b| if b.is_ipv4() { "IPv4" } else { "IPv6" }.into()),
+      port: bound.map(|b| b.port() as u32),
+      pending: None,
+    }
+  }
 }
 
 /// Starts (or moves) the metrics and health endpoint, served by the core.
+/// A numeric host is bound before this returns. A name is resolved on the
+/// core (no DNS wait on the JS thread): this returns `pending`, and `done`
+/// gets the outcome, unless the endpoint is stopped or moved first.
 #[napi]
-pub fn start_metrics(host: String, port: u32) -> Result<MetricsAddress> {
-  use std::net::ToSocketAddrs;
-  let failed = |errno| MetricsAddress {
-    errno: Some(errno),
+pub fn start_metrics(host: String, port: u32, done: Function<'_, MetricsAddress, ()>) -> Result<MetricsAddress> {
+  let target = crate::metrics::Target::new(&host, port as u16);
+  if let crate::metrics::Target::Addr(addr) = target {
+    return Ok(MetricsAddress::of(core()?.start_metrics(addr)));
+  }
+  // Keeps the process alive until the outcome is told (as Node's lookup for
+  // `listen(port, host)` does), not after: it is released once called, or
+  // dropped unused when the endpoint is stopped or moved first.
+  let done = done
+    .build_threadsafe_function::<MetricsAddress>()
+    .callee_handled::<false>()
+    .weak::<false>()
+    .build()?;
+  let bound = Box::new(move |r| {
+    done.call(
+      MetricsAddress::of(r),
+      napi::threadsafe_function::ThreadsafeFunctionCallMode::NonBlocking,
+    );
+  });
+  if core()?.start_metrics_then(target, bound).is_err() {
+    return Err(Error::from_reason("rcluster core is not running"));
+  }
+  Ok(MetricsAddress {
+    errno: None,
     address: None,
     family: None,
     port: None,
-  };
-  let Some(addr) = (host.as_str(), port as u16)
-    .to_socket_addrs()
-    .ok()
-    .and_then(|mut a| a.next())
-  else {
-    return Ok(failed(-3008));
-  };
-  Ok(match core()?.start_metrics(addr) {
-    Ok(bound) => MetricsAddress {
-      errno: None,
-      address: Some(bound.ip().to_string()),
-      family: Some(if bound.is_ipv4() { "IPv4" } else { "IPv6" }.into()),
-      port: Some(bound.port() as u32),
-    },
-    Err(e) => failed(errno_of(&e)),
+    pending: Some(true),
   })
 }
 

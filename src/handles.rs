@@ -211,6 +211,8 @@ pub struct ReusePortGroup {
   /// False once attaching the steering program failed (old kernel, or a
   /// seccomp filter): then vacant slots get some connections and drain them.
   steering: bool,
+  /// The errno of that failure, until `take_steering_refusal` reports it.
+  refused: Option<i32>,
   /// `sticky: 'ip'`: steer by client address (`steering::sticky_program`).
   sticky: bool,
 }
@@ -246,6 +248,21 @@ pub trait Shape: Send {
   /// `sticky: 'ip'`: connections go by client address (see `sticky`).
   /// Shapes that do not distribute connections have nothing to do.
   fn set_sticky(&mut self) {}
+  /// The kernel refused the steering program (once per handle, then no
+  /// program is attached again): its errno, and whether it was sticky's.
+  fn take_steering_refusal(&mut self) -> Option<SteeringRefused> {
+    None
+  }
+}
+
+/// The kernel refused a reuseport group's steering program: the group runs
+/// on the kernel's own reuseport hash from then on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SteeringRefused {
+  pub errno: i32,
+  pub sticky: bool,
+  /// The group's port.
+  pub port: u16,
 }
 
 /// Removes a Unix socket's path when dropped, as libuv does when it closes a
@@ -304,6 +321,15 @@ impl Shape for ReusePortGroup {
     self.sticky = true;
     self.dispatcher.sticky = true;
     self.steer();
+  }
+
+  fn take_steering_refusal(&mut self) -> Option<SteeringRefused> {
+    let errno = self.refused.take()?;
+    Some(SteeringRefused {
+      errno,
+      sticky: self.sticky,
+      port: self.port,
+    })
   }
 
   fn remove(&mut self, worker: u32, deliver: &Deliver) {
@@ -422,6 +448,7 @@ impl ServerHandle {
             }],
             dispatcher: Dispatcher::default(),
             steering: true,
+            refused: None,
             sticky: false,
           })
         }
@@ -466,6 +493,11 @@ impl ServerHandle {
   /// `sticky: 'ip'` (before any worker joins).
   pub fn set_sticky(&mut self) {
     self.shape.set_sticky();
+  }
+
+  /// A refusal of the steering program not reported yet.
+  pub fn take_steering_refusal(&mut self) -> Option<SteeringRefused> {
+    self.shape.take_steering_refusal()
   }
 
   /// Where this handle's primary-accepted connections wait for workers.
@@ -594,8 +626,9 @@ impl ReusePortGroup {
     } else {
       sockets::steer_reuseport(fd, &takers)
     };
-    if attached.is_err() {
+    if let Err(e) = attached {
       self.steering = false;
+      self.refused = Some(e.raw_os_error().unwrap_or(libc::EINVAL));
     }
   }
 }

@@ -103,21 +103,20 @@ unsafe fn make_frame_args(
   if sys::napi_create_uint32(env, id, &mut args[0]) != sys::Status::napi_ok {
     return false;
   }
-  let status = match mode {
-    Serialization::Json if bytes.is_ascii() => {
-      sys::napi_create_string_latin1(env, bytes.as_ptr().cast(), bytes.len() as isize, &mut args[1])
-    }
-    Serialization::Json => {
-      // As Node decodes the channel: invalid bytes become U+FFFD.
-      let text = String::from_utf8_lossy(bytes);
-      sys::napi_create_string_utf8(env, text.as_ptr().cast(), text.len() as isize, &mut args[1])
-    }
+  match mode {
+    Serialization::Json => match crate::pump::json_string(&Env::from_raw(env), bytes, bytes.is_ascii()) {
+      Ok(text) => {
+        args[1] = text.raw();
+        true
+      }
+      Err(_) => false,
+    },
     Serialization::Advanced => {
       let mut data = std::ptr::null_mut();
-      sys::napi_create_buffer_copy(env, bytes.len(), bytes.as_ptr().cast(), &mut data, &mut args[1])
+      let status = sys::napi_create_buffer_copy(env, bytes.len(), bytes.as_ptr().cast(), &mut data, &mut args[1]);
+      status == sys::Status::napi_ok
     }
-  };
-  status == sys::Status::napi_ok
+  }
 }
 
 /// Calls the pump now, from the JS thread's own loop (not from JS): in a

@@ -135,12 +135,15 @@ enum Msg {
   /// For the metrics endpoint.
   Snapshot(tokio::sync::oneshot::Sender<crate::metrics::snapshot::Snapshot>),
   StartMetrics {
-    addr: std::net::SocketAddr,
+    target: crate::metrics::Target,
     counters: Arc<Counters>,
-    reply: std::sync::mpsc::SyncSender<io::Result<std::net::SocketAddr>>,
+    bound: MetricsBound,
   },
   StopMetrics,
 }
+
+/// Told where the metrics endpoint was bound, or why not.
+pub type MetricsBound = Box<dyn FnOnce(io::Result<std::net::SocketAddr>) + Send>;
 
 /// The binding's handle on the core thread.
 pub struct Core {
@@ -332,13 +335,28 @@ impl Core {
   /// the address bound (port 0 picks one). A taken port is `AddrInUse`.
   pub fn start_metrics(&self, addr: std::net::SocketAddr) -> io::Result<std::net::SocketAddr> {
     let (reply, result) = std::sync::mpsc::sync_channel(1);
-    let counters = self.counters.clone();
     let gone = || io::Error::other("rcluster core is not running");
+    let bound = Box::new(move |r| {
+      let _ = reply.send(r);
+    });
     self
-      .tx
-      .send(Msg::StartMetrics { addr, counters, reply })
+      .start_metrics_then(crate::metrics::Target::Addr(addr), bound)
       .map_err(|_| gone())?;
     result.recv().map_err(|_| gone())?
+  }
+
+  /// Starts (or moves) the endpoint without waiting: `bound` is called on
+  /// the core thread once it is bound or has failed (never if it is stopped
+  /// or moved first). Err: the core is not running.
+  pub fn start_metrics_then(&self, target: crate::metrics::Target, bound: MetricsBound) -> Result<(), ()> {
+    let counters = self.counters.clone();
+    (self.tx)
+      .send(Msg::StartMetrics {
+        target,
+        counters,
+        bound,
+      })
+      .map_err(|_| ())
   }
 
   /// Closes the endpoint's listening socket.

@@ -51,23 +51,28 @@ impl Batch {
     self.meta.is_empty() && self.released.is_empty()
   }
 
+  /// One user message's payload, copied once, into `json` or `data`.
+  fn add_frame(&mut self, id: u32, mode: Serialization, frame: &[u8]) {
+    match mode {
+      Serialization::Json => {
+        if !self.json.is_empty() {
+          self.json.push(b'\n');
+        }
+        self.json.extend_from_slice(frame);
+        self.json_non_ascii |= !frame.is_ascii();
+        self.meta.extend([id, KIND_JSON, 0, 0]);
+      }
+      Serialization::Advanced => {
+        let start = self.data.len() as u32;
+        self.data.extend_from_slice(frame);
+        self.meta.extend([id, KIND_ADVANCED, start, self.data.len() as u32]);
+      }
+    }
+  }
+
   fn add(&mut self, id: u32, mode: Serialization, event: Event) {
     match event {
-      Event::Message { frame, handle: None } => match mode {
-        Serialization::Json => {
-          if !self.json.is_empty() {
-            self.json.push(b'\n');
-          }
-          self.json.extend_from_slice(&frame);
-          self.json_non_ascii |= !frame.is_ascii();
-          self.meta.extend([id, KIND_JSON, 0, 0]);
-        }
-        Serialization::Advanced => {
-          let start = self.data.len() as u32;
-          self.data.extend_from_slice(&frame);
-          self.meta.extend([id, KIND_ADVANCED, start, self.data.len() as u32]);
-        }
-      },
+      Event::Message { frame, handle: None } => self.add_frame(id, mode, &frame),
       Event::Sent { token, error: None } => self.meta.extend([id, KIND_SENT, token, 0]),
       other => {
         self.meta.extend([id, KIND_OTHER, self.others.len() as u32, 0]);
@@ -156,14 +161,7 @@ pub fn install(env: &Env, pump: Function<'_, (), ()>) -> Result<()> {
 
 fn add_wire(b: &mut Batch, id: u32, mode: Serialization, wire: &mut Vec<u8>) {
   for frame in crate::framing::payloads(mode, wire) {
-    b.add(
-      id,
-      mode,
-      Event::Message {
-        frame: frame.to_vec(),
-        handle: None,
-      },
-    );
+    b.add_frame(id, mode, frame);
   }
   wire.clear();
 }
@@ -315,6 +313,18 @@ const KIND_OTHER: u32 = 3; // others[a]
 
 const COPY_LIMIT: usize = 64 * 1024;
 
+/// JSON frames (lines joined by `\n`) as one JS string, for the batch and for
+/// frames delivered directly alike. ASCII (`ascii`, known to the caller) goes
+/// as Latin-1: a copy, without decoding. Otherwise as UTF-8, decoded as Node
+/// decodes the channel: invalid bytes become U+FFFD.
+pub fn json_string<'e>(env: &'e Env, json: &[u8], ascii: bool) -> Result<napi::JsString<'e>> {
+  if ascii {
+    env.create_string_latin1(json)
+  } else {
+    env.create_string(String::from_utf8_lossy(json))
+  }
+}
+
 /// Everything queued, as `{ meta, json?, data?, others? }`: user messages and
 /// successful writes in `meta` (with frames in the string `json`, lines
 /// joined by `\n`, and the Buffer `data`), every other event as a plain object in `others`, one shape
@@ -338,14 +348,8 @@ pub fn take(env: &Env) -> Result<Object<'_>> {
   // with a finalizer each.
   let mut out = Object::new(env)?;
   out.set("meta", Uint32ArraySlice::copy_from(env, &batch.meta)?)?;
-  if !batch.json.is_empty() && !batch.json_non_ascii {
-    out.set("json", env.create_string_latin1(&batch.json)?)?;
-  } else if !batch.json.is_empty() {
-    match std::str::from_utf8(&batch.json) {
-      Ok(text) => out.set("json", text)?,
-      // As Node decodes the channel: invalid bytes become U+FFFD.
-      Err(_) => out.set("json", String::from_utf8_lossy(&batch.json).as_ref())?,
-    }
+  if !batch.json.is_empty() {
+    out.set("json", json_string(env, &batch.json, !batch.json_non_ascii)?)?;
   }
   if batch.data.len() > COPY_LIMIT {
     out.set("data", Buffer::from(batch.data))?;
@@ -468,6 +472,12 @@ fn to_object(env: &Env, id: u32, event: Event) -> Result<Object<'_>> {
     Event::Recycle { reason } => {
       o.set("reason", reason)?;
       "recycle"
+    }
+    Event::SteeringRefused(r) => {
+      o.set("errno", r.errno)?;
+      o.set("sticky", r.sticky)?;
+      o.set("port", r.port)?;
+      "steeringRefused"
     }
   };
   o.set("kind", kind)?;

@@ -16,7 +16,7 @@ pub mod snapshot;
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,11 +65,50 @@ impl Drop for Endpoint {
   }
 }
 
-/// Serves on `addr` from a task on the current runtime (the core's), after
+/// Where to serve: an address, or a host name the task resolves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+  Addr(SocketAddr),
+  Name(String, u16),
+}
+
+impl Target {
+  /// A numeric host (`127.0.0.1`, `::`) is an address; anything else is a
+  /// name for getaddrinfo, as `(host, port).to_socket_addrs()` would do.
+  pub fn new(host: &str, port: u16) -> Target {
+    match host.parse::<IpAddr>() {
+      Ok(ip) => Target::Addr(SocketAddr::new(ip, port)),
+      Err(_) => Target::Name(host.to_owned(), port),
+    }
+  }
+}
+
+/// A host name that does not resolve (getaddrinfo failed, or gave nothing).
+pub fn is_not_found(e: &io::Error) -> bool {
+  e.kind() == io::ErrorKind::NotFound && e.raw_os_error().is_none()
+}
+
+/// The first address of `target`; a name is resolved on the runtime's
+/// blocking pool, so neither the core's loop nor the JS thread waits for DNS.
+async fn resolve(target: Target) -> io::Result<SocketAddr> {
+  let (host, port) = match target {
+    Target::Addr(addr) => return Ok(addr),
+    Target::Name(host, port) => (host, port),
+  };
+  let not_found = |detail: String| io::Error::new(io::ErrorKind::NotFound, format!("{host}: {detail}"));
+  let looked_up = tokio::net::lookup_host((host.as_str(), port)).await;
+  match looked_up {
+    Ok(mut addrs) => addrs.next().ok_or_else(|| not_found("no address".into())),
+    Err(e) => Err(not_found(e.to_string())),
+  }
+}
+
+/// Serves on `target` from a task on the current runtime (the core's), after
 /// `previous` is closed (so moving to the same port works). `bound` gets the
-/// address bound (port 0 picks one) or the bind error.
+/// address bound (port 0 picks one), or why not: a name that does not
+/// resolve (`is_not_found`) or the bind error.
 pub fn start(
-  addr: SocketAddr,
+  target: Target,
   ask: Ask,
   counters: Arc<Counters>,
   previous: Option<Endpoint>,
@@ -79,7 +118,7 @@ pub fn start(
     if let Some(p) = previous {
       p.closed().await;
     }
-    match bind(addr) {
+    match resolve(target).await.and_then(bind) {
       Ok(listener) => {
         bound(listener.local_addr());
         accept_loop(listener, ask, counters).await;
@@ -219,7 +258,7 @@ mod tests {
 
   async fn start_now(addr: SocketAddr, ask: &Ask, previous: Option<Endpoint>) -> (Endpoint, io::Result<SocketAddr>) {
     let (tx, rx) = oneshot::channel();
-    let ep = start(addr, ask.clone(), Arc::default(), previous, move |r| {
+    let ep = start(Target::Addr(addr), ask.clone(), Arc::default(), previous, move |r| {
       let _ = tx.send(r);
     });
     (ep, rx.await.unwrap())
@@ -257,6 +296,30 @@ mod tests {
       .starts_with("HTTP/1.1 200 "));
     moved.closed().await;
     assert!(TcpStream::connect(addr).await.is_err(), "closed with the endpoint");
+  }
+
+  #[tokio::test]
+  async fn names_resolve_on_the_runtime_and_a_bad_one_is_not_found() {
+    assert_eq!(Target::new("::1", 9), Target::Addr("[::1]:9".parse().unwrap()));
+    assert_eq!(Target::new("localhost", 9), Target::Name("localhost".into(), 9));
+    let ask: Ask = Arc::new(|tx| tx.send(Snapshot::default()).is_ok());
+    let started = |target| {
+      let (tx, rx) = oneshot::channel();
+      let ep = start(target, ask.clone(), Arc::default(), None, move |r| {
+        let _ = tx.send(r);
+      });
+      async move { (ep, rx.await.unwrap()) }
+    };
+    let (_ep, addr) = started(Target::new("localhost", 0)).await;
+    let addr = addr.unwrap();
+    assert!(addr.ip().is_loopback(), "{addr}");
+    assert!(get(addr, "GET /healthz HTTP/1.1\r\n\r\n")
+      .await
+      .starts_with("HTTP/1.1 200 "));
+    let (_ep, missing) = started(Target::new("no-such-host.invalid", 0)).await;
+    let e = missing.unwrap_err();
+    assert!(is_not_found(&e), "{e:?}");
+    assert!(!is_not_found(&io::Error::from_raw_os_error(libc::ENOENT)));
   }
 
   #[tokio::test]

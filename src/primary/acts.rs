@@ -124,6 +124,9 @@ impl State {
         let _ = tx.send(Msg::Accepted { generation, conns });
       })
     });
+    if let Some(refused) = reply.steering_refused {
+      self.emit(id, Event::SteeringRefused(refused));
+    }
     self.send_cluster(id, reply.fields, reply.handle);
     self.start_load_watch();
     if let Some(key) = reply.distribute {

@@ -77,6 +77,9 @@ pub enum Event {
     slot: u32,
     crashes: u32,
   },
+  /// The kernel refused the steering program of a server this worker
+  /// joined: JS warns (once per server; see `handles::SteeringRefused`).
+  SteeringRefused(crate::handles::SteeringRefused),
   /// No heartbeat for `silent`: the worker is killed and replaced.
   Unresponsive {
     silent: Duration,

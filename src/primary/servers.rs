@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use crate::handles::{Deliver, Grant, Policy, Query, ServerHandle};
+use crate::handles::{Deliver, Grant, Policy, Query, ServerHandle, SteeringRefused};
 use crate::protocol::{self, Fields};
 
 /// The answer to a `queryServer`.
@@ -24,6 +24,8 @@ pub struct QueryReply {
   pub handle: Option<(Arc<OwnedFd>, &'static str)>,
   /// The key's queue may now reach this worker.
   pub distribute: Option<String>,
+  /// The kernel refused the key's steering program (reported once).
+  pub steering_refused: Option<SteeringRefused>,
 }
 
 /// A queued connection and the worker to hand it to.
@@ -91,6 +93,7 @@ impl Servers {
       fields: json!({ "errno": errno, "key": key, "ack": ack, "data": null }),
       handle: None,
       distribute: None,
+      steering_refused: None,
     };
     if !self.handles.contains_key(key.as_str()) {
       let generation = self.next_generation;
@@ -117,6 +120,7 @@ impl Servers {
     let data = handle.data.clone();
     let ty = handle.handle_type();
     let granted = handle.add(worker, slot);
+    let steering_refused = handle.take_steering_refusal();
     match granted {
       Ok(grant) => {
         self.held.entry(worker).or_default().insert(key.clone());
@@ -126,6 +130,7 @@ impl Servers {
             fields,
             handle: Some((fd, ty)),
             distribute: None,
+            steering_refused,
           },
           Grant::RoundRobin { sockname } => {
             if let Some(s) = sockname {
@@ -135,6 +140,7 @@ impl Servers {
               fields,
               handle: None,
               distribute: Some(key),
+              steering_refused,
             }
           }
         }

@@ -134,15 +134,16 @@ impl State {
       Msg::Snapshot(reply) => {
         let _ = reply.send(self.snapshot());
       }
-      Msg::StartMetrics { addr, counters, reply } => {
+      Msg::StartMetrics {
+        target,
+        counters,
+        bound,
+      } => {
         let tx = self.tx.clone();
         let ask: crate::metrics::Ask = Arc::new(move |reply| tx.send(Msg::Snapshot(reply)).is_ok());
         // The old endpoint is closed before the new one binds: its port may be reused.
         let previous = self.metrics.take();
-        let bound = move |r| {
-          let _ = reply.send(r);
-        };
-        self.metrics = Some(crate::metrics::start(addr, ask, counters, previous, bound));
+        self.metrics = Some(crate::metrics::start(target, ask, counters, previous, bound));
       }
       Msg::StopMetrics => self.metrics = None,
       Msg::LoadTick => self.watch_load(),
