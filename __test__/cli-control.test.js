@@ -204,7 +204,13 @@ test('errors are one line each: unknown app, unknown command, bad arguments', as
       /^rcluster: cannot find app "frobnicate" .*, and no such command \(ls, status, reload, scale, stop, start\)$/],
     [['status'], 2, /^rcluster: status needs NAME$/],
     [['scale', 'web'], 2, /^rcluster: scale needs NAME and N$/],
-    [['scale', 'web', 'lots'], 2, /^rcluster: scale: N must be a whole number from 1 to 1024 \(got "lots"\)$/],
+    // N is checked as -i's count is, in the same words.
+    [['scale', 'web', 'lots'], 2, /^rcluster: scale: "lots" is not a whole number$/],
+    [['scale', 'web', '0'], 2, /^rcluster: scale: 0 is out of range \(1 to 1024\)$/],
+    [['scale', 'web', '1025'], 2, /^rcluster: scale: 1025 is out of range \(1 to 1024\)$/],
+    [['scale', 'web', '-1'], 2, /^rcluster: scale: "-1" is not a whole number$/],
+    [['scale', 'web', '2.0'], 2, /^rcluster: scale: "2.0" is not a whole number$/],
+    [['scale', 'web', '-x'], 2, /^rcluster: scale: unknown option -x$/],
     [['status', 'web', '--bogus'], 2, /^rcluster: status: unknown option --bogus$/],
     [['status', '../x'], 2, /^rcluster: status: "..\/x" is not a name/],
   ];

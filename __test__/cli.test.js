@@ -162,6 +162,8 @@ test('each bad value is one line naming the flag as typed, exit 2', async () => 
     [['--name', 'a/b'], /^rcluster: --name: "a\/b" is not a name \(letters, digits, _ \. -; at most 64\)$/],
     [['--name', '.hidden'], /^rcluster: --name: ".hidden" is not a name/],
     [['--max-restarts', '-1'], /^rcluster: --max-restarts: "-1" is not a whole number$/],
+    // The library's own bound (options.restart.maxRestarts), in the flag's words.
+    [['--max-restarts', '4294967296'], /^rcluster: --max-restarts: 4294967296 is out of range \(0 to 4294967295\)$/],
     [['--sticky', 'cookie'], /^rcluster: --sticky: "cookie" is not ip$/],
   ];
   const runs = cases.map(([args, expected]) => [[...args, app], expected]);
