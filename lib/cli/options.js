@@ -93,6 +93,9 @@ const OPTIONS = [
   { flags: ['-q', '--quiet'], key: 'quiet' },
 ];
 
+// The one lookup of a flag, typed or written as an ecosystem key (lib/cli/ecosystem.js).
+const optionByFlag = (flag) => OPTIONS.find((o) => o.flags.includes(flag));
+
 const USAGE = `Usage: rcluster [options] app [args…]      run app in the foreground
        rcluster [options] FILE.config.js      run the apps of an ecosystem file
        rcluster ls [--json] | status NAME [--json] [--watch] | reload NAME | scale NAME N | stop NAME
@@ -169,7 +172,7 @@ function parseFlags(argv) {
       break;
     }
     if (!a.startsWith('-') || a === '-') break;
-    const option = OPTIONS.find((o) => o.flags.includes(a));
+    const option = optionByFlag(a);
     if (!option) fail(`unknown option ${a} (rcluster --help lists them)`);
     if (!option.parse) {
       opts[option.key] = true;
@@ -190,5 +193,5 @@ function defaultName(file, given) {
 }
 
 module.exports = {
-  OPTIONS, USAGE, MAX_INSTANCES, UsageError, parseFlags, resolveApp, defaultName, parseName, parseCount,
+  OPTIONS, USAGE, MAX_INSTANCES, UsageError, parseFlags, resolveApp, defaultName, parseName, parseCount, optionByFlag,
 };
