@@ -6,7 +6,7 @@ const { spawn } = require('node:child_process');
 const net = require('node:net');
 const fs = require('node:fs');
 const path = require('node:path');
-const { tempDir, freePort, runCli, runToExit, get, statusJson } = require('./cli-helpers');
+const { tempDir, freePort, runCli, runToExit, get, statusJson, stopCli } = require('./cli-helpers');
 const { isGone } = require('./helpers');
 
 const app = path.join(__dirname, 'fixtures', 'cli-app.js');
@@ -102,8 +102,7 @@ test('a reload under load fails no request', async () => {
   assert.equal(reloaded.code, 0, reloaded.stderr);
   assert.deepEqual(failures, []);
   assert.ok(during > 0, 'requests were served during the reload');
-  run.child.kill('SIGTERM');
-  assert.equal((await run.exited).code, 0);
+  await stopCli(run);
 });
 
 test('a refused reload exits 1 with the reason and keeps the old workers', async () => {
@@ -124,8 +123,7 @@ require('node:http').createServer((q, s) => s.end(String(process.pid))).listen(N
   assert.equal(r.code, 1);
   assert.match(r.stderr, /^rcluster: reload flaky: replacement worker \d+ exited \(3\) before it was ready\n$/);
   assert.deepEqual((await statusJson('flaky', home)).workers.map((w) => w.pid).sort(), before);
-  run.child.kill('SIGTERM');
-  assert.equal((await run.exited).code, 0);
+  await stopCli(run);
 });
 
 test('home 0700, socket 0600, and another user is refused', async () => {
@@ -152,8 +150,7 @@ test('home 0700, socket 0600, and another user is refused', async () => {
   });
   assert.equal(raw, 'EACCES');
   assert.equal((await statusJson(name, home)).workers.length, 1, 'the app carries on');
-  run.child.kill('SIGTERM');
-  assert.equal((await run.exited).code, 0);
+  await stopCli(run);
 });
 
 test('a home others can enter, or owned by someone else, is refused at start-up', async () => {
@@ -191,8 +188,7 @@ test('a stale socket is replaced; a second live CLI of the same name refuses to 
   assert.equal(second.code, 1);
   assert.equal(second.stderr, `rcluster: an app named "web" is already running (${sock})\n`);
   assert.equal((await statusJson('web', home)).primary.pid, run.child.pid, 'the first one is untouched');
-  run.child.kill('SIGTERM');
-  assert.equal((await run.exited).code, 0);
+  await stopCli(run);
 });
 
 test('errors are one line each: unknown app, unknown command, bad arguments', async () => {
@@ -252,8 +248,7 @@ test('status --watch redraws until SIGINT, and ends when the app stops', async (
   const rows = (await w1.until(/^0\s+\d+\s+\d+\s+listening/, 2, 'stdout')).map((l) => l.split(/\s+/)[7]);
   assert.match(rows[0], /^\d+\.\d\ds$/);
   assert.match(rows[1], /^\d+%$/);
-  w1.child.kill('SIGINT');
-  assert.deepEqual(await w1.exited, { code: 0, signal: null });
+  await stopCli(w1, { signal: 'SIGINT' });
 
   // A reader that goes away (`| head`): the command ends quietly.
   const w3 = runCli(['status', name, '--watch'], { home, unreadStdout: true });
@@ -302,8 +297,7 @@ test('the protocol: versioned, unknown commands answered, a bad or overlong line
   assert.deepEqual((await exchange('x'.repeat(2 * 1024 * 1024), 1)).map((a) => a.error),
     [{ name: 'Error', code: 'ERR_RCLUSTER_PROTOCOL', message: 'a line over 1048576 bytes' }]);
   assert.equal((await statusJson(name, home)).workers.length, 1);
-  run.child.kill('SIGTERM');
-  assert.equal((await run.exited).code, 0);
+  await stopCli(run);
 });
 
 // One request on a connection of its own; resolves with the answer.

@@ -6,7 +6,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { spawn } = require('node:child_process');
 const { once } = require('node:events');
-const { tempDir, freePort, runCli, runToExit, get, statusJson } = require('./cli-helpers');
+const { tempDir, freePort, runCli, runToExit, get, statusJson, stopCli } = require('./cli-helpers');
 const { isGone } = require('./helpers');
 
 const app = path.join(__dirname, 'fixtures', 'cli-app.js');
@@ -61,8 +61,7 @@ test('a PM2 ecosystem file with two apps: each runs with its own socket; unsuppo
   // Stopping one app leaves the other running; SIGTERM then stops the rest.
   assert.equal((await runToExit(['stop', 'alpha'], { home })).code, 0);
   assert.equal((await statusJson('beta', home)).workers.length, 2);
-  run.child.kill('SIGTERM');
-  assert.deepEqual(await run.exited, { code: 0, signal: null });
+  await stopCli(run);
   for (const pid of [...a.workers, ...b.workers].map((w) => w.pid).concat(fresh)) assert.equal(isGone(pid), true);
   assert.deepEqual(fs.readdirSync(home), []);
 });
@@ -140,16 +139,14 @@ test('rcluster.config.js with the CLI\'s option names, and a .json ecosystem fil
   await run.until(/listening on/, 2);
   assert.equal((await statusJson('nat', home)).workers.length, 2);
   assert.match(run.text.stderr, /^rcluster: rcluster\.config\.js: ignoring unknown key "colour"$/m);
-  run.child.kill('SIGTERM');
-  assert.equal((await run.exited).code, 0);
+  await stopCli(run);
 
   const json = path.join(dir, 'apps.json');
   fs.writeFileSync(json, JSON.stringify({ apps: [{ name: 'js', script: app, instances: 1, env: { PORT: port } }] }));
   const run2 = runCli([json], { home });
   await run2.until(/listening on/, 1);
   assert.equal((await statusJson('js', home)).workers.length, 1);
-  run2.child.kill('SIGINT');
-  assert.equal((await run2.exited).code, 0);
+  await stopCli(run2, { signal: 'SIGINT' });
 });
 
 test('a bad value in an ecosystem file is one line naming the app, exit 2, and nothing starts', async () => {
@@ -186,9 +183,9 @@ test('the example ecosystem files translate to the intended command lines', () =
   const pm2 = appsOf(path.join(dir, 'ecosystem.config.js'), { warn: (l) => warnings.push(l) });
   assert.deepEqual(warnings, []);
   assert.deepEqual(pm2.map((a) => a.name), ['api', 'web']);
-  assert.deepEqual(pm2[0].argv, ['--name', 'api', '--instances', 'max', '--max-memory', '512M', '--kill-timeout', '5000',
-    '--listen-timeout', '10000', '--restart-delay', '100', '--max-restarts', '10', '--min-uptime', '5s', '--restart',
-    '--', path.join(dir, 'app.js')]);
+  assert.deepEqual(pm2[0].argv, ['--name', 'api', '--instances', 'max', '--max-memory', '512M',
+    '--kill-timeout', '5000', '--listen-timeout', '10000', '--restart-delay', '100', '--max-restarts', '10',
+    '--min-uptime', '5s', '--restart', '--', path.join(dir, 'app.js')]);
   assert.deepEqual(pm2[0].env, { PORT: '3000', APP_NAME: 'api' });
   assert.deepEqual(pm2[1].nodeArgs, ['--max-old-space-size=512']);
   assert.ok(pm2[1].argv.join(' ').includes('--log-format json'));
@@ -206,7 +203,7 @@ test('the example ecosystem files translate to the intended command lines', () =
     '--max-memory', '512M', '--kill-timeout', '5s', '--log-format', 'json', '--', path.join(dir, 'app.js')]);
 });
 
-test('every ecosystem key resolves as its option\'s flags do, in both file formats; another spelling is its key', () => {
+test('every ecosystem key resolves as its option\'s flags do, in both formats; another spelling as its key', () => {
   const { appsOf, PM2_KEYS, resolveKey } = require('../lib/cli/ecosystem');
   const { OPTIONS, parseFlags } = require('../lib/cli/options');
   const dir = tempDir();
