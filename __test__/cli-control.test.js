@@ -6,7 +6,7 @@ const { spawn } = require('node:child_process');
 const net = require('node:net');
 const fs = require('node:fs');
 const path = require('node:path');
-const { tempDir, freePort, runCli, runToExit, get, statusJson } = require('./cli-helpers');
+const { tempDir, freePort, runCli, runToExit, get, statusJson, stopCli } = require('./cli-helpers');
 const { isGone } = require('./helpers');
 
 const app = path.join(__dirname, 'fixtures', 'cli-app.js');
@@ -102,8 +102,7 @@ test('a reload under load fails no request', async () => {
   assert.equal(reloaded.code, 0, reloaded.stderr);
   assert.deepEqual(failures, []);
   assert.ok(during > 0, 'requests were served during the reload');
-  run.child.kill('SIGTERM');
-  assert.equal((await run.exited).code, 0);
+  await stopCli(run);
 });
 
 test('a refused reload exits 1 with the reason and keeps the old workers', async () => {
@@ -124,8 +123,7 @@ require('node:http').createServer((q, s) => s.end(String(process.pid))).listen(N
   assert.equal(r.code, 1);
   assert.match(r.stderr, /^rcluster: reload flaky: replacement worker \d+ exited \(3\) before it was ready\n$/);
   assert.deepEqual((await statusJson('flaky', home)).workers.map((w) => w.pid).sort(), before);
-  run.child.kill('SIGTERM');
-  assert.equal((await run.exited).code, 0);
+  await stopCli(run);
 });
 
 test('home 0700, socket 0600, and another user is refused', async () => {
@@ -152,8 +150,7 @@ test('home 0700, socket 0600, and another user is refused', async () => {
   });
   assert.equal(raw, 'EACCES');
   assert.equal((await statusJson(name, home)).workers.length, 1, 'the app carries on');
-  run.child.kill('SIGTERM');
-  assert.equal((await run.exited).code, 0);
+  await stopCli(run);
 });
 
 test('a home others can enter, or owned by someone else, is refused at start-up', async () => {
@@ -191,8 +188,7 @@ test('a stale socket is replaced; a second live CLI of the same name refuses to 
   assert.equal(second.code, 1);
   assert.equal(second.stderr, `rcluster: an app named "web" is already running (${sock})\n`);
   assert.equal((await statusJson('web', home)).primary.pid, run.child.pid, 'the first one is untouched');
-  run.child.kill('SIGTERM');
-  assert.equal((await run.exited).code, 0);
+  await stopCli(run);
 });
 
 test('errors are one line each: unknown app, unknown command, bad arguments', async () => {
@@ -204,7 +200,13 @@ test('errors are one line each: unknown app, unknown command, bad arguments', as
       /^rcluster: cannot find app "frobnicate" .*, and no such command \(ls, status, reload, scale, stop, start\)$/],
     [['status'], 2, /^rcluster: status needs NAME$/],
     [['scale', 'web'], 2, /^rcluster: scale needs NAME and N$/],
-    [['scale', 'web', 'lots'], 2, /^rcluster: scale: N must be a whole number from 1 to 1024 \(got "lots"\)$/],
+    // N is checked as -i's count is, in the same words.
+    [['scale', 'web', 'lots'], 2, /^rcluster: scale: "lots" is not a whole number$/],
+    [['scale', 'web', '0'], 2, /^rcluster: scale: 0 is out of range \(1 to 1024\)$/],
+    [['scale', 'web', '1025'], 2, /^rcluster: scale: 1025 is out of range \(1 to 1024\)$/],
+    [['scale', 'web', '-1'], 2, /^rcluster: scale: "-1" is not a whole number$/],
+    [['scale', 'web', '2.0'], 2, /^rcluster: scale: "2.0" is not a whole number$/],
+    [['scale', 'web', '-x'], 2, /^rcluster: scale: unknown option -x$/],
     [['status', 'web', '--bogus'], 2, /^rcluster: status: unknown option --bogus$/],
     [['status', '../x'], 2, /^rcluster: status: "..\/x" is not a name/],
   ];
@@ -246,8 +248,7 @@ test('status --watch redraws until SIGINT, and ends when the app stops', async (
   const rows = (await w1.until(/^0\s+\d+\s+\d+\s+listening/, 2, 'stdout')).map((l) => l.split(/\s+/)[7]);
   assert.match(rows[0], /^\d+\.\d\ds$/);
   assert.match(rows[1], /^\d+%$/);
-  w1.child.kill('SIGINT');
-  assert.deepEqual(await w1.exited, { code: 0, signal: null });
+  await stopCli(w1, { signal: 'SIGINT' });
 
   // A reader that goes away (`| head`): the command ends quietly.
   const w3 = runCli(['status', name, '--watch'], { home, unreadStdout: true });
@@ -287,17 +288,81 @@ test('the protocol: versioned, unknown commands answered, a bad or overlong line
   const byId = Object.fromEntries(answers.map((a) => [a.id, a]));
   assert.deepEqual([byId[1].v, byId[1].ok, byId[1].result.name, byId[1].result.pid], [1, true, name, run.child.pid]);
   assert.deepEqual(byId[2], { v: 1, id: 2, ok: false,
-    error: { code: 'ERR_RCLUSTER_UNKNOWN_COMMAND', message: 'no such command "rm -rf"' } });
-  assert.deepEqual(byId[3].error, { code: 'ERR_RCLUSTER_PROTOCOL', message: 'protocol version 2 is not 1' });
+    error: { name: 'Error', code: 'ERR_RCLUSTER_UNKNOWN_COMMAND', message: 'no such command "rm -rf"' } });
+  assert.deepEqual(byId[3].error,
+    { name: 'Error', code: 'ERR_RCLUSTER_PROTOCOL', message: 'protocol version 2 is not 1' });
   // Not JSON, and a line without end: one error answer, then the server hangs up and carries on.
   assert.deepEqual(await exchange('hello\n{"v":1,"id":9,"cmd":"info"}\n', 2), [{ v: 1, id: null, ok: false,
-    error: { code: 'ERR_RCLUSTER_PROTOCOL', message: 'a line that is not JSON' } }]);
-  assert.deepEqual((await exchange('x'.repeat(2 * 1024 * 1024), 1)).map((a) => a.error.message),
-    ['a line over 1048576 bytes']);
+    error: { name: 'Error', code: 'ERR_RCLUSTER_PROTOCOL', message: 'a line that is not JSON' } }]);
+  assert.deepEqual((await exchange('x'.repeat(2 * 1024 * 1024), 1)).map((a) => a.error),
+    [{ name: 'Error', code: 'ERR_RCLUSTER_PROTOCOL', message: 'a line over 1048576 bytes' }]);
   assert.equal((await statusJson(name, home)).workers.length, 1);
-  run.child.kill('SIGTERM');
-  assert.equal((await run.exited).code, 0);
+  await stopCli(run);
 });
+
+// One request on a connection of its own; resolves with the answer.
+function ask(sock, cmd, args) {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(sock);
+    let got = '';
+    s.setEncoding('utf8');
+    s.on('connect', () => s.write(`${JSON.stringify({ v: 1, id: 1, cmd, args })}\n`));
+    s.on('data', (d) => {
+      got += d;
+      if (got.endsWith('\n')) {
+        s.destroy();
+        resolve(JSON.parse(got));
+      }
+    });
+    s.on('error', reject);
+    s.setTimeout(10000, () => s.destroy(new Error(`no answer to ${cmd}: ${got}`)));
+  });
+}
+
+test('a bad scale is refused with the error cluster.scale() throws; scale and reload while stopping are refused',
+  async () => {
+    const cluster = require('..');
+    const thrown = (n) => {
+      try {
+        cluster.scale(n);
+      } catch (err) {
+        return { name: err.name, code: err.code, message: err.message };
+      }
+      return assert.fail(`cluster.scale(${n}) did not throw`);
+    };
+    const dir = tempDir();
+    // Its workers stay after their disconnect, so a stop lasts until --kill-timeout: time to ask meanwhile.
+    const linger = path.join(dir, 'linger.js');
+    fs.writeFileSync(linger, `require('node:http').createServer((q, s) => s.end('ok')).listen(0, '127.0.0.1');
+setInterval(() => {}, 1000);
+`);
+    const home = path.join(dir, 'home');
+    const run = runCli(['-i', '1', '--kill-timeout', '4s', linger], { home });
+    await run.until(/listening on/);
+    const sock = path.join(home, 'linger.sock');
+    for (const n of [-1, 1.5, '3', null, undefined]) {
+      const answer = await ask(sock, 'scale', { n });
+      assert.equal(answer.ok, false, `n = ${n}`);
+      assert.deepEqual(answer.error, thrown(n), `n = ${n}`);
+    }
+    // What the library takes but the CLI does not: in the same form.
+    for (const n of [0, 1025]) {
+      assert.deepEqual((await ask(sock, 'scale', { n })).error, { name: 'RangeError', code: 'ERR_OUT_OF_RANGE',
+        message: `The value of "n" is out of range. It must be an integer >= 1 && <= 1024. Received ${n}` });
+    }
+    assert.equal((await statusJson('linger', home)).workers.length, 1, 'nothing was scaled');
+
+    const stopped = ask(sock, 'stop');
+    await run.until(/stop requested: shutting down/);
+    const stopping = { name: 'Error', code: 'ERR_RCLUSTER_STOPPING', message: 'the app is stopping' };
+    assert.deepEqual((await ask(sock, 'scale', { n: 2 })).error, stopping);
+    assert.deepEqual((await ask(sock, 'reload')).error, stopping);
+    // The command prints the message, exit 1.
+    const r = await runToExit(['scale', 'linger', '2'], { home });
+    assert.deepEqual([r.code, r.stderr], [1, 'rcluster: scale linger: the app is stopping\n']);
+    assert.deepEqual((await stopped).result, { stopped: true });
+    assert.deepEqual(await run.exited, { code: 0, signal: null });
+  });
 
 test('a request in pieces is answered; a client that never writes neither blocks others nor keeps the CLI alive',
   async () => {

@@ -6,7 +6,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { spawn } = require('node:child_process');
 const { once } = require('node:events');
-const { tempDir, freePort, runCli, runToExit, get, statusJson } = require('./cli-helpers');
+const { tempDir, freePort, runCli, runToExit, get, statusJson, stopCli } = require('./cli-helpers');
 const { isGone } = require('./helpers');
 
 const app = path.join(__dirname, 'fixtures', 'cli-app.js');
@@ -61,8 +61,7 @@ test('a PM2 ecosystem file with two apps: each runs with its own socket; unsuppo
   // Stopping one app leaves the other running; SIGTERM then stops the rest.
   assert.equal((await runToExit(['stop', 'alpha'], { home })).code, 0);
   assert.equal((await statusJson('beta', home)).workers.length, 2);
-  run.child.kill('SIGTERM');
-  assert.deepEqual(await run.exited, { code: 0, signal: null });
+  await stopCli(run);
   for (const pid of [...a.workers, ...b.workers].map((w) => w.pid).concat(fresh)) assert.equal(isGone(pid), true);
   assert.deepEqual(fs.readdirSync(home), []);
 });
@@ -140,16 +139,14 @@ test('rcluster.config.js with the CLI\'s option names, and a .json ecosystem fil
   await run.until(/listening on/, 2);
   assert.equal((await statusJson('nat', home)).workers.length, 2);
   assert.match(run.text.stderr, /^rcluster: rcluster\.config\.js: ignoring unknown key "colour"$/m);
-  run.child.kill('SIGTERM');
-  assert.equal((await run.exited).code, 0);
+  await stopCli(run);
 
   const json = path.join(dir, 'apps.json');
   fs.writeFileSync(json, JSON.stringify({ apps: [{ name: 'js', script: app, instances: 1, env: { PORT: port } }] }));
   const run2 = runCli([json], { home });
   await run2.until(/listening on/, 1);
   assert.equal((await statusJson('js', home)).workers.length, 1);
-  run2.child.kill('SIGINT');
-  assert.equal((await run2.exited).code, 0);
+  await stopCli(run2, { signal: 'SIGINT' });
 });
 
 test('a bad value in an ecosystem file is one line naming the app, exit 2, and nothing starts', async () => {
@@ -186,9 +183,9 @@ test('the example ecosystem files translate to the intended command lines', () =
   const pm2 = appsOf(path.join(dir, 'ecosystem.config.js'), { warn: (l) => warnings.push(l) });
   assert.deepEqual(warnings, []);
   assert.deepEqual(pm2.map((a) => a.name), ['api', 'web']);
-  assert.deepEqual(pm2[0].argv, ['--name', 'api', '-i', 'max', '--max-memory', '512M', '--kill-timeout', '5000',
-    '--listen-timeout', '10000', '--restart-delay', '100', '--max-restarts', '10', '--min-uptime', '5s', '--restart',
-    '--', path.join(dir, 'app.js')]);
+  assert.deepEqual(pm2[0].argv, ['--name', 'api', '--instances', 'max', '--max-memory', '512M',
+    '--kill-timeout', '5000', '--listen-timeout', '10000', '--restart-delay', '100', '--max-restarts', '10',
+    '--min-uptime', '5s', '--restart', '--', path.join(dir, 'app.js')]);
   assert.deepEqual(pm2[0].env, { PORT: '3000', APP_NAME: 'api' });
   assert.deepEqual(pm2[1].nodeArgs, ['--max-old-space-size=512']);
   assert.ok(pm2[1].argv.join(' ').includes('--log-format json'));
@@ -204,4 +201,61 @@ test('the example ecosystem files translate to the intended command lines', () =
   assert.deepEqual(warnings, []);
   assert.deepEqual(native[0].argv, ['--name', 'api', '--instances', 'max', '--restart', '--hang-timeout', '5s',
     '--max-memory', '512M', '--kill-timeout', '5s', '--log-format', 'json', '--', path.join(dir, 'app.js')]);
+});
+
+test('every ecosystem key resolves as its option\'s flags do, in both formats; another spelling as its key', () => {
+  const { appsOf, PM2_KEYS, resolveKey } = require('../lib/cli/ecosystem');
+  const { OPTIONS, parseFlags } = require('../lib/cli/options');
+  const dir = tempDir();
+  // JSON files: read afresh each time (a .js one would come from require's cache).
+  const pm2File = path.join(dir, 'ecosystem.config.json');
+  const nativeFile = path.join(dir, 'rcluster.config.json');
+  const through = (file, entry) => {
+    fs.writeFileSync(file, JSON.stringify({ apps: [entry] }));
+    const warnings = [];
+    const [parsed] = appsOf(file, { warn: (l) => warnings.push(l) });
+    return { parsed, warnings, opts: parseFlags(parsed.argv).opts };
+  };
+  // A valid value of each option as a file holds it; a switch is true.
+  const samples = {
+    instances: 3, name: 'x', restart: true, restartDelay: 100, maxRestarts: 5, minUptime: '2s', hangTimeout: '5s',
+    maxMemory: '300M', maxAge: '1h', killTimeout: 3000, listenTimeout: '8s', policy: 'rr', logFormat: 'json',
+    metrics: '127.0.0.1:9100', sticky: 'ip', quiet: true,
+  };
+  const pm2Names = Object.keys(PM2_KEYS).filter((k) => PM2_KEYS[k].option);
+  for (const k of pm2Names) assert.ok(OPTIONS.some((o) => o.key === PM2_KEYS[k].option), `${k} names an option`);
+  for (const o of OPTIONS) {
+    assert.ok(Object.hasOwn(samples, o.key), `a sample value for ${o.key}`);
+    const v = samples[o.key];
+    const typed = o.flags.map((f) => parseFlags([f, ...(o.parse ? [String(v)] : []), '--', app]).opts[o.key]);
+    const want = typed[0];
+    assert.notDeepEqual(want, parseFlags(['--', app]).opts[o.key], `${o.key}: the sample is not the default`);
+    for (const [i, got] of typed.entries()) assert.deepEqual(got, want, o.flags[i]);
+    const long = o.flags.at(-1).slice(2);
+    const camel = long.replace(/-([a-z])/g, (m, c) => c.toUpperCase());
+    for (const key of new Set([long, camel])) {
+      const r = through(nativeFile, { script: app, [key]: v });
+      assert.deepEqual([r.opts[o.key], r.warnings], [want, []], `rcluster.config: ${key}`);
+    }
+    for (const key of pm2Names.filter((k) => PM2_KEYS[k].option === o.key)) {
+      const r = through(pm2File, { script: app, [key]: v });
+      assert.deepEqual([r.opts[o.key], r.warnings], [want, []], `PM2: ${key}`);
+    }
+  }
+  // PM2's other spellings: the same app as with the key they stand for, warnings included.
+  const launchSamples = { script: app, interpreter_args: '--max-old-space-size=128', interpreter: 'python3' };
+  const spellings = Object.keys(PM2_KEYS).filter((k) => PM2_KEYS[k].same);
+  assert.ok(spellings.length > 0);
+  for (const alias of spellings) {
+    const key = PM2_KEYS[alias].same;
+    assert.equal(resolveKey(alias, false).key, key);
+    assert.ok(Object.hasOwn(launchSamples, key), `a sample value for ${key}`);
+    const base = key === 'script' ? {} : { script: app };
+    const asAlias = through(pm2File, { ...base, [alias]: launchSamples[key] });
+    const asKey = through(pm2File, { ...base, [key]: launchSamples[key] });
+    assert.deepEqual(asAlias, asKey, alias);
+    // Both given: the key's own spelling wins.
+    const both = through(pm2File, { ...base, [alias]: 'other', [key]: launchSamples[key] });
+    assert.deepEqual(both, asKey, `${alias} and ${key}`);
+  }
 });

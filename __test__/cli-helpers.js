@@ -4,6 +4,7 @@
 // pid the CLI reports is killed after the file's tests, even on failure.
 
 const { after } = require('node:test');
+const assert = require('node:assert/strict');
 const { spawn, execFile } = require('node:child_process');
 const http = require('node:http');
 const fs = require('node:fs');
@@ -33,6 +34,9 @@ function tempDir(prefix = 'rcluster-cli-') {
   return d;
 }
 
+// The home of a CLI run without one: never the user's own $RCLUSTER_HOME.
+let defaultHome;
+const homeOr = (home) => home || defaultHome || (defaultHome = path.join(tempDir('rcluster-home-'), 'home'));
 
 // Runs the CLI in the background. `until(pattern, n, stream)` resolves with the
 // first n lines of stream ('stderr' by default) matching pattern. With
@@ -40,7 +44,7 @@ function tempDir(prefix = 'rcluster-cli-') {
 function runCli(args, { env = {}, cwd, home, unreadStdout = false } = {}) {
   const child = spawn(process.execPath, [cli, ...args], {
     cwd,
-    env: { ...process.env, RCLUSTER_HOME: home, ...env },
+    env: { ...process.env, RCLUSTER_HOME: homeOr(home), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   children.add(child);
@@ -82,12 +86,23 @@ function runCli(args, { env = {}, cwd, home, unreadStdout = false } = {}) {
 function runToExit(args, { home, env = {}, timeout = 20000, ...options } = {}) {
   return new Promise((resolve) => {
     execFile(process.execPath, [cli, ...args], {
-      timeout, env: { ...process.env, RCLUSTER_HOME: home, ...env }, ...options,
+      timeout, env: { ...process.env, RCLUSTER_HOME: homeOr(home), ...env }, ...options,
     }, (err, stdout, stderr) => {
       for (const m of stdout.matchAll(/"pid":(\d+)/g)) workerPids.add(Number(m[1]));
       resolve({ code: err ? err.code : 0, signal: err ? err.signal : null, stdout, stderr });
     });
   });
+}
+
+// Stops a CLI of runCli as a user would (SIGTERM, or `signal`) and checks that
+// it exits 0 within `ms`; its stderr is in the failure's message.
+async function stopCli(run, { signal = 'SIGTERM', ms = 20000 } = {}) {
+  run.child.kill(signal);
+  let timer;
+  const late = new Promise((resolve) => { timer = setTimeout(resolve, ms, 'still running'); });
+  const ended = await Promise.race([run.exited, late]).finally(() => clearTimeout(timer));
+  assert.deepEqual(ended, { code: 0, signal: null }, `after ${signal}; stderr:\n${run.text.stderr}`);
+  return ended;
 }
 
 function get(port, urlPath = '/') {
@@ -107,4 +122,4 @@ async function statusJson(name, home) {
   return JSON.parse(r.stdout);
 }
 
-module.exports = { cli, tempDir, freePort, runCli, runToExit, get, statusJson, workerPids };
+module.exports = { cli, tempDir, freePort, runCli, runToExit, stopCli, get, statusJson, workerPids };

@@ -4,7 +4,7 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
-const { tempDir, runCli, statusJson, runToExit } = require('./cli-helpers');
+const { tempDir, runCli, statusJson, runToExit, stopCli } = require('./cli-helpers');
 const { LineSplitter } = require('../lib/cli/logs');
 
 const LONG = 300 * 1024; // several pipe buffers: read in many chunks, and interleaved in the CLI
@@ -73,8 +73,7 @@ test('prefixed lines from several workers, whole, with partial lines flushed', a
   assert.equal(run.text.stdout.split('\n').filter(Boolean).length, 48, 'nothing else on stdout');
   const err = await run.until(/^\[talk [01]\] err line from \d+$/, 2, 'stderr');
   assert.equal(err.length, 2);
-  run.child.kill('SIGTERM');
-  assert.equal((await run.exited).code, 0);
+  await stopCli(run);
 });
 
 test('--log-format json: one object per line with time, app, slot, id, pid, stream, msg', async () => {
@@ -96,8 +95,7 @@ test('--log-format json: one object per line with time, app, slot, id, pid, stre
   });
   const err = (await run.until(/^\{.*"stream":"stderr"/, 2, 'stderr')).map((l) => JSON.parse(l));
   assert.deepEqual(err.map((o) => o.msg).sort(), st.workers.map((w) => `err line from ${w.pid}`).sort());
-  run.child.kill('SIGTERM');
-  assert.equal((await run.exited).code, 0);
+  await stopCli(run);
 });
 
 test('--log-format raw passes output through untouched', async () => {
@@ -135,8 +133,7 @@ process.on('disconnect', () => clearInterval(t));
   assert.equal(o.msg, `second life ${o.pid}`);
   const st = await statusJson('phoenix', home);
   assert.deepEqual(st.workers.map((w) => [w.pid, w.restarts]), [[o.pid, 1]]);
-  run.child.kill('SIGTERM');
-  assert.equal((await run.exited).code, 0);
+  await stopCli(run);
 });
 
 test('LineSplitter: pieces make whole lines, a partial one is flushed after a pause, overlong ones cut', async () => {
@@ -231,8 +228,7 @@ more();
   assert.deepEqual(other, []);
   assert.equal(xs, (TOTAL / 1000) * 999);
   assert.ok(whole > (TOTAL / 1000) * 0.9, `${whole} whole lines`);
-  run.child.kill('SIGTERM');
-  assert.equal((await run.exited).code, 0);
+  await stopCli(run);
 });
 
 test('rcluster stop writes the workers\' last lines before the CLI exits', async () => {

@@ -2,128 +2,53 @@
 // The CLI clusters an app that knows nothing of clustering.
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { spawn, execFile } = require('node:child_process');
-const http = require('node:http');
 const fs = require('node:fs');
-const os = require('node:os');
 const path = require('node:path');
 const { cpuCount } = require('../lib/cpus');
-const { isGone, freePort } = require('./helpers');
+const { isGone } = require('./helpers');
+const { tempDir, freePort, runCli, runToExit, stopCli, get, workerPids } = require('./cli-helpers');
 
-const cli = path.join(__dirname, '..', 'bin', 'rcluster.js');
 const app = path.join(__dirname, 'fixtures', 'cli-app.js');
-const children = new Set();
-const workerPids = new Set();
-// Control sockets of this file's CLIs: never the user's own $RCLUSTER_HOME.
-process.env.RCLUSTER_HOME = fs.mkdtempSync(path.join(os.tmpdir(), 'rcluster-home-'));
-
-test.after(() => {
-  fs.rmSync(process.env.RCLUSTER_HOME, { recursive: true, force: true });
-  for (const c of children) c.kill('SIGKILL');
-  for (const pid of workerPids) {
-    try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
-  }
-});
-
-
-// Runs the CLI; `until(pattern, n)` resolves once stderr has n lines matching.
-function runCli(args, env = {}) {
-  const child = spawn(process.execPath, [cli, ...args], {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  children.add(child);
-  let stderr = '';
-  const waiters = [];
-  child.stderr.on('data', (d) => {
-    stderr += d;
-    for (const m of stderr.matchAll(/pid (\d+)/g)) workerPids.add(Number(m[1]));
-    for (const w of [...waiters]) w();
-  });
-  const exited = new Promise((resolve) => child.on('exit', (code, signal) => {
-    children.delete(child);
-    resolve({ code, signal });
-  }));
-  const until = (pattern, n = 1, ms = 15000) => new Promise((resolve, reject) => {
-    const check = () => {
-      const hits = stderr.split('\n').filter((l) => pattern.test(l));
-      if (hits.length >= n) {
-        waiters.splice(waiters.indexOf(check), 1);
-        clearTimeout(timer);
-        resolve(hits);
-      }
-    };
-    const timer = setTimeout(() => {
-      waiters.splice(waiters.indexOf(check), 1);
-      reject(new Error(`timed out waiting for ${pattern} x${n}; stderr:\n${stderr}`));
-    }, ms);
-    waiters.push(check);
-    check();
-  });
-  return { child, until, exited, stderr: () => stderr };
-}
-
-function get(port, urlPath = '/') {
-  return new Promise((resolve, reject) => {
-    http.get({ host: '127.0.0.1', port, path: urlPath, agent: false, timeout: 5000 }, (res) => {
-      let body = '';
-      res.on('data', (d) => { body += d; }).on('end', () => resolve(body));
-    }).on('timeout', function onTimeout() {
-      this.destroy(new Error(`no answer from port ${port} in 5 s`));
-    }).on('error', reject);
-  });
-}
+// The HTTP body of the fixture app: the pid of the worker that answered.
+const pidAt = async (port, urlPath) => Number((await get(port, urlPath)).body);
 
 test('runs N workers, reloads on SIGHUP, stops gracefully on SIGTERM', async () => {
   const port = await freePort();
-  const run = runCli(['-i', '2', app], { PORT: String(port) });
+  const run = runCli(['-i', '2', app], { env: { PORT: String(port) } });
   const first = await run.until(/listening on 127\.0\.0\.1:/, 2);
   const before = first.map((l) => Number(/pid (\d+)/.exec(l)[1]));
   assert.equal(new Set(before).size, 2);
-  assert.ok(before.includes(Number(await get(port))));
+  assert.ok(before.includes(await pidAt(port)));
 
   run.child.kill('SIGHUP');
   await run.until(/reload complete/);
   const after = (await run.until(/listening on/, 4)).slice(2).map((l) => Number(/pid (\d+)/.exec(l)[1]));
   for (const pid of after) assert.ok(!before.includes(pid), 'new workers after reload');
-  assert.ok(after.includes(Number(await get(port))));
+  assert.ok(after.includes(await pidAt(port)));
 
-  run.child.kill('SIGTERM');
-  const { code } = await run.exited;
-  assert.equal(code, 0);
+  await stopCli(run);
   for (const pid of [...before, ...after]) assert.equal(isGone(pid), true, `worker ${pid} gone`);
 });
 
 test('--restart replaces a crashed worker', async () => {
   const port = await freePort();
-  const run = runCli(['-i', '1', '--restart', app], { PORT: String(port) });
+  const run = runCli(['-i', '1', '--restart', app], { env: { PORT: String(port) } });
   await run.until(/listening on/);
   await get(port, '/crash').catch(() => {});
   await run.until(/exited \(code 7\)/);
   await run.until(/restarting slot 0/);
   await run.until(/listening on/, 2);
-  assert.match(await get(port), /^\d+$/);
-  run.child.kill('SIGINT');
-  assert.equal((await run.exited).code, 0);
+  assert.match((await get(port)).body, /^\d+$/);
+  await stopCli(run, { signal: 'SIGINT' });
 });
 
 test('without --restart the CLI exits 1 once its workers crashed', async () => {
   const port = await freePort();
-  const run = runCli(['-i', '1', app], { PORT: String(port) });
+  const run = runCli(['-i', '1', app], { env: { PORT: String(port) } });
   await run.until(/listening on/);
   await get(port, '/crash').catch(() => {});
-  const { code } = await run.exited;
-  assert.equal(code, 1);
+  assert.deepEqual(await run.exited, { code: 1, signal: null });
 });
-
-// Runs the CLI to completion (it must exit on its own within 10 s).
-function runToExit(args, options = {}) {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [cli, ...args], { timeout: 10000, ...options }, (err, stdout, stderr) => {
-      resolve({ code: err ? err.code : 0, signal: err ? err.signal : null, stdout, stderr });
-    });
-  });
-}
 
 test('bad options exit 2 with a message', async () => {
   for (const args of [['--bogus', app], ['-i', 'lots', app], ['--hang-timeout', '-1', app], []]) {
@@ -162,6 +87,8 @@ test('each bad value is one line naming the flag as typed, exit 2', async () => 
     [['--name', 'a/b'], /^rcluster: --name: "a\/b" is not a name \(letters, digits, _ \. -; at most 64\)$/],
     [['--name', '.hidden'], /^rcluster: --name: ".hidden" is not a name/],
     [['--max-restarts', '-1'], /^rcluster: --max-restarts: "-1" is not a whole number$/],
+    // The library's own bound (options.restart.maxRestarts), in the flag's words.
+    [['--max-restarts', '4294967296'], /^rcluster: --max-restarts: 4294967296 is out of range \(0 to 4294967295\)$/],
     [['--sticky', 'cookie'], /^rcluster: --sticky: "cookie" is not ip$/],
   ];
   const runs = cases.map(([args, expected]) => [[...args, app], expected]);
@@ -189,84 +116,70 @@ test('--sticky ip with --policy none is refused in one line, exit 2, and no work
 test('valid sizes and durations with units are accepted', async () => {
   const port = await freePort();
   const run = runCli(['-i', '1', '--max-memory', '512M', '--max-age', '1h', '--hang-timeout', '30s',
-    '--kill-timeout', '5000ms', app], { PORT: String(port) });
+    '--kill-timeout', '5000ms', app], { env: { PORT: String(port) } });
   await run.until(/listening on/);
-  assert.match(await get(port), /^\d+$/);
-  run.child.kill('SIGTERM');
-  assert.equal((await run.exited).code, 0);
+  assert.match((await get(port)).body, /^\d+$/);
+  await stopCli(run);
 });
 
 test('a missing app is one line naming it, exit 2, and no worker starts', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rcluster-cli-'));
-  try {
-    const pids = path.join(dir, 'pids');
-    fs.mkdirSync(pids);
-    const result = await runToExit(['-i', '2', 'nope.js'], { cwd: dir, env: { ...process.env, PID_DIR: pids } });
-    assert.equal(result.code, 2, result.stderr);
-    assert.equal(result.stderr, `rcluster: cannot find app "nope.js" (looked for ${path.join(dir, 'nope.js')})\n`);
-    assert.deepEqual(fs.readdirSync(pids), []);
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  const dir = tempDir();
+  const pids = path.join(dir, 'pids');
+  fs.mkdirSync(pids);
+  const result = await runToExit(['-i', '2', 'nope.js'], { cwd: dir, env: { PID_DIR: pids } });
+  assert.equal(result.code, 2, result.stderr);
+  assert.equal(result.stderr, `rcluster: cannot find app "nope.js" (looked for ${path.join(dir, 'nope.js')})\n`);
+  assert.deepEqual(fs.readdirSync(pids), []);
 });
 
 test('the app is found the way `node app` finds it', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rcluster-cli-'));
-  try {
-    // Each app prints its name and leaves, so the CLI exits 0 once its one worker has.
-    const leave = (name) => `console.log(${JSON.stringify(name)}); process.exit(0);\n`;
-    fs.writeFileSync(path.join(dir, 'plain.js'), leave('plain'));
-    fs.mkdirSync(path.join(dir, 'withindex'));
-    fs.writeFileSync(path.join(dir, 'withindex', 'index.js'), leave('index'));
-    fs.mkdirSync(path.join(dir, 'withmain', 'lib'), { recursive: true });
-    fs.writeFileSync(path.join(dir, 'withmain', 'package.json'), '{"main": "lib/start.js"}');
-    fs.writeFileSync(path.join(dir, 'withmain', 'lib', 'start.js'), leave('main'));
-    fs.writeFileSync(path.join(dir, 'esm.mjs'), leave('mjs'));
-    fs.writeFileSync(path.join(dir, 'common.cjs'), leave('cjs'));
-    const cases = [['plain', 'plain'], ['plain.js', 'plain'], ['withindex', 'index'], ['./withindex/', 'index'],
-      ['withmain', 'main'], ['esm.mjs', 'mjs'], ['common.cjs', 'cjs']];
-    for (const [appArg, printed] of cases) {
-      const result = await runToExit(['-q', '-i', '1', '--log-format', 'raw', appArg], { cwd: dir });
-      assert.equal(result.code, 0, `${appArg}: ${result.stderr}`);
-      assert.equal(result.stdout, `${printed}\n`, appArg);
-    }
-    // Node adds no extension but .js: `node esm` fails, so does the CLI.
-    const result = await runToExit(['-i', '1', 'esm'], { cwd: dir });
-    assert.equal(result.code, 2);
-    assert.match(result.stderr, /^rcluster: cannot find app "esm"/);
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
+  const dir = tempDir();
+  // Each app prints its name and leaves, so the CLI exits 0 once its one worker has.
+  const leave = (name) => `console.log(${JSON.stringify(name)}); process.exit(0);\n`;
+  fs.writeFileSync(path.join(dir, 'plain.js'), leave('plain'));
+  fs.mkdirSync(path.join(dir, 'withindex'));
+  fs.writeFileSync(path.join(dir, 'withindex', 'index.js'), leave('index'));
+  fs.mkdirSync(path.join(dir, 'withmain', 'lib'), { recursive: true });
+  fs.writeFileSync(path.join(dir, 'withmain', 'package.json'), '{"main": "lib/start.js"}');
+  fs.writeFileSync(path.join(dir, 'withmain', 'lib', 'start.js'), leave('main'));
+  fs.writeFileSync(path.join(dir, 'esm.mjs'), leave('mjs'));
+  fs.writeFileSync(path.join(dir, 'common.cjs'), leave('cjs'));
+  const cases = [['plain', 'plain'], ['plain.js', 'plain'], ['withindex', 'index'], ['./withindex/', 'index'],
+    ['withmain', 'main'], ['esm.mjs', 'mjs'], ['common.cjs', 'cjs']];
+  for (const [appArg, printed] of cases) {
+    const result = await runToExit(['-q', '-i', '1', '--log-format', 'raw', appArg], { cwd: dir });
+    assert.equal(result.code, 0, `${appArg}: ${result.stderr}`);
+    assert.equal(result.stdout, `${printed}\n`, appArg);
   }
+  // Node adds no extension but .js: `node esm` fails, so does the CLI.
+  const result = await runToExit(['-i', '1', 'esm'], { cwd: dir });
+  assert.equal(result.code, 2);
+  assert.match(result.stderr, /^rcluster: cannot find app "esm"/);
 });
 
 test('SIGTERM during start-up stops the workers started so far and exits 0', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rcluster-cli-'));
+  const dir = tempDir();
   try {
     // 64 forks take seconds here (tens of ms each): the signal lands well inside the start-up.
-    const run = runCli(['-i', '64', app], { PID_DIR: dir });
+    const run = runCli(['-i', '64', app], { env: { PID_DIR: dir } });
     // The first line about a worker ('forked'; main today has only 'online', after all forks).
     await run.until(/\(pid \d+, slot \d+\) (forked|online)$/);
-    run.child.kill('SIGTERM');
-    const timer = setTimeout(() => run.child.kill('SIGKILL'), 30000);
-    const { code, signal } = await run.exited;
-    clearTimeout(timer);
-    assert.equal(signal, null, run.stderr());
-    assert.equal(code, 0, run.stderr());
-    assert.match(run.stderr(), /SIGTERM: shutting down/);
-    assert.match(run.stderr(), /all workers stopped/);
-    const reported = [...new Set([...run.stderr().matchAll(/\(pid (\d+), slot \d+\)/g)].map((m) => Number(m[1])))];
+    await stopCli(run, { ms: 30000 });
+    const stderr = run.text.stderr;
+    assert.match(stderr, /SIGTERM: shutting down/);
+    assert.match(stderr, /all workers stopped/);
+    const reported = [...new Set([...stderr.matchAll(/\(pid (\d+), slot \d+\)/g)].map((m) => Number(m[1])))];
     assert.ok(reported.length >= 1 && reported.length < 64, `started ${reported.length} of 64 before stopping`);
     const ran = fs.readdirSync(dir).map(Number);
     for (const pid of ran) assert.ok(reported.includes(pid), `worker ${pid} was reported`);
     for (const pid of reported) assert.equal(isGone(pid), true, `worker ${pid} gone`);
   } finally {
-    for (const name of fs.readdirSync(dir)) workerPids.add(Number(name)); // killed in test.after if still there
-    fs.rmSync(dir, { recursive: true, force: true });
+    for (const name of fs.readdirSync(dir)) workerPids.add(Number(name)); // killed after the file's tests if left
   }
 });
 
 test('-i max honours the CPU quota and affinity', () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rcluster-cpus-'));
+  const dir = tempDir('rcluster-cpus-');
   const v2 = path.join(dir, 'cpu.max');
   const paths = { v2, v1Quota: path.join(dir, 'nope'), v1Period: path.join(dir, 'nope') };
   fs.writeFileSync(v2, 'max 100000\n');
@@ -277,7 +190,6 @@ test('-i max honours the CPU quota and affinity', () => {
   assert.equal(cpuCount({ paths, affinity: 8 }), 1);
   fs.writeFileSync(v2, '800000 100000\n');
   assert.equal(cpuCount({ paths, affinity: 2 }), 2);
-  fs.rmSync(dir, { recursive: true });
   assert.ok(cpuCount() >= 1);
 });
 

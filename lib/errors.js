@@ -79,6 +79,11 @@ const codes = {
   ERR_RCLUSTER_BAD_MESSAGE: (detail) => nodeError(Error, 'ERR_RCLUSTER_BAD_MESSAGE',
     `Worker sent a malformed IPC message and was disconnected: ${detail}`),
   ERR_RCLUSTER_NOT_READY: (message) => nodeError(Error, 'ERR_RCLUSTER_NOT_READY', message),
+  // The CLI's control socket (lib/cli/).
+  ERR_RCLUSTER_PROTOCOL: (message) => nodeError(Error, 'ERR_RCLUSTER_PROTOCOL', message),
+  ERR_RCLUSTER_UNKNOWN_COMMAND: (cmd) => nodeError(Error, 'ERR_RCLUSTER_UNKNOWN_COMMAND',
+    `no such command ${JSON.stringify(cmd)}`),
+  ERR_RCLUSTER_STOPPING: () => nodeError(Error, 'ERR_RCLUSTER_STOPPING', 'the app is stopping'),
   ERR_RCLUSTER_RESTART: (slot, cause) => Object.assign(
     nodeError(Error, 'ERR_RCLUSTER_RESTART', `cannot restart slot ${slot}: ${cause.message}`), { slot, cause }),
 };

@@ -6,7 +6,7 @@
 
 const binding = require('./binding');
 const { codes, spawnError } = require('./errors');
-const { validateObject, validateBoolean } = require('./validate');
+const { validateObject, validateBoolean, validateCount } = require('./validate');
 
 const DEFAULT_READY_TIMEOUT = 30000;
 const DEFAULT_KILL_TIMEOUT = 10000;
@@ -18,6 +18,9 @@ const MAX_MS = 1e12;
 // The longest delay a JS timer holds (longer ones fire after 1 ms): the bound
 // for the timeouts reload/scale/shutdown time here.
 const MAX_TIMER_MS = 2 ** 31 - 1;
+
+// The core counts a slot's restarts in a u32.
+const MAX_RESTARTS = 0xFFFFFFFF;
 
 const SIZE_UNITS = { '': 1, b: 1, k: 1024, kb: 1024, m: 1024 ** 2, mb: 1024 ** 2, g: 1024 ** 3, gb: 1024 ** 3 };
 
@@ -62,10 +65,7 @@ function parseRestart(value) {
       if (typeof value.factor !== 'number') throw codes.ERR_INVALID_ARG_TYPE('options.restart.factor', 'number', value.factor);
       if (!(value.factor >= 1 && value.factor <= 1000)) throw codes.ERR_OUT_OF_RANGE('options.restart.factor', '>= 1 && <= 1000', value.factor);
     } else if (key === 'maxRestarts') {
-      if (typeof value.maxRestarts !== 'number') throw codes.ERR_INVALID_ARG_TYPE('options.restart.maxRestarts', 'number', value.maxRestarts);
-      if (!Number.isInteger(value.maxRestarts) || value.maxRestarts < 0 || value.maxRestarts > 0xFFFFFFFF) {
-        throw codes.ERR_OUT_OF_RANGE('options.restart.maxRestarts', 'an integer >= 0 && <= 4294967295', value.maxRestarts);
-      }
+      validateCount(value.maxRestarts, 'options.restart.maxRestarts', 0, MAX_RESTARTS);
     } else {
       parseMs(value[key], `options.restart.${key}`, { allowZero: key === 'initialDelay' || key === 'stableAfter' });
     }
@@ -308,8 +308,7 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker,
   };
 
   cluster.scale = function scale(n, options) {
-    if (typeof n !== 'number') throw codes.ERR_INVALID_ARG_TYPE('n', 'number', n);
-    if (!Number.isInteger(n) || n < 0) throw codes.ERR_OUT_OF_RANGE('n', 'an integer >= 0', n);
+    validateCount(n, 'n');
     const { readyTimeout = DEFAULT_READY_TIMEOUT, killTimeout = config.killTimeout } = checkOptions(options, 'options');
     return enqueue(async () => {
       // The core's count: a slot waiting out its restart backoff counts (it
@@ -387,4 +386,4 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker,
 };
 
 // The bounds the CLI checks its flags against.
-module.exports.limits = { MAX_MS, MAX_TIMER_MS, DEFAULT_KILL_TIMEOUT };
+module.exports.limits = { MAX_MS, MAX_TIMER_MS, MAX_RESTARTS, DEFAULT_KILL_TIMEOUT };

@@ -30,6 +30,15 @@ function validateInteger(value, name, min = Number.MIN_SAFE_INTEGER, max = Numbe
   if (value < min || value > max) throw codes.ERR_OUT_OF_RANGE(name, `>= ${min} && <= ${max}`, value);
 }
 
+// A number of things (workers, restarts): an integer from min to max. One check for the library's counts and the
+// CLI's control socket, so both refuse the same value with the same error.
+function validateCount(value, name, min = 0, max = Infinity) {
+  if (typeof value !== 'number') throw codes.ERR_INVALID_ARG_TYPE(name, 'number', value);
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw codes.ERR_OUT_OF_RANGE(name, `an integer >= ${min}${max === Infinity ? '' : ` && <= ${max}`}`, value);
+  }
+}
+
 function validateInt32(value, name, min = -2147483648, max = 2147483647) {
   validateInteger(value, name, min, max);
 }
@@ -76,6 +85,7 @@ module.exports = {
   validateBoolean,
   validateInteger,
   validateInt32,
+  validateCount,
   validatePort,
   validateOneOf,
   validateNoNullBytes,

@@ -6,7 +6,7 @@
 const net = require('node:net');
 const { readLines, encode } = require('./protocol');
 const { homeDir, checkPrivate, socketPath, listNames, HomeError } = require('./home');
-const { UsageError, parseName, MAX_INSTANCES } = require('./options');
+const { UsageError, parseName, parseCount, MAX_INSTANCES } = require('./options');
 
 const COMMANDS = ['ls', 'status', 'reload', 'scale', 'stop'];
 const QUICK_MS = 5000; // info and status answer at once; reload, scale and stop take their time
@@ -180,21 +180,15 @@ function parseCommandArgs(cmd, argv) {
   const allowed = { ls: ['--json'], status: ['--json', '--watch'] }[cmd] || [];
   for (const a of argv) {
     if (a.startsWith('--') && allowed.includes(a)) flags[a.slice(2)] = true;
-    else if (a.startsWith('-') && a !== '-') throw new UsageError(`${cmd}: unknown option ${a}`);
+    // A negative number is a bad N (scale web -1), not an option.
+    else if (a.startsWith('-') && a !== '-' && !/^-[0-9]/.test(a)) throw new UsageError(`${cmd}: unknown option ${a}`);
     else positional.push(a);
   }
   const want = { ls: 0, status: 1, reload: 1, stop: 1, scale: 2 }[cmd];
   if (positional.length < want) throw new UsageError(`${cmd} needs ${cmd === 'scale' ? 'NAME and N' : 'NAME'}`);
   if (positional.length > want) throw new UsageError(`${cmd}: unexpected argument ${JSON.stringify(positional[want])}`);
   const name = want ? parseName(cmd, positional[0]) : undefined;
-  let n;
-  if (cmd === 'scale') {
-    if (!/^[0-9]+$/.test(positional[1]) || Number(positional[1]) < 1 || Number(positional[1]) > MAX_INSTANCES) {
-      const got = JSON.stringify(positional[1]);
-      throw new UsageError(`scale: N must be a whole number from 1 to ${MAX_INSTANCES} (got ${got})`);
-    }
-    n = Number(positional[1]);
-  }
+  const n = cmd === 'scale' ? parseCount(cmd, positional[1], { min: 1, max: MAX_INSTANCES }) : undefined;
   return { name, n, flags };
 }
 

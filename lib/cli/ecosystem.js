@@ -8,7 +8,7 @@
 const fs = require('node:fs');
 const path = require('node:path');
 const { cpuCount } = require('../cpus');
-const { OPTIONS, UsageError, parseFlags, resolveApp, defaultName, MAX_INSTANCES } = require('./options');
+const { OPTIONS, UsageError, parseFlags, resolveApp, defaultName, optionByFlag, MAX_INSTANCES } = require('./options');
 
 function isEcosystemFile(arg) {
   return /\.config\.(?:c?js|json)$/.test(arg) || /\.json$/.test(arg);
@@ -53,48 +53,93 @@ function instancesOf(value) {
   return String(value);
 }
 
-// PM2 key → how it becomes CLI flags (or another part of the app's launch).
+// Every ecosystem key rcluster reads, one row each. A row is the CLI option the
+// key sets (by its opts key in OPTIONS; `value` turns PM2's value into the
+// flag's), another spelling of a key (`same`), a key of the app's launch read
+// by appsOf (`launch`), a value that must be what rcluster does anyway
+// (`check`: the warning otherwise), or a key with nothing to do (`ignore`).
 const PM2_KEYS = {
-  name: (v, f) => f.push('--name', String(v)),
-  script: () => {},
-  args: () => {},
-  cwd: () => {},
-  env: () => {},
-  node_args: () => {},
-  interpreter_args: () => {},
-  instances: (v, f) => f.push('-i', instancesOf(v)),
-  exec_mode: (v, f, warn) => {
-    if (/^cluster(?:_mode)?$/.test(String(v))) return;
-    warn('exec_mode', `exec_mode ${JSON.stringify(v)}: rcluster always runs cluster mode`);
-  },
-  interpreter: (v, f, warn) => {
-    if (/(?:^|\/)node$/.test(String(v))) return;
-    warn('interpreter', `interpreter ${JSON.stringify(v)}: rcluster runs Node only (ignored)`);
-  },
-  max_memory_restart: (v, f) => f.push('--max-memory', String(v)),
-  kill_timeout: (v, f) => f.push('--kill-timeout', String(v)),
-  listen_timeout: (v, f) => f.push('--listen-timeout', String(v)),
-  exp_backoff_restart_delay: (v, f) => f.push('--restart-delay', String(v)),
-  max_restarts: (v, f) => f.push('--max-restarts', String(v)),
-  min_uptime: (v, f) => f.push('--min-uptime', String(v)),
+  name: { option: 'name' },
+  instances: { option: 'instances', value: instancesOf },
+  max_memory_restart: { option: 'maxMemory' },
+  kill_timeout: { option: 'killTimeout' },
+  listen_timeout: { option: 'listenTimeout' },
+  exp_backoff_restart_delay: { option: 'restartDelay' },
   // PM2's delay is fixed; rcluster's doubles from there (see docs/MIGRATING.md).
-  restart_delay: (v, f) => f.push('--restart-delay', String(v)),
-  log_type: (v, f) => { if (v === 'json') f.push('--log-format', 'json'); },
+  restart_delay: { option: 'restartDelay' },
+  max_restarts: { option: 'maxRestarts' },
+  min_uptime: { option: 'minUptime' },
+  log_type: { option: 'logFormat', value: (v) => (v === 'json' ? 'json' : undefined) },
+  exec: { same: 'script' },
+  interpreterArgs: { same: 'interpreter_args' },
+  exec_interpreter: { same: 'interpreter' },
+  script: { launch: true },
+  args: { launch: true },
+  cwd: { launch: true },
+  env: { launch: true },
+  node_args: { launch: true },
+  interpreter_args: { launch: true },
+  autorestart: { launch: true }, // PM2 restarts by default
+  port: { launch: true }, // it is env.PORT
+  exec_mode: {
+    check: (v) => /^cluster(?:_mode)?$/.test(String(v)),
+    warning: (v) => `exec_mode ${JSON.stringify(v)}: rcluster always runs cluster mode`,
+  },
+  interpreter: {
+    check: (v) => /(?:^|\/)node$/.test(String(v)),
+    warning: (v) => `interpreter ${JSON.stringify(v)}: rcluster runs Node only (ignored)`,
+  },
   // Worker output is one stream here already: the workers' logs are merged.
-  merge_logs: () => {},
-  combine_logs: () => {},
-  autorestart: () => {}, // below: PM2 restarts by default
-  port: () => {}, // below: it is env.PORT
+  merge_logs: { ignore: true },
+  combine_logs: { ignore: true },
 };
-// PM2's other spellings of the same keys.
-const PM2_ALIASES = { exec: 'script', interpreterArgs: 'interpreter_args', exec_interpreter: 'interpreter' };
 
-// rcluster.config.js: the CLI's long option names, kebab or camel case.
-function nativeFlag(key) {
-  const kebab = `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
-  return OPTIONS.find((o) => o.flags.includes(kebab)) ? kebab : null;
-}
+// rcluster.config.js: the CLI's long option names, kebab or camel case, and these.
 const NATIVE_LAUNCH_KEYS = ['script', 'args', 'cwd', 'env', 'nodeArgs'];
+
+// The one reading of an ecosystem key: its row as above ({ key } added: the
+// key it stands for, itself unless it is another spelling), or null for a key
+// rcluster does not know. A native file's options are rows { option }.
+function resolveKey(key, native) {
+  if (native) {
+    if (NATIVE_LAUNCH_KEYS.includes(key)) return { key, launch: true };
+    const kebab = `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+    const option = optionByFlag(kebab);
+    return option ? { key, option: option.key } : null;
+  }
+  if (!Object.hasOwn(PM2_KEYS, key)) return null;
+  const row = PM2_KEYS[key];
+  return row.same ? { ...PM2_KEYS[row.same], key: row.same } : { ...row, key };
+}
+
+// The app with each key in the spelling its row stands for; where both
+// spellings are given, the key's own wins.
+function canonical(app, native) {
+  const entries = Object.entries(app).filter(([, value]) => value !== undefined);
+  const out = {};
+  for (const [key, value] of entries) {
+    const row = resolveKey(key, native);
+    if (row && row.key !== key) out[row.key] = value;
+  }
+  for (const [key, value] of entries) {
+    const row = resolveKey(key, native);
+    if (!row || row.key === key) out[key] = value;
+  }
+  return out;
+}
+
+// The flags an option's value is: a switch is true or false; a value false is
+// the option left unset.
+function optionFlags(row, value, key) {
+  const option = OPTIONS.find((o) => o.key === row.option);
+  const flag = option.flags.at(-1);
+  const v = row.value ? row.value(value) : value;
+  if (!option.parse) {
+    if (typeof v !== 'boolean') throw new UsageError(`${key} must be true or false`);
+    return v ? [flag] : [];
+  }
+  return v === undefined || v === false ? [] : [flag, String(v)];
+}
 
 // Returns [{ name, cwd, env, nodeArgs, argv }] where argv is this CLI's
 // command line for the app; `warn(line)` is called once per ignored key.
@@ -112,21 +157,18 @@ function appsOf(file, { warn = () => {}, baseFlags = [] } = {}) {
     const where = `${path.basename(abs)}: app ${app && app.name ? JSON.stringify(app.name) : index}`;
     try {
       if (!app || typeof app !== 'object') throw new UsageError('is not an object');
-      if (!native && app.script === undefined && typeof app.exec === 'string') app = { ...app, script: app.exec };
+      app = canonical(app, native);
       if (typeof app.script !== 'string' || !app.script) throw new UsageError('has no script');
       const flags = [];
       for (const [key, value] of Object.entries(app)) {
-        if (value === undefined) continue;
-        if (native) {
-          if (NATIVE_LAUNCH_KEYS.includes(key)) continue;
-          const flag = nativeFlag(key);
-          if (!flag) warnOnce(key, `${path.basename(abs)}: ignoring unknown key ${JSON.stringify(key)}`);
-          else if (value === true) flags.push(flag);
-          else if (value !== false) flags.push(flag, String(value));
-        } else if (Object.hasOwn(PM2_KEYS, PM2_ALIASES[key] || key)) {
-          PM2_KEYS[PM2_ALIASES[key] || key](value, flags, warnOnce);
-        } else {
-          warnOnce(key, `${path.basename(abs)}: rcluster does not support ${key} (ignored; see docs/MIGRATING.md)`);
+        const row = resolveKey(key, native);
+        if (!row) {
+          warnOnce(key, native ? `${path.basename(abs)}: ignoring unknown key ${JSON.stringify(key)}`
+            : `${path.basename(abs)}: rcluster does not support ${key} (ignored; see docs/MIGRATING.md)`);
+        } else if (row.option) {
+          flags.push(...optionFlags(row, value, key));
+        } else if (row.check && !row.check(value)) {
+          warnOnce(key, row.warning(value));
         }
       }
       if (!native && app.autorestart !== false) flags.push('--restart');
@@ -134,11 +176,11 @@ function appsOf(file, { warn = () => {}, baseFlags = [] } = {}) {
       const script = resolveApp(app.script, cwd);
       const args = words(app.args, 'args');
       const nodeArgs = native ? words(app.nodeArgs, 'nodeArgs') : [...words(app.node_args, 'node_args'),
-        ...words(app.interpreter_args || app.interpreterArgs, 'interpreter_args')];
+        ...words(app.interpreter_args, 'interpreter_args')];
       if (!flags.includes('--name')) flags.push('--name', defaultName(app.script));
       // PM2 starts one instance when `instances` is not given (the CLI's own
       // default is max); options typed before the file, then the app's keys, win.
-      const pm2Defaults = !native && app.instances === undefined ? ['-i', '1'] : [];
+      const pm2Defaults = !native && app.instances === undefined ? ['--instances', '1'] : [];
       const argv = [...pm2Defaults, ...baseFlags, ...flags, '--', script, ...args];
       // The same checks a typed command line gets, before any app starts.
       const { opts } = parseFlags(argv);
@@ -158,4 +200,4 @@ function appsOf(file, { warn = () => {}, baseFlags = [] } = {}) {
   });
 }
 
-module.exports = { isEcosystemFile, appsOf };
+module.exports = { isEcosystemFile, appsOf, PM2_KEYS, NATIVE_LAUNCH_KEYS, resolveKey };

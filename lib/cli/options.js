@@ -23,20 +23,17 @@ class UsageError extends Error {}
 
 const fail = (message) => { throw new UsageError(message); };
 
-function parseInstances(flag, v) {
-  if (v === 'max') return 'max';
-  if (!/^[0-9]+$/.test(v)) fail(`${flag}: ${JSON.stringify(v)} is not a whole number or 'max'`);
+// A count as typed: decimal digits only (no sign, 0x, 1e3 or spaces), from min to max, or `word` itself
+// ('max') where one is allowed. The one check of -i, --max-restarts and `scale NAME N`.
+function parseCount(what, v, { min = 0, max, word } = {}) {
+  if (word !== undefined && v === word) return word;
+  if (!/^[0-9]+$/.test(v)) fail(`${what}: ${JSON.stringify(v)} is not a whole number${word ? ` or '${word}'` : ''}`);
   const n = Number(v);
-  if (n < 1 || n > MAX_INSTANCES) fail(`${flag}: ${v} is out of range (1 to ${MAX_INSTANCES}, or max)`);
+  if (n < min || n > max) fail(`${what}: ${v} is out of range (${min} to ${max}${word ? `, or ${word}` : ''})`);
   return n;
 }
 
-function parseCount(flag, v, max) {
-  if (!/^[0-9]+$/.test(v)) fail(`${flag}: ${JSON.stringify(v)} is not a whole number`);
-  const n = Number(v);
-  if (n > max) fail(`${flag}: ${v} is out of range (0 to ${max})`);
-  return n;
-}
+const parseInstances = (what, v) => parseCount(what, v, { min: 1, max: MAX_INSTANCES, word: 'max' });
 
 function parseDuration(flag, v, max, min = 1) {
   const m = /^([0-9]+)(ms|s|m|h)?$/.exec(v);
@@ -81,7 +78,8 @@ const OPTIONS = [
   { flags: ['--name'], key: 'name', parse: parseName },
   { flags: ['--restart'], key: 'restart' },
   { flags: ['--restart-delay'], key: 'restartDelay', parse: (f, v) => parseDuration(f, v, limits().MAX_MS, 0) },
-  { flags: ['--max-restarts'], key: 'maxRestarts', parse: (f, v) => parseCount(f, v, 0xFFFFFFFF) },
+  { flags: ['--max-restarts'], key: 'maxRestarts',
+    parse: (f, v) => parseCount(f, v, { max: limits().MAX_RESTARTS }) },
   { flags: ['--min-uptime'], key: 'minUptime', parse: (f, v) => parseDuration(f, v, limits().MAX_MS, 0) },
   { flags: ['--hang-timeout'], key: 'hangTimeout', parse: (f, v) => parseDuration(f, v, limits().MAX_MS) },
   { flags: ['--max-memory'], key: 'maxMemory', parse: parseSize },
@@ -94,6 +92,9 @@ const OPTIONS = [
   { flags: ['--sticky'], key: 'sticky', parse: oneOf(['ip']) },
   { flags: ['-q', '--quiet'], key: 'quiet' },
 ];
+
+// The one lookup of a flag, typed or written as an ecosystem key (lib/cli/ecosystem.js).
+const optionByFlag = (flag) => OPTIONS.find((o) => o.flags.includes(flag));
 
 const USAGE = `Usage: rcluster [options] app [args…]      run app in the foreground
        rcluster [options] FILE.config.js      run the apps of an ecosystem file
@@ -171,7 +172,7 @@ function parseFlags(argv) {
       break;
     }
     if (!a.startsWith('-') || a === '-') break;
-    const option = OPTIONS.find((o) => o.flags.includes(a));
+    const option = optionByFlag(a);
     if (!option) fail(`unknown option ${a} (rcluster --help lists them)`);
     if (!option.parse) {
       opts[option.key] = true;
@@ -192,5 +193,5 @@ function defaultName(file, given) {
 }
 
 module.exports = {
-  OPTIONS, USAGE, MAX_INSTANCES, UsageError, parseFlags, resolveApp, defaultName, parseName,
+  OPTIONS, USAGE, MAX_INSTANCES, UsageError, parseFlags, resolveApp, defaultName, parseName, parseCount, optionByFlag,
 };

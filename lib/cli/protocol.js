@@ -1,8 +1,11 @@
 'use strict';
 // The control protocol: one JSON object per line each way.
 //   request  {"v":1,"id":7,"cmd":"scale","args":{"n":4}}
-//   response {"v":1,"id":7,"ok":true,"result":…} or {"v":1,"id":7,"ok":false,"error":{"code","message"}}
+//   response {"v":1,"id":7,"ok":true,"result":…} or {"v":1,"id":7,"ok":false,"error":{"name","code","message"}}
+// An error's name is its class (RangeError…): with code and message, what the library would have thrown.
 // A line longer than MAX_LINE ends the connection: no peer of ours sends one.
+
+const { codes } = require('../errors');
 
 const VERSION = 1;
 const MAX_LINE = 1024 * 1024;
@@ -34,20 +37,25 @@ function readLines(socket, onMessage, onError) {
       try {
         message = JSON.parse(line);
       } catch {
-        hangUp(Object.assign(new Error('a line that is not JSON'), { code: 'ERR_RCLUSTER_PROTOCOL' }));
+        hangUp(codes.ERR_RCLUSTER_PROTOCOL('a line that is not JSON'));
         return;
       }
       onMessage(message);
       if (socket.destroyed) return;
     }
     if (pending.length > MAX_LINE) {
-      hangUp(Object.assign(new Error(`a line over ${MAX_LINE} bytes`), { code: 'ERR_RCLUSTER_PROTOCOL' }));
+      hangUp(codes.ERR_RCLUSTER_PROTOCOL(`a line over ${MAX_LINE} bytes`));
     }
   });
+}
+
+// An error as a response carries it.
+function errorOf(err) {
+  return { name: err.name, code: err.code || 'ERR_RCLUSTER_COMMAND', message: err.message };
 }
 
 function encode(message) {
   return `${JSON.stringify({ v: VERSION, ...message })}\n`;
 }
 
-module.exports = { VERSION, readLines, encode };
+module.exports = { VERSION, readLines, encode, errorOf };

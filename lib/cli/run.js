@@ -11,10 +11,8 @@ const { attributeLogs, settled } = require('./logs');
 const { ensureHome, socketPath } = require('./home');
 const { startControl } = require('./server');
 const { watchRunner } = require('./fleet');
-
-function commandError(code, message) {
-  return Object.assign(new Error(message), { code });
-}
+const { codes } = require('../errors');
+const { validateCount } = require('../validate');
 
 // The tuning flags refine --restart; without it nothing restarts.
 function restartOption(opts) {
@@ -80,7 +78,7 @@ async function run(opts, { say, fatal }) {
     });
   };
   const reload = () => {
-    if (stopping) return Promise.reject(commandError('ERR_RCLUSTER_STOPPING', 'the app is stopping'));
+    if (stopping) return Promise.reject(codes.ERR_RCLUSTER_STOPPING());
     return cluster.reload(readyOptions);
   };
 
@@ -136,10 +134,11 @@ async function run(opts, { say, fatal }) {
           return { workers: Object.keys(cluster.workers).length };
         },
         scale: async ({ n }) => {
-          if (!Number.isInteger(n) || n < 1 || n > MAX_INSTANCES) {
-            throw commandError('ERR_OUT_OF_RANGE', `N must be a whole number from 1 to ${MAX_INSTANCES} (got ${n})`);
-          }
-          if (stopping) throw commandError('ERR_RCLUSTER_STOPPING', 'the app is stopping');
+          // What cluster.scale() refuses, refused in its words; then the CLI's own bounds (0 workers would
+          // end the CLI, more than -i takes are a typo), in the same form.
+          validateCount(n, 'n');
+          validateCount(n, 'n', 1, MAX_INSTANCES);
+          if (stopping) throw codes.ERR_RCLUSTER_STOPPING();
           say(`scale to ${n} requested`);
           return { workers: await cluster.scale(n, readyOptions) };
         },

@@ -5,7 +5,8 @@
 
 const fs = require('node:fs');
 const net = require('node:net');
-const { readLines, encode, VERSION } = require('./protocol');
+const { readLines, encode, errorOf, VERSION } = require('./protocol');
+const { codes } = require('../errors');
 const { HomeError } = require('./home');
 
 // How long a connection may stay without a request in flight.
@@ -52,7 +53,7 @@ function listen(server, file) {
 }
 
 // handlers: { [cmd]: async (args) => result }. A handler's error becomes an
-// error response ({ code, message }). Returns { file, close() }.
+// error response ({ name, code, message }). Returns { file, close() }.
 async function startControl({ file, name, handlers }) {
   const taken = () => new HomeError(`an app named ${JSON.stringify(name)} is already running (${file})`);
   const state = await probe(file);
@@ -74,16 +75,16 @@ async function startControl({ file, name, handlers }) {
     const reply = (message) => {
       if (!socket.destroyed && socket.writable) socket.write(encode(message));
     };
-    const refuse = (id, code, message) => reply({ id, ok: false, error: { code, message } });
+    const refuse = (id, err) => reply({ id, ok: false, error: errorOf(err) });
     readLines(socket, async (req) => {
       const id = req && req.id;
       if (!req || req.v !== VERSION) {
-        refuse(id, 'ERR_RCLUSTER_PROTOCOL', `protocol version ${req && req.v} is not ${VERSION}`);
+        refuse(id, codes.ERR_RCLUSTER_PROTOCOL(`protocol version ${req && req.v} is not ${VERSION}`));
         return;
       }
       const handler = Object.hasOwn(handlers, req.cmd) ? handlers[req.cmd] : null;
       if (!handler) {
-        refuse(id, 'ERR_RCLUSTER_UNKNOWN_COMMAND', `no such command ${JSON.stringify(req.cmd)}`);
+        refuse(id, codes.ERR_RCLUSTER_UNKNOWN_COMMAND(req.cmd));
         return;
       }
       inFlight++;
@@ -91,11 +92,11 @@ async function startControl({ file, name, handlers }) {
         const result = await handler(req.args || {}, socket);
         reply({ id, ok: true, result: result === undefined ? null : result });
       } catch (err) {
-        refuse(id, err.code || 'ERR_RCLUSTER_COMMAND', err.message);
+        refuse(id, err);
       } finally {
         inFlight--;
       }
-    }, (err) => refuse(null, err.code, err.message));
+    }, (err) => refuse(null, err));
   });
   try {
     await listen(server, file);
