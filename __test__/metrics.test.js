@@ -509,6 +509,32 @@ describe('rcluster --metrics', () => {
     }
   });
 
+  it('a --metrics host name is resolved first: a bad one is one line, exit 1; localhost is served', async (t) => {
+    const bad = spawnSync(process.execPath, [CLI, '--metrics', 'no-such-host.invalid:9100', APP],
+      { encoding: 'utf8', timeout: 10000 });
+    assert.equal(bad.status, 1, bad.stderr);
+    assert.deepEqual(bad.stderr.split('\n').filter(Boolean), ['rcluster: getaddrinfo ENOTFOUND no-such-host.invalid']);
+    const home = fs.mkdtempSync(path.join(os.tmpdir(), 'rcluster-home-'));
+    t.after(() => fs.rmSync(home, { recursive: true, force: true }));
+    const child = spawn(process.execPath, [CLI, '-i', '1', '--metrics', 'localhost:0', APP], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: { ...process.env, PORT: String(await freePort()), RCLUSTER_HOME: home },
+    });
+    tracked.children.add(child);
+    let err = '';
+    child.stderr.setEncoding('utf8').on('data', (d) => { err += d; });
+    const exit = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    // The address node:net would pick for 'localhost'.
+    const { address, family } = await require('node:dns').promises.lookup('localhost');
+    const shown = family === 6 ? `\\[${address}\\]` : address.replace(/\./g, '\\.');
+    const line = await pollUntil(async () => err, (e) => new RegExp(`metrics on http://${shown}:\\d+/metrics`).test(e),
+      'the CLI\'s metrics line', 15000);
+    const port = Number(/:(\d+)\/metrics/.exec(line)[1]);
+    await ready({ address, port });
+    child.kill('SIGTERM');
+    assert.deepEqual(await exit, { code: 0, signal: null }, err);
+  });
+
   it('rejects a bad --metrics value with exit code 2', () => {
     for (const v of ['x', '70000', 'host:', '[::1]']) {
       const r = spawnSync(process.execPath, [CLI, '--metrics', v, APP], { encoding: 'utf8', timeout: 10000 });

@@ -2,6 +2,8 @@
 // The foreground supervisor: one app on N workers, its lifecycle lines on
 // stderr, its workers' output attributed, and a control socket for commands.
 
+const dns = require('node:dns');
+const net = require('node:net');
 const path = require('node:path');
 const cluster = require('../..');
 const { cpuCount } = require('../cpus');
@@ -24,6 +26,15 @@ function restartOption(opts) {
   return Object.keys(r).length ? r : true;
 }
 
+// A --metrics host name is resolved before the endpoint starts (the library
+// would resolve it in the background): one that does not resolve stops the
+// CLI, as a port in use does, and the address is known for the 'metrics on' line.
+async function resolveHost(metrics) {
+  if (!metrics || net.isIP(metrics.host)) return metrics;
+  const { address } = await dns.promises.lookup(metrics.host);
+  return { ...metrics, host: address };
+}
+
 // `say(line)` writes a lifecycle line; `fatal(line)` one line and exit 1.
 async function run(opts, { say, fatal }) {
   const count = opts.instances === 'max' ? Math.min(cpuCount(), MAX_INSTANCES) : opts.instances;
@@ -38,6 +49,7 @@ async function run(opts, { say, fatal }) {
   }
   const piped = opts.logFormat !== 'raw';
   try {
+    const metrics = await resolveHost(opts.metrics);
     cluster.setupPrimary({
       exec: opts.app,
       args: opts.args,
@@ -52,7 +64,7 @@ async function run(opts, { say, fatal }) {
       // The grace of reload and stop, and of leaving workers should the CLI
       // itself be killed meanwhile (default 10 s).
       killTimeout: opts.killTimeout,
-      metrics: opts.metrics,
+      metrics,
       sticky: opts.sticky,
     });
     const m = cluster.metricsAddress();
