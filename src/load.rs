@@ -227,6 +227,9 @@ pub struct Watched {
   pub changed: bool,
   /// Some member wants a sample again soon (`Step::busy`).
   pub busy: bool,
+  /// The sampled members' sockets (valid while the group lives), for a
+  /// watcher that waits for a connection instead of ticking.
+  pub queues: Vec<RawFd>,
 }
 
 /// Samples every member of `g` that has a worker (`channel`: its channel's
@@ -244,6 +247,7 @@ pub fn watch_group(
   let at = clock();
   for slot in g.slots.iter_mut() {
     let Some(owner) = slot.owner else { continue };
+    out.queues.push(slot.sock.as_raw_fd());
     let queued = accept_queue_len(slot.sock.as_raw_fd()).unwrap_or(0);
     let (unread, reading) = channel(owner).map_or((false, false), |c| slot.watch.look(c));
     let step = slot.watch.sample(Sample {

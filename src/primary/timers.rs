@@ -1,7 +1,8 @@
-//! The core's one way to act later: a `Msg` sent to the loop after a delay.
-//! Timers with a key replace the one before them and can be cancelled (a
-//! restart of a slot that is unsupervised meanwhile must not happen); the
-//! loop calls `fired` when a keyed timer's message arrives.
+//! The core's one way to act later: a `Msg` sent to the loop after a delay
+//! (or once a socket is readable). Timers with a key replace the one before
+//! them and can be cancelled (a restart of a slot that is unsupervised
+//! meanwhile must not happen); the loop calls `fired` when a keyed timer's
+//! message arrives.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::AbortHandle;
 
 use super::Msg;
+use crate::readiness::AnyReadable;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum TimerKey {
@@ -17,6 +19,8 @@ pub enum TimerKey {
   Respawn(u32),
   /// How long a worker's `'exit'` waits for its channel's EOF.
   ExitDeadline(u32),
+  /// The queue watcher's next look (`stalls`).
+  LoadTick,
 }
 
 pub struct Timers {
@@ -40,6 +44,20 @@ impl Timers {
   /// Sends `msg` after `delay` unless cancelled; replaces a timer of `key`.
   pub fn schedule(&mut self, key: TimerKey, delay: Duration, msg: Msg) {
     let handle = self.spawn(delay, msg);
+    if let Some(old) = self.keyed.insert(key, handle) {
+      old.abort();
+    }
+  }
+
+  /// Sends `msg` once any of `bell`'s sockets is readable, unless cancelled;
+  /// replaces a timer of `key`.
+  pub fn when_readable(&mut self, key: TimerKey, bell: AnyReadable, msg: Msg) {
+    let tx = self.tx.clone();
+    let handle = tokio::spawn(async move {
+      bell.wait().await;
+      let _ = tx.send(msg);
+    })
+    .abort_handle();
     if let Some(old) = self.keyed.insert(key, handle) {
       old.abort();
     }
