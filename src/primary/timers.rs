@@ -19,7 +19,8 @@ pub enum TimerKey {
   Respawn(u32),
   /// How long a worker's `'exit'` waits for its channel's EOF.
   ExitDeadline(u32),
-  /// The queue watcher's next look (`stalls`).
+  /// The queue watcher's next look (`stalls`): re-armed at every look, so
+  /// never `fired`.
   LoadTick,
 }
 
@@ -125,6 +126,33 @@ mod tests {
       }
       handle.abort();
       assert_eq!(sent, 1);
+    });
+  }
+
+  #[test]
+  fn when_readable_sends_once_readable_unless_replaced() {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let rt = tokio::runtime::Builder::new_current_thread()
+      .enable_all()
+      .build()
+      .unwrap();
+    rt.block_on(async {
+      let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+      let mut timers = Timers::new(tx);
+      let (a, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
+      let bell = || AnyReadable::new([a.as_raw_fd()]).unwrap();
+      timers.when_readable(TimerKey::LoadTick, bell(), Msg::Tick);
+      tokio::time::sleep(Duration::from_millis(50)).await;
+      assert!(rx.try_recv().is_err(), "nothing to read yet");
+      // Replaced by a later timer of the same key: only that one sends.
+      timers.schedule(TimerKey::LoadTick, Duration::from_secs(3600), Msg::Tick);
+      peer.write_all(b"x").unwrap();
+      tokio::time::sleep(Duration::from_millis(50)).await;
+      assert!(rx.try_recv().is_err(), "the replaced wait sent nothing");
+      timers.when_readable(TimerKey::LoadTick, bell(), Msg::Tick);
+      let got = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await;
+      assert!(matches!(got, Ok(Some(Msg::Tick))), "readable already: sent at once");
     });
   }
 }
