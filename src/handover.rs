@@ -24,9 +24,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
+use tokio::sync::Notify;
+
 use crate::channel::{Inbox, Read, ReaderEvent};
 use crate::framing::Serialization;
 use crate::protocol::Inbound;
+use crate::readiness::AnyReadable;
 
 /// A worker's channel, for a reader other than the core's.
 pub struct Handover {
@@ -75,6 +78,12 @@ const WATCH_TICK: Duration = Duration::from_millis(10);
 const STUCK_TICK: Duration = Duration::from_millis(1);
 /// Reads (of 64 KiB) per channel per tick, when the core reads.
 const CORE_READS: usize = 16;
+/// Looks in a row with nothing to read and no turn of the JS reader, after
+/// which the watch stops ticking until a channel is readable (`doze`).
+const IDLE_LOOKS: u32 = 3;
+
+/// Rung by `offer`: a channel the watch does not wait on yet.
+static NEW_CHANNEL: Notify = Notify::const_new();
 
 static WATCHED: Mutex<Vec<Weak<Channel>>> = Mutex::new(Vec::new());
 
@@ -135,6 +144,8 @@ pub fn offer(handover: Handover) -> Option<Handover> {
   }
   watched.push(Arc::downgrade(&handover.channel));
   drop(watched);
+  // A permit if the watch does not wait yet: it never misses this channel.
+  NEW_CHANNEL.notify_one();
   host(handover);
   None
 }
@@ -144,33 +155,63 @@ pub fn offer(handover: Handover) -> Option<Handover> {
 /// between has a stuck JS thread (an idle one would have woken). Then the
 /// core reads at every (shorter) tick until the JS reader turns again or
 /// nothing is left to read. Ends when no channel is left.
+///
+/// While nothing happens (`IDLE_LOOKS` looks with nothing readable and no JS
+/// turn) it stops ticking and dozes until a channel is readable or a new one
+/// is offered; the look it makes then counts as the first of the two. While
+/// messages flow it keeps ticking (the JS reader turns), so a busy channel
+/// does not wake the core once per message.
 async fn watch() {
   let mut turns = JS_TURNS.load(Ordering::Acquire);
   let mut readable_before = false;
   let mut stuck = false;
+  let mut idle = 0;
   loop {
-    tokio::time::sleep(if stuck { STUCK_TICK } else { WATCH_TICK }).await;
-    let channels: Vec<Arc<Channel>> = {
-      let mut watched = WATCHED.lock().unwrap();
-      watched.retain(|w| w.upgrade().is_some_and(|c| !c.ended.load(Ordering::Acquire)));
-      if watched.is_empty() {
-        return;
-      }
-      watched.iter().filter_map(Weak::upgrade).collect()
-    };
+    if idle >= IDLE_LOOKS {
+      let Some(channels) = watched() else { return };
+      doze(&channels).await;
+      (turns, readable_before, stuck, idle) = (JS_TURNS.load(Ordering::Acquire), false, false, 0);
+    } else {
+      tokio::time::sleep(if stuck { STUCK_TICK } else { WATCH_TICK }).await;
+    }
+    let Some(channels) = watched() else { return };
     let now = JS_TURNS.load(Ordering::Acquire);
     if now != turns {
-      (turns, readable_before, stuck) = (now, false, false);
+      (turns, readable_before, stuck, idle) = (now, false, false, 0);
       continue;
     }
     let readable: Vec<&Arc<Channel>> = channels.iter().filter(|c| readable_now(c)).collect();
     stuck = !readable.is_empty() && (stuck || readable_before);
     readable_before = !readable.is_empty();
+    idle = if readable.is_empty() { idle + 1 } else { 0 };
     if stuck {
       for c in readable {
         read_for_js(c);
       }
     }
+  }
+}
+
+/// The channels still watched, or `None` (and the watch ends) if none is.
+fn watched() -> Option<Vec<Arc<Channel>>> {
+  let mut watched = WATCHED.lock().unwrap();
+  watched.retain(|w| w.upgrade().is_some_and(|c| !c.ended.load(Ordering::Acquire)));
+  if watched.is_empty() {
+    return None;
+  }
+  Some(watched.iter().filter_map(Weak::upgrade).collect())
+}
+
+/// Waits until one of `channels` is readable (at once if one is already), or
+/// a channel is offered. If the kernel will not watch them (no fd left, say),
+/// the watch goes on ticking.
+async fn doze(channels: &[Arc<Channel>]) {
+  let Ok(bell) = AnyReadable::new(channels.iter().map(|c| c.sock.as_raw_fd())) else {
+    return;
+  };
+  tokio::select! {
+    _ = bell.wait() => {}
+    _ = NEW_CHANNEL.notified() => {}
   }
 }
 

@@ -3,7 +3,8 @@
 //! request) keeps getting its share of new connections, which wait until it
 //! comes back. The core samples each member's accept queue every `FAST_TICK`
 //! (1 ms) while some queue holds connections, every `LOAD_TICK` (10 ms) once
-//! all have been empty for a while. A member with connections waiting whose
+//! all have been empty for a while, and not at all once they have stayed empty
+//! (the first connection queued wakes it). A member with connections waiting whose
 //! worker has not read its IPC channel for `STALL_AFTER` (3 ms) is *stalled*:
 //! the steering program leaves it out (one `setsockopt`); after `DRAIN_AFTER`
 //! (10 ms) the primary also accepts what waits in its queue and hands it to
@@ -23,8 +24,10 @@
 //! bytes: so unless the worker read, it grows by at least what was written
 //! since the last look (`Outbox::sent`).
 //!
-//! Costs: with every member healthy and idle, one wake-up of the core thread
-//! per 10 ms and one `getsockopt` per member; under load, 1000 wake-ups a
+//! Costs: with every member healthy and idle, nothing: after a few quiet
+//! looks the watcher stops ticking until a connection is queued on some
+//! member (`primary::stalls`); with a trickle of connections one wake-up of the
+//! core thread per 10 ms and one `getsockopt` per member; under load, 1000 wake-ups a
 //! second and at most one probe message out per worker. Nothing per
 //! connection until a member has stalled for `DRAIN_AFTER`: under full load a
 //! healthy worker that the scheduler takes off the CPU for a few ms is steered
@@ -37,9 +40,9 @@ use std::time::Duration;
 use crate::dispatch::{accept_queue_len, Acceptor};
 use crate::handles::{Deliver, ReusePortGroup, Slot};
 
-/// How often accept queues are sampled while every queue is empty. Fixed (it
-/// does not depend on the connection rate); 100 wake-ups a second of a few µs
-/// each cost an idle primary nothing measurable.
+/// How often accept queues are sampled while every queue is empty, for a
+/// while after a connection (then the watcher waits for the next one). Fixed
+/// (it does not depend on the connection rate).
 pub const LOAD_TICK: Duration = Duration::from_millis(10);
 
 /// How often they are sampled while some member has connections waiting (or a
@@ -227,6 +230,9 @@ pub struct Watched {
   pub changed: bool,
   /// Some member wants a sample again soon (`Step::busy`).
   pub busy: bool,
+  /// The sampled members' listening sockets (valid while the group lives),
+  /// for a watcher that waits for a connection instead of ticking.
+  pub queues: Vec<RawFd>,
 }
 
 /// Samples every member of `g` that has a worker (`channel`: its channel's
@@ -244,7 +250,12 @@ pub fn watch_group(
   let at = clock();
   for slot in g.slots.iter_mut() {
     let Some(owner) = slot.owner else { continue };
-    let queued = accept_queue_len(slot.sock.as_raw_fd()).unwrap_or(0);
+    let queue = accept_queue_len(slot.sock.as_raw_fd());
+    // Only a listener's readability means a connection waits.
+    if queue.is_some() {
+      out.queues.push(slot.sock.as_raw_fd());
+    }
+    let queued = queue.unwrap_or(0);
     let (unread, reading) = channel(owner).map_or((false, false), |c| slot.watch.look(c));
     let step = slot.watch.sample(Sample {
       queued,

@@ -60,3 +60,98 @@ impl Readiness {
     }
   }
 }
+
+/// Waiting for any of several sockets to be readable, holding none of them
+/// open: the sockets go into a private epoll set (which does not keep a file
+/// alive: a socket closed meanwhile just leaves the set), and only that set's
+/// fd is registered with the reactor. For a watcher that stops ticking while
+/// nothing happens and must hear of the first thing that does.
+pub struct AnyReadable {
+  set: AsyncFd<OwnedFd>,
+}
+
+impl AnyReadable {
+  /// Every fd must be open now; any may close later.
+  pub fn new(fds: impl IntoIterator<Item = RawFd>) -> io::Result<Self> {
+    // SAFETY: plain syscall; the result is checked.
+    let set = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if set < 0 {
+      return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd that nothing else owns.
+    let set = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(set) };
+    for fd in fds {
+      // Level-triggered inside the set: a socket readable already makes the
+      // set readable at once, so nothing that came before is missed.
+      let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: fd as u64,
+      };
+      // SAFETY: both fds are open; `ev` is valid for the call.
+      if unsafe { libc::epoll_ctl(set.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0 {
+        return Err(io::Error::last_os_error());
+      }
+    }
+    Ok(AnyReadable {
+      set: crate::channel::register(set, Interest::READABLE)?,
+    })
+  }
+
+  /// Returns once some socket is readable (or hung up, or in error): at once
+  /// if one was when the set was made.
+  pub async fn wait(&self) {
+    // An error of the set itself is as good as a wake-up: the caller looks.
+    let _ = self.set.readable().await;
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use std::io::Write;
+  use std::os::unix::net::UnixStream;
+  use std::time::Duration;
+
+  fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+      .enable_all()
+      .build()
+      .unwrap()
+  }
+
+  async fn rings(bell: &AnyReadable) -> bool {
+    tokio::time::timeout(Duration::from_millis(200), bell.wait())
+      .await
+      .is_ok()
+  }
+
+  #[test]
+  fn any_readable_rings_for_data_before_or_after_and_not_without() {
+    runtime().block_on(async {
+      let (a, mut a_peer) = UnixStream::pair().unwrap();
+      let (b, mut b_peer) = UnixStream::pair().unwrap();
+      let bell = AnyReadable::new([a.as_raw_fd(), b.as_raw_fd()]).unwrap();
+      assert!(!rings(&bell).await, "nothing to read yet");
+      b_peer.write_all(b"x").unwrap();
+      assert!(rings(&bell).await, "written after the set was made");
+      // Already readable when the set is made.
+      a_peer.write_all(b"y").unwrap();
+      let again = AnyReadable::new([a.as_raw_fd()]).unwrap();
+      assert!(rings(&again).await);
+    });
+  }
+
+  #[test]
+  fn any_readable_does_not_keep_a_socket_open() {
+    runtime().block_on(async {
+      let (a, mut a_peer) = UnixStream::pair().unwrap();
+      let bell = AnyReadable::new([a.as_raw_fd()]).unwrap();
+      drop(a);
+      // The peer sees the close: the set held no reference to the socket.
+      let mut buf = [0u8; 1];
+      a_peer.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+      assert_eq!(std::io::Read::read(&mut a_peer, &mut buf).unwrap(), 0);
+      assert!(!rings(&bell).await, "a closed socket left the set without a wake-up");
+    });
+  }
+}

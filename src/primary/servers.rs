@@ -55,6 +55,8 @@ pub struct LoadSample {
   pub changed: Vec<String>,
   /// Some member wants a sample again soon (`load::FAST_TICK`).
   pub busy: bool,
+  /// Every sampled member's socket (`load::Watched::queues`).
+  pub queues: Vec<std::os::fd::RawFd>,
 }
 
 pub struct Servers {
@@ -215,6 +217,7 @@ impl Servers {
         let o = out.get_or_insert_with(LoadSample::default);
         o.probes.extend(w.probes);
         o.busy |= w.busy;
+        o.queues.extend(w.queues);
         if w.changed {
           o.changed.push(key.to_string());
         }

@@ -1,7 +1,8 @@
-//! The core's one way to act later: a `Msg` sent to the loop after a delay.
-//! Timers with a key replace the one before them and can be cancelled (a
-//! restart of a slot that is unsupervised meanwhile must not happen); the
-//! loop calls `fired` when a keyed timer's message arrives.
+//! The core's one way to act later: a `Msg` sent to the loop after a delay
+//! (or once a socket is readable). Timers with a key replace the one before
+//! them and can be cancelled (a restart of a slot that is unsupervised
+//! meanwhile must not happen); the loop calls `fired` when a keyed timer's
+//! message arrives.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::AbortHandle;
 
 use super::Msg;
+use crate::readiness::AnyReadable;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum TimerKey {
@@ -17,6 +19,9 @@ pub enum TimerKey {
   Respawn(u32),
   /// How long a worker's `'exit'` waits for its channel's EOF.
   ExitDeadline(u32),
+  /// The queue watcher's next look (`stalls`): re-armed at every look, so
+  /// never `fired`.
+  LoadTick,
 }
 
 pub struct Timers {
@@ -40,6 +45,20 @@ impl Timers {
   /// Sends `msg` after `delay` unless cancelled; replaces a timer of `key`.
   pub fn schedule(&mut self, key: TimerKey, delay: Duration, msg: Msg) {
     let handle = self.spawn(delay, msg);
+    if let Some(old) = self.keyed.insert(key, handle) {
+      old.abort();
+    }
+  }
+
+  /// Sends `msg` once any of `bell`'s sockets is readable, unless cancelled;
+  /// replaces a timer of `key`.
+  pub fn when_readable(&mut self, key: TimerKey, bell: AnyReadable, msg: Msg) {
+    let tx = self.tx.clone();
+    let handle = tokio::spawn(async move {
+      bell.wait().await;
+      let _ = tx.send(msg);
+    })
+    .abort_handle();
     if let Some(old) = self.keyed.insert(key, handle) {
       old.abort();
     }
@@ -107,6 +126,33 @@ mod tests {
       }
       handle.abort();
       assert_eq!(sent, 1);
+    });
+  }
+
+  #[test]
+  fn when_readable_sends_once_readable_unless_replaced() {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let rt = tokio::runtime::Builder::new_current_thread()
+      .enable_all()
+      .build()
+      .unwrap();
+    rt.block_on(async {
+      let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+      let mut timers = Timers::new(tx);
+      let (a, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
+      let bell = || AnyReadable::new([a.as_raw_fd()]).unwrap();
+      timers.when_readable(TimerKey::LoadTick, bell(), Msg::Tick);
+      tokio::time::sleep(Duration::from_millis(50)).await;
+      assert!(rx.try_recv().is_err(), "nothing to read yet");
+      // Replaced by a later timer of the same key: only that one sends.
+      timers.schedule(TimerKey::LoadTick, Duration::from_secs(3600), Msg::Tick);
+      peer.write_all(b"x").unwrap();
+      tokio::time::sleep(Duration::from_millis(50)).await;
+      assert!(rx.try_recv().is_err(), "the replaced wait sent nothing");
+      timers.when_readable(TimerKey::LoadTick, bell(), Msg::Tick);
+      let got = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await;
+      assert!(matches!(got, Ok(Some(Msg::Tick))), "readable already: sent at once");
     });
   }
 }
