@@ -71,3 +71,21 @@ for (const [name, env] of cases) {
       }
     });
 }
+
+test('the supervisor watchdog stops once no watched worker is left', { timeout: 60000 }, async () => {
+  const fx = startFixture(path.join(__dirname, 'fixtures', 'idle-watchdog.js'));
+  try {
+    const m = await fx.wait((l) => l.gone, 'the watched worker stopped', 30000);
+    assert.equal(m.restarted, 0, 'a stopped worker is not restarted');
+    const tid = coreThread(fx.pid);
+    // Its last tick (250 ms) may still come.
+    await sleep(1000);
+    const before = switches(fx.pid, tid);
+    await sleep(SAMPLE_MS);
+    const perSecond = (switches(fx.pid, tid) - before) / (SAMPLE_MS / 1000);
+    // A watchdog left ticking wakes the core 4 times a second.
+    assert.ok(perSecond < 2, `the core thread woke ${perSecond} times a second with nothing to watch`);
+  } finally {
+    fx.kill();
+  }
+});

@@ -130,7 +130,11 @@ impl State {
         self.timers.fired(&TimerKey::Respawn(slot));
         self.respawn(slot);
       }
-      Msg::Tick => self.watch(),
+      Msg::Tick => {
+        self.timers.fired(&TimerKey::Watchdog);
+        self.watch();
+        self.arm_watchdog(WATCHDOG_TICK);
+      }
       Msg::Snapshot(reply) => {
         let _ = reply.send(self.snapshot());
       }
@@ -235,11 +239,10 @@ impl State {
       }
     })?;
     self.registry.lock().unwrap().insert(id, started.shared);
-    if watched && !self.watchdog {
-      self.watchdog = true;
-      let _ = self.timers.every(WATCHDOG_TICK, || Msg::Tick);
-    }
     self.sessions.insert(id, started.session);
+    if watched && !self.watchdog {
+      self.arm_watchdog(Duration::ZERO);
+    }
     Ok(started.info)
   }
 
@@ -421,6 +424,19 @@ impl State {
   }
 
   /// Hang detection and recycling checks for supervised workers.
+  /// The watchdog's next look, while any worker it watches is left (a
+  /// watchdog with nothing to watch would wake the core 4 times a second).
+  fn arm_watchdog(&mut self, delay: Duration) {
+    let watching = self
+      .sessions
+      .values()
+      .any(|w| w.supervision.as_ref().is_some_and(Supervision::watched));
+    self.watchdog = watching;
+    if watching {
+      self.timers.schedule(TimerKey::Watchdog, delay, Msg::Tick);
+    }
+  }
+
   fn watch(&mut self) {
     let now = Instant::now();
     let mut verdicts = Vec::new();

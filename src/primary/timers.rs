@@ -22,6 +22,9 @@ pub enum TimerKey {
   /// The queue watcher's next look (`stalls`): re-armed at every look, so
   /// never `fired`.
   LoadTick,
+  /// The supervisor watchdog's next look: re-armed after each while a
+  /// watched worker is left.
+  Watchdog,
 }
 
 pub struct Timers {
@@ -75,25 +78,6 @@ impl Timers {
     self.keyed.remove(key);
   }
 
-  /// Sends `msg` every `period`, the first one now, until the loop is gone
-  /// or the returned handle aborts it.
-  pub fn every(&self, period: Duration, msg: impl Fn() -> Msg + Send + 'static) -> AbortHandle {
-    let tx = self.tx.clone();
-    tokio::spawn(async move {
-      // The first tick is the send above the loop, so the interval starts one
-      // period later (a plain `interval` completes its first tick at once,
-      // which sent two messages back to back at every start).
-      let start = tokio::time::Instant::now() + period;
-      let mut tick = tokio::time::interval_at(start, period);
-      // A late tick is not made up for with a burst.
-      tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-      while tx.send(msg()).is_ok() {
-        tick.tick().await;
-      }
-    })
-    .abort_handle()
-  }
-
   fn spawn(&self, delay: Duration, msg: Msg) -> AbortHandle {
     let tx = self.tx.clone();
     tokio::spawn(async move {
@@ -107,27 +91,6 @@ impl Timers {
 #[cfg(test)]
 mod tests {
   use super::*;
-
-  #[test]
-  fn every_sends_once_now_then_once_per_period() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-      .enable_all()
-      .build()
-      .unwrap();
-    rt.block_on(async {
-      let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-      let timers = Timers::new(tx);
-      let handle = timers.every(Duration::from_secs(3600), || Msg::Tick);
-      // Well inside the first period: only the tick sent at the start.
-      tokio::time::sleep(Duration::from_millis(50)).await;
-      let mut sent = 0;
-      while rx.try_recv().is_ok() {
-        sent += 1;
-      }
-      handle.abort();
-      assert_eq!(sent, 1);
-    });
-  }
 
   #[test]
   fn when_readable_sends_once_readable_unless_replaced() {
