@@ -57,8 +57,10 @@ declare namespace rcluster {
     /**
      * Serve `/metrics` (Prometheus text format), `/healthz` and `/readyz` from the primary's Rust
      * core, on `host` (default `'127.0.0.1'`) and `port` (0: any free port, see
-     * {@link Cluster.metricsAddress}). `false` closes it. setupPrimary() throws what `listen()`
-     * would (`EADDRINUSE`, `EACCES`, `EADDRNOTAVAIL`, `ENOTFOUND`).
+     * {@link Cluster.metricsAddress}). `false` closes it. For a numeric host, setupPrimary() throws
+     * what `listen()` would (`EADDRINUSE`, `EACCES`, `EADDRNOTAVAIL`). A host name is resolved in
+     * the background, as `listen(port, host)` does: what fails then (`ENOTFOUND`, or the bind's
+     * error) is emitted as `'error'` on `cluster` (a process warning when nobody listens).
      */
     metrics?: MetricsOptions | false | null | undefined;
   }
@@ -168,7 +170,8 @@ declare namespace rcluster {
     unresponsive: (worker: Worker, silentMs: number) => void;
     recycle: (worker: Worker, reason: 'memory' | 'age') => void;
     /**
-     * A background reload or recycle that failed, or a restart that could not be spawned
+     * A background reload or recycle that failed, a metrics endpoint whose host name did not
+     * resolve or whose bind failed after it, or a restart that could not be spawned
      * (`code: 'ERR_RCLUSTER_RESTART'`, with `slot` and the spawn error as `cause`). Emitted only
      * while something listens; otherwise it becomes a process warning.
      */
@@ -204,7 +207,10 @@ declare namespace rcluster {
     /** Start or retire workers until there are `n`; resolves with the count. */
     scale(n: number, options?: ReloadOptions): Promise<number>;
     stats(): ClusterStats;
-    /** Where the metrics endpoint (`settings.metrics`) listens; null when there is none. */
+    /**
+     * Where the metrics endpoint (`settings.metrics`) listens; null when there is none, and while
+     * its host name is being resolved.
+     */
     metricsAddress(): MetricsAddress | null;
     /**
      * Makes `require('node:cluster')` in this primary list rcluster's workers and repeat their
