@@ -172,6 +172,29 @@ describe('setupPrimary({ metrics })', () => {
       }
     });
 
+  it("a host name's port in use: node:net's EADDRINUSE, naming the address the name resolved to", async () => {
+    // Hold the port on the address node:net takes for 'localhost' (127.0.0.1 here; ::1 elsewhere).
+    const { address } = await require('node:dns').promises.lookup('localhost');
+    const holder = net.createServer();
+    await new Promise((resolve) => holder.listen(0, address, resolve));
+    const taken = holder.address().port;
+    try {
+      const nodeErr = await new Promise((resolve) => {
+        net.createServer().once('error', resolve).listen(taken, 'localhost');
+      });
+      assert.equal(nodeErr.code, 'EADDRINUSE', 'node:net baseline');
+      assert.equal(nodeErr.address, address, 'node:net baseline: the resolved address, not the name');
+      const viaError = new Promise((resolve) => cluster.once('error', resolve));
+      cluster.setupPrimary({ metrics: { host: 'localhost', port: taken } });
+      const ours = await viaError;
+      for (const k of ['message', 'code', 'errno', 'syscall', 'address', 'port']) assert.equal(ours[k], nodeErr[k], k);
+      assert.equal(cluster.metricsAddress(), null);
+    } finally {
+      holder.close();
+      cluster.setupPrimary({ metrics: false });
+    }
+  });
+
   it("a host name that does not resolve: node:net's ENOTFOUND, to cluster 'error' listeners, else a warning",
     async () => {
       const host = 'no-such-host.invalid';

@@ -9,7 +9,6 @@ const binding = require('./binding');
 const { validateObject, validateString, validatePort, validateNoNullBytes } = require('./validate');
 
 const DEFAULT_HOST = '127.0.0.1';
-const ENOTFOUND = -3008; // libuv's UV_EAI_NONAME
 
 let current = null; // { host, port, address: { address, family, port } | null while a name resolves }
 
@@ -24,14 +23,16 @@ function parse(value, name = 'options.metrics') {
   return { host, port };
 }
 
-function listenError(errno, host, port) {
-  if (errno === ENOTFOUND) {
+// What net.Server#listen reports for `r` (errno, syscall). A failed bind names
+// `address`: a numeric host as given, a host name as the address it resolved to.
+function listenError({ errno, syscall }, host, port, address) {
+  if (syscall === 'getaddrinfo') {
     const err = new Error(`getaddrinfo ENOTFOUND ${host}`);
     return Object.assign(err, { errno, code: 'ENOTFOUND', syscall: 'getaddrinfo', hostname: host });
   }
   const [code, description] = getSystemErrorMap().get(errno) || [`Unknown system error ${errno}`, 'unknown error'];
-  const err = new Error(`listen ${code}: ${description} ${host}:${port}`);
-  return Object.assign(err, { errno, code, syscall: 'listen', address: host, port });
+  const err = new Error(`listen ${code}: ${description} ${address}:${port}`);
+  return Object.assign(err, { errno, code, syscall: 'listen', address, port });
 }
 
 const boundAddress = (r) => ({ address: r.address, family: r.family, port: r.port });
@@ -53,14 +54,14 @@ function apply(want, report) {
     if (current !== started) return; // moved or stopped meanwhile
     if (late.errno) {
       current = null;
-      report(listenError(late.errno, want.host, want.port));
+      report(listenError(late, want.host, want.port, late.address));
     } else {
       started.address = boundAddress(late);
     }
   });
   if (r.errno) {
     current = null;
-    throw listenError(r.errno, want.host, want.port);
+    throw listenError(r, want.host, want.port, want.host);
   }
   if (!r.pending) started.address = boundAddress(r);
   current = started;

@@ -83,51 +83,66 @@ impl Target {
   }
 }
 
-/// A host name that does not resolve (getaddrinfo failed, or gave nothing).
-pub fn is_not_found(e: &io::Error) -> bool {
-  e.kind() == io::ErrorKind::NotFound && e.raw_os_error().is_none()
+/// Why an endpoint did not start.
+#[derive(Debug)]
+pub enum Failure {
+  /// The host name did not resolve: libuv's errno for it (-3008 ENOTFOUND).
+  Lookup(i32),
+  /// Binding or listening on `at` failed (for a name: the address it resolved to).
+  Listen(io::Error, SocketAddr),
 }
+
+/// Where an endpoint was bound, or why not.
+pub type Outcome = Result<SocketAddr, Failure>;
+
+/// libuv's UV_EAI_NONAME, which Node reports as ENOTFOUND.
+pub const EAI_NONAME: i32 = -3008;
 
 /// The first address of `target`; a name is resolved on the runtime's
 /// blocking pool, so neither the core's loop nor the JS thread waits for DNS.
-async fn resolve(target: Target) -> io::Result<SocketAddr> {
+async fn resolve(target: Target) -> Result<SocketAddr, Failure> {
   let (host, port) = match target {
     Target::Addr(addr) => return Ok(addr),
     Target::Name(host, port) => (host, port),
   };
-  let not_found = |detail: String| io::Error::new(io::ErrorKind::NotFound, format!("{host}: {detail}"));
   let looked_up = tokio::net::lookup_host((host.as_str(), port)).await;
   match looked_up {
-    Ok(mut addrs) => addrs.next().ok_or_else(|| not_found("no address".into())),
-    Err(e) => Err(not_found(e.to_string())),
+    Ok(mut addrs) => addrs.next().ok_or(Failure::Lookup(EAI_NONAME)),
+    Err(_) => Err(Failure::Lookup(EAI_NONAME)),
   }
 }
 
 /// Serves on `target` from a task on the current runtime (the core's), after
 /// `previous` is closed (so moving to the same port works). `bound` gets the
-/// address bound (port 0 picks one), or why not: a name that does not
-/// resolve (`is_not_found`) or the bind error.
+/// address bound (port 0 picks one), or why not.
 pub fn start(
   target: Target,
   ask: Ask,
   counters: Arc<Counters>,
   previous: Option<Endpoint>,
-  bound: impl FnOnce(io::Result<SocketAddr>) + Send + 'static,
+  bound: impl FnOnce(Outcome) + Send + 'static,
 ) -> Endpoint {
   let task = tokio::spawn(async move {
     if let Some(p) = previous {
       p.closed().await;
     }
-    match resolve(target).await.and_then(bind) {
+    let listener = match resolve(target).await {
+      Ok(addr) => bind(addr).map_err(|e| Failure::Listen(e, addr)),
+      Err(failure) => Err(failure),
+    };
+    match listener {
       Ok(listener) => {
-        bound(listener.local_addr());
+        bound(listener.local_addr().map_err(|e| Failure::Listen(e, UNSPECIFIED)));
         accept_loop(listener, ask, counters).await;
       }
-      Err(e) => bound(Err(e)),
+      Err(failure) => bound(Err(failure)),
     }
   });
   Endpoint { task: Some(task) }
 }
+
+/// Stands in for an address where none is known.
+const UNSPECIFIED: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
 
 /// Binds as the primary binds a worker's TCP server (Node's way: SO_REUSEADDR,
 /// dual-stack for `::`, close-on-exec, non-blocking), and listens.
@@ -256,7 +271,7 @@ mod tests {
     out
   }
 
-  async fn start_now(addr: SocketAddr, ask: &Ask, previous: Option<Endpoint>) -> (Endpoint, io::Result<SocketAddr>) {
+  async fn start_now(addr: SocketAddr, ask: &Ask, previous: Option<Endpoint>) -> (Endpoint, Outcome) {
     let (tx, rx) = oneshot::channel();
     let ep = start(Target::Addr(addr), ask.clone(), Arc::default(), previous, move |r| {
       let _ = tx.send(r);
@@ -287,7 +302,10 @@ mod tests {
     assert!(get(addr, "garbage\r\n\r\n").await.starts_with("HTTP/1.1 400 "));
 
     let (_other, taken) = start_now(addr, &ask, None).await;
-    assert_eq!(taken.unwrap_err().kind(), io::ErrorKind::AddrInUse);
+    match taken {
+      Err(Failure::Listen(e, at)) => assert!(e.kind() == io::ErrorKind::AddrInUse && at == addr, "{e} {at}"),
+      other => panic!("{other:?}"),
+    }
     // Moving to the very same port: the old socket is closed first.
     let (moved, again) = start_now(addr, &ask, Some(ep)).await;
     assert_eq!(again.unwrap(), addr);
@@ -317,9 +335,7 @@ mod tests {
       .await
       .starts_with("HTTP/1.1 200 "));
     let (_ep, missing) = started(Target::new("no-such-host.invalid", 0)).await;
-    let e = missing.unwrap_err();
-    assert!(is_not_found(&e), "{e:?}");
-    assert!(!is_not_found(&io::Error::from_raw_os_error(libc::ENOENT)));
+    assert!(matches!(missing, Err(Failure::Lookup(EAI_NONAME))), "{missing:?}");
   }
 
   #[tokio::test]
