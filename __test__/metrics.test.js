@@ -225,6 +225,21 @@ describe('setupPrimary({ metrics })', () => {
       }
     });
 
+  it("a lookup's other failures are named as dns.lookup names them, not all ENOTFOUND", async () => {
+    // A name too long for getaddrinfo: libuv refuses it with EINVAL, whatever the resolver.
+    for (const host of ['x'.repeat(300), 'no-such-host.invalid']) {
+      const nodeErr = await new Promise((resolve) => net.createServer().once('error', resolve).listen(0, host));
+      const viaError = new Promise((resolve) => cluster.once('error', resolve));
+      try {
+        cluster.setupPrimary({ metrics: { host, port: 0 } });
+        const ours = await viaError;
+        for (const k of ['message', 'code', 'errno', 'syscall', 'hostname']) assert.equal(ours[k], nodeErr[k], k);
+      } finally {
+        cluster.setupPrimary({ metrics: false });
+      }
+    }
+  });
+
   it('a move while a host name resolves wins: the earlier outcome is dropped', async () => {
     const errors = [];
     const onError = (e) => errors.push(e);

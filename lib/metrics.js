@@ -3,12 +3,13 @@
 // The core serves it; JS only validates the option and starts, moves or stops
 // it, and reports a bind failure the way net.Server#listen would.
 
-const { getSystemErrorMap } = require('node:util');
+const { getSystemErrorMap, getSystemErrorName } = require('node:util');
 
 const binding = require('./binding');
 const { validateObject, validateString, validatePort, validateNoNullBytes } = require('./validate');
 
 const DEFAULT_HOST = '127.0.0.1';
+const NOT_FOUND = [-3007, -3008]; // libuv's EAI_NODATA and EAI_NONAME, which dns.lookup calls ENOTFOUND
 
 let current = null; // { host, port, address: { address, family, port } | null while a name resolves }
 
@@ -27,8 +28,9 @@ function parse(value, name = 'options.metrics') {
 // `address`: a numeric host as given, a host name as the address it resolved to.
 function listenError({ errno, syscall }, host, port, address) {
   if (syscall === 'getaddrinfo') {
-    const err = new Error(`getaddrinfo ENOTFOUND ${host}`);
-    return Object.assign(err, { errno, code: 'ENOTFOUND', syscall: 'getaddrinfo', hostname: host });
+    const code = NOT_FOUND.includes(errno) ? 'ENOTFOUND' : getSystemErrorName(errno);
+    const err = new Error(`getaddrinfo ${code} ${host}`);
+    return Object.assign(err, { errno, code, syscall: 'getaddrinfo', hostname: host });
   }
   const [code, description] = getSystemErrorMap().get(errno) || [`Unknown system error ${errno}`, 'unknown error'];
   const err = new Error(`listen ${code}: ${description} ${address}:${port}`);
@@ -41,7 +43,7 @@ const boundAddress = (r) => ({ address: r.address, family: r.family, port: r.por
 // endpoint is closed first. A numeric host is bound now: this throws what
 // listen() would (EADDRINUSE, EACCES, EADDRNOTAVAIL). A host name resolves on
 // the core, so the JS thread never waits for DNS: this returns at once, and
-// what fails later (ENOTFOUND, or the bind) goes to `report`.
+// what fails later (the lookup, e.g. ENOTFOUND, or the bind) goes to `report`.
 function apply(want, report) {
   if (want && current && want.host === current.host && want.port === current.port) return;
   if (!want) {

@@ -449,10 +449,10 @@ pub fn process_usage(pid: i32) -> Option<NativeWorkerStats> {
   crate::supervisor::usage(pid).map(|u| NativeWorkerStats::new(pid, 0, Some(u)))
 }
 
-/// Where the metrics endpoint listens, or why it could not (`errno`,
-/// negative; -3008 is libuv's ENOTFOUND for a host that does not resolve,
-/// with `syscall` 'getaddrinfo'; else `syscall` is 'listen' and `address`,
-/// `port` say where the bind failed).
+/// Where the metrics endpoint listens, or why it could not: `errno`
+/// (negative) with `syscall` 'getaddrinfo' for a host that does not resolve
+/// (libuv's errno: -3008 EAI_NONAME, -3001 EAI_AGAIN...), else 'listen' with
+/// `address` and `port` saying where the bind failed.
 /// `pending`: a host name, resolved on the core; the outcome comes later.
 #[napi(object)]
 pub struct MetricsAddress {

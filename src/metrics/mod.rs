@@ -11,6 +11,7 @@
 
 mod admission;
 pub mod exposition;
+mod lookup;
 pub mod ready;
 pub mod snapshot;
 
@@ -86,7 +87,8 @@ impl Target {
 /// Why an endpoint did not start.
 #[derive(Debug)]
 pub enum Failure {
-  /// The host name did not resolve: libuv's errno for it (-3008 ENOTFOUND).
+  /// The host name did not resolve: libuv's errno for it (-3008 EAI_NONAME,
+  /// -3001 EAI_AGAIN...).
   Lookup(i32),
   /// Binding or listening on `at` failed (for a name: the address it resolved to).
   Listen(io::Error, SocketAddr),
@@ -95,20 +97,14 @@ pub enum Failure {
 /// Where an endpoint was bound, or why not.
 pub type Outcome = Result<SocketAddr, Failure>;
 
-/// libuv's UV_EAI_NONAME, which Node reports as ENOTFOUND.
-pub const EAI_NONAME: i32 = -3008;
+pub use self::lookup::UV_EAI_NONAME;
 
 /// The first address of `target`; a name is resolved on the runtime's
 /// blocking pool, so neither the core's loop nor the JS thread waits for DNS.
 async fn resolve(target: Target) -> Result<SocketAddr, Failure> {
-  let (host, port) = match target {
-    Target::Addr(addr) => return Ok(addr),
-    Target::Name(host, port) => (host, port),
-  };
-  let looked_up = tokio::net::lookup_host((host.as_str(), port)).await;
-  match looked_up {
-    Ok(mut addrs) => addrs.next().ok_or(Failure::Lookup(EAI_NONAME)),
-    Err(_) => Err(Failure::Lookup(EAI_NONAME)),
+  match target {
+    Target::Addr(addr) => Ok(addr),
+    Target::Name(host, port) => lookup::first_address(host, port).await.map_err(Failure::Lookup),
   }
 }
 
@@ -335,7 +331,7 @@ mod tests {
       .await
       .starts_with("HTTP/1.1 200 "));
     let (_ep, missing) = started(Target::new("no-such-host.invalid", 0)).await;
-    assert!(matches!(missing, Err(Failure::Lookup(EAI_NONAME))), "{missing:?}");
+    assert!(matches!(missing, Err(Failure::Lookup(UV_EAI_NONAME))), "{missing:?}");
   }
 
   #[tokio::test]
