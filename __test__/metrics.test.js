@@ -195,6 +195,36 @@ describe('setupPrimary({ metrics })', () => {
     }
   });
 
+  it('a scoped IPv6 host (::1%lo) is numeric, as net.isIP says: bound in setupPrimary(), as node:net binds it',
+    async () => {
+      const host = '::1%lo';
+      assert.equal(net.isIP(host), 6, 'node:net baseline: an address');
+      const node = net.createServer();
+      await new Promise((resolve) => node.listen(0, host, resolve));
+      const nodeAddr = node.address();
+      try {
+        cluster.setupPrimary({ metrics: { host, port: 0 } });
+        const addr = cluster.metricsAddress();
+        assert.ok(addr, 'bound before setupPrimary() returned');
+        assert.deepEqual({ ...addr, port: 0 }, { ...nodeAddr, port: 0 });
+        assert.equal((await request(addr, '/healthz')).status, 200);
+        // The port node:net holds: thrown, naming the host as given, as node:net does.
+        const taken = nodeAddr.port;
+        const nodeErr = await new Promise((resolve) => net.createServer().once('error', resolve).listen(taken, host));
+        let ours;
+        try {
+          cluster.setupPrimary({ metrics: { host, port: taken } });
+        } catch (err) {
+          ours = err;
+        }
+        assert.ok(ours, 'setupPrimary must throw for a taken port');
+        for (const k of ['message', 'code', 'errno', 'syscall', 'address', 'port']) assert.equal(ours[k], nodeErr[k], k);
+      } finally {
+        node.close();
+        cluster.setupPrimary({ metrics: false });
+      }
+    });
+
   it("a host name that does not resolve: node:net's ENOTFOUND, to cluster 'error' listeners, else a warning",
     async () => {
       const host = 'no-such-host.invalid';

@@ -17,7 +17,7 @@ pub mod snapshot;
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,14 +74,33 @@ pub enum Target {
 }
 
 impl Target {
-  /// A numeric host (`127.0.0.1`, `::`) is an address; anything else is a
-  /// name for getaddrinfo, as `(host, port).to_socket_addrs()` would do.
+  /// A numeric host (`127.0.0.1`, `::`, or scoped `fe80::1%eth0` as
+  /// net.isIP accepts it) is an address; anything else is a name for
+  /// getaddrinfo.
   pub fn new(host: &str, port: u16) -> Target {
-    match host.parse::<IpAddr>() {
-      Ok(ip) => Target::Addr(SocketAddr::new(ip, port)),
-      Err(_) => Target::Name(host.to_owned(), port),
+    if let Ok(ip) = host.parse::<IpAddr>() {
+      return Target::Addr(SocketAddr::new(ip, port));
+    }
+    match scoped_v6(host) {
+      Some((ip, scope)) => Target::Addr(SocketAddr::V6(SocketAddrV6::new(ip, port, 0, scope))),
+      None => Target::Name(host.to_owned(), port),
     }
   }
+}
+
+/// `addr%zone`: the zone an interface name (its index) or a number; a name
+/// no interface has is scope 0, as libuv leaves it.
+fn scoped_v6(host: &str) -> Option<(Ipv6Addr, u32)> {
+  let (addr, zone) = host.split_once('%')?;
+  let ip = addr.parse::<Ipv6Addr>().ok()?;
+  // The characters net.isIP allows in a zone.
+  if zone.is_empty() || !zone.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b)) {
+    return None;
+  }
+  let name = std::ffi::CString::new(zone).ok()?;
+  // SAFETY: a NUL-terminated name that outlives the call.
+  let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+  Some((ip, if index != 0 { index } else { zone.parse().unwrap_or(0) }))
 }
 
 /// Why an endpoint did not start.
@@ -316,6 +335,14 @@ mod tests {
   async fn names_resolve_on_the_runtime_and_a_bad_one_is_not_found() {
     assert_eq!(Target::new("::1", 9), Target::Addr("[::1]:9".parse().unwrap()));
     assert_eq!(Target::new("localhost", 9), Target::Name("localhost".into(), 9));
+    let lo = "[::1%1]:9".parse().unwrap();
+    assert_eq!(Target::new("::1%lo", 9), Target::Addr(lo), "an interface name");
+    assert_eq!(Target::new("::1%1", 9), Target::Addr(lo), "a number");
+    assert_eq!(
+      Target::new("::1%x/y", 9),
+      Target::Name("::1%x/y".into(), 9),
+      "not net.isIP's zone"
+    );
     let ask: Ask = Arc::new(|tx| tx.send(Snapshot::default()).is_ok());
     let started = |target| {
       let (tx, rx) = oneshot::channel();
