@@ -537,6 +537,33 @@ describe('the endpoint with workers', () => {
   });
 });
 
+describe('a pending host-name lookup and the process', () => {
+  const LOOKUP_FIXTURE = path.join(__dirname, 'fixtures', 'metrics-lookup-primary.js');
+  // Runs the fixture; its exit code and stdout, or null if it is still alive after 15 s.
+  async function runToExit(mode) {
+    const child = spawn(process.execPath, [LOOKUP_FIXTURE, mode], { stdio: ['ignore', 'pipe', 'inherit'] });
+    tracked.children.add(child);
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (d) => { out += d; });
+    return new Promise((resolve) => {
+      const t = setTimeout(() => { child.kill('SIGKILL'); resolve(null); }, 15000);
+      child.once('exit', (code) => { clearTimeout(t); resolve({ code, address: JSON.parse(out || 'null') }); });
+    });
+  }
+
+  it('keeps the process alive until the name is bound, as net.Server#listen does, then lets it exit', async () => {
+    const r = await runToExit('bound');
+    assert.ok(r, 'the primary exited by itself');
+    assert.equal(r.code, 0);
+    assert.ok(r.address && r.address.port > 0, `bound before exit: ${JSON.stringify(r.address)}`);
+  });
+
+  it('holds nothing once stopped: a name then metrics: false exits at once', async () => {
+    const r = await runToExit('stopped');
+    assert.deepEqual(r, { code: 0, address: null }, 'the primary exited by itself');
+  });
+});
+
 describe('rcluster --metrics', () => {
   it('serves the endpoint for a CLI cluster and stops with SIGTERM', async (t) => {
     const home = fs.mkdtempSync(path.join(os.tmpdir(), 'rcluster-home-'));
