@@ -15,6 +15,7 @@ const path = require('node:path');
 const { spawn, spawnSync } = require('node:child_process');
 const cluster = require('..');
 const { startFixture, killFixtures, trackCluster, isGone, freePort } = require('./helpers');
+const { runCli, runToExit, stopCli } = require('./cli-helpers');
 
 const FIXTURE = path.join(__dirname, 'fixtures', 'metrics-primary.js');
 const CLI = path.join(__dirname, '..', 'bin', 'rcluster.js');
@@ -565,27 +566,17 @@ describe('a pending host-name lookup and the process', () => {
 });
 
 describe('rcluster --metrics', () => {
-  it('serves the endpoint for a CLI cluster and stops with SIGTERM', async (t) => {
-    const home = fs.mkdtempSync(path.join(os.tmpdir(), 'rcluster-home-'));
-    t.after(() => fs.rmSync(home, { recursive: true, force: true }));
-    const child = spawn(process.execPath, [CLI, '-i', '2', '--metrics', '127.0.0.1:0', APP], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-      // A private control-socket home: another CLI test may run an app of the same name.
-      env: { ...process.env, PORT: String(await freePort()), RCLUSTER_HOME: home },
-    });
-    tracked.children.add(child);
-    let err = '';
-    child.stderr.setEncoding('utf8').on('data', (d) => { err += d; });
-    const exit = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-    const line = await pollUntil(async () => err, (e) => /metrics on http:\/\/127\.0\.0\.1:\d+\/metrics/.test(e),
-      'the CLI\'s metrics line', 15000);
+  it('serves the endpoint for a CLI cluster and stops with SIGTERM', async () => {
+    // runCli's home is this file's own: no other file's CLI app of the same name is in it.
+    const run = runCli(['-i', '2', '--metrics', '127.0.0.1:0', APP],
+      { env: { PORT: String(await freePort()) } });
+    const [line] = await run.until(/metrics on http:\/\/127\.0\.0\.1:\d+\/metrics/, 1, 'stderr', 15000);
     const addr = { address: '127.0.0.1', port: Number(/127\.0\.0\.1:(\d+)\/metrics/.exec(line)[1]) };
     await ready(addr);
     const pids = samples((await request(addr, '/metrics')).body)
       .filter(([n]) => n === 'rcluster_worker_up').map(([, l]) => Number(/pid="(\d+)"/.exec(l)[1]));
     assert.equal(pids.length, 2);
-    child.kill('SIGTERM');
-    assert.deepEqual(await exit, { code: 0, signal: null }, err);
+    await stopCli(run);
     for (const pid of pids) assert.ok(isGone(pid), `worker ${pid} is gone`);
   });
 
@@ -593,9 +584,8 @@ describe('rcluster --metrics', () => {
     const taken = net.createServer();
     await new Promise((resolve) => taken.listen(0, '127.0.0.1', resolve));
     try {
-      const r = spawnSync(process.execPath, [CLI, '--metrics', `127.0.0.1:${taken.address().port}`, APP],
-        { encoding: 'utf8', timeout: 10000 });
-      assert.equal(r.status, 1, r.stderr);
+      const r = await runToExit(['--metrics', `127.0.0.1:${taken.address().port}`, APP], { timeout: 10000 });
+      assert.equal(r.code, 1, r.stderr);
       const lines = r.stderr.split('\n').filter(Boolean);
       assert.equal(lines.length, 1, r.stderr);
       assert.match(lines[0], /^rcluster: .*EADDRINUSE/);
@@ -604,30 +594,19 @@ describe('rcluster --metrics', () => {
     }
   });
 
-  it('a --metrics host name is resolved first: a bad one is one line, exit 1; localhost is served', async (t) => {
-    const bad = spawnSync(process.execPath, [CLI, '--metrics', 'no-such-host.invalid:9100', APP],
-      { encoding: 'utf8', timeout: 10000 });
-    assert.equal(bad.status, 1, bad.stderr);
+  it('a --metrics host name is resolved first: a bad one is one line, exit 1; localhost is served', async () => {
+    const bad = await runToExit(['--metrics', 'no-such-host.invalid:9100', APP], { timeout: 10000 });
+    assert.equal(bad.code, 1, bad.stderr);
     assert.deepEqual(bad.stderr.split('\n').filter(Boolean), ['rcluster: getaddrinfo ENOTFOUND no-such-host.invalid']);
-    const home = fs.mkdtempSync(path.join(os.tmpdir(), 'rcluster-home-'));
-    t.after(() => fs.rmSync(home, { recursive: true, force: true }));
-    const child = spawn(process.execPath, [CLI, '-i', '1', '--metrics', 'localhost:0', APP], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-      env: { ...process.env, PORT: String(await freePort()), RCLUSTER_HOME: home },
-    });
-    tracked.children.add(child);
-    let err = '';
-    child.stderr.setEncoding('utf8').on('data', (d) => { err += d; });
-    const exit = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    const run = runCli(['-i', '1', '--metrics', 'localhost:0', APP],
+      { env: { PORT: String(await freePort()) } });
     // The address node:net would pick for 'localhost'.
     const { address, family } = await require('node:dns').promises.lookup('localhost');
     const shown = family === 6 ? `\\[${address}\\]` : address.replace(/\./g, '\\.');
-    const line = await pollUntil(async () => err, (e) => new RegExp(`metrics on http://${shown}:\\d+/metrics`).test(e),
-      'the CLI\'s metrics line', 15000);
+    const [line] = await run.until(new RegExp(`metrics on http://${shown}:\\d+/metrics`), 1, 'stderr', 15000);
     const port = Number(/:(\d+)\/metrics/.exec(line)[1]);
     await ready({ address, port });
-    child.kill('SIGTERM');
-    assert.deepEqual(await exit, { code: 0, signal: null }, err);
+    await stopCli(run);
   });
 
   it('rejects a bad --metrics value with exit code 2', () => {
