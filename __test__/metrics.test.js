@@ -219,7 +219,9 @@ describe('setupPrimary({ metrics })', () => {
           ours = err;
         }
         assert.ok(ours, 'setupPrimary must throw for a taken port');
-        for (const k of ['message', 'code', 'errno', 'syscall', 'address', 'port']) assert.equal(ours[k], nodeErr[k], k);
+        for (const k of ['message', 'code', 'errno', 'syscall', 'address', 'port']) {
+          assert.equal(ours[k], nodeErr[k], k);
+        }
       } finally {
         node.close();
         cluster.setupPrimary({ metrics: false });
