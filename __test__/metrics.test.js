@@ -15,6 +15,7 @@ const path = require('node:path');
 const { spawn, spawnSync } = require('node:child_process');
 const cluster = require('..');
 const { startFixture, killFixtures, trackCluster, isGone, freePort } = require('./helpers');
+const { runCli, runToExit, stopCli } = require('./cli-helpers');
 
 const FIXTURE = path.join(__dirname, 'fixtures', 'metrics-primary.js');
 const CLI = path.join(__dirname, '..', 'bin', 'rcluster.js');
@@ -172,6 +173,61 @@ describe('setupPrimary({ metrics })', () => {
       }
     });
 
+  it("a host name's port in use: node:net's EADDRINUSE, naming the address the name resolved to", async () => {
+    // Hold the port on the address node:net takes for 'localhost' (127.0.0.1 here; ::1 elsewhere).
+    const { address } = await require('node:dns').promises.lookup('localhost');
+    const holder = net.createServer();
+    await new Promise((resolve) => holder.listen(0, address, resolve));
+    const taken = holder.address().port;
+    try {
+      const nodeErr = await new Promise((resolve) => {
+        net.createServer().once('error', resolve).listen(taken, 'localhost');
+      });
+      assert.equal(nodeErr.code, 'EADDRINUSE', 'node:net baseline');
+      assert.equal(nodeErr.address, address, 'node:net baseline: the resolved address, not the name');
+      const viaError = new Promise((resolve) => cluster.once('error', resolve));
+      cluster.setupPrimary({ metrics: { host: 'localhost', port: taken } });
+      const ours = await viaError;
+      for (const k of ['message', 'code', 'errno', 'syscall', 'address', 'port']) assert.equal(ours[k], nodeErr[k], k);
+      assert.equal(cluster.metricsAddress(), null);
+    } finally {
+      holder.close();
+      cluster.setupPrimary({ metrics: false });
+    }
+  });
+
+  it('a scoped IPv6 host (::1%lo) is numeric, as net.isIP says: bound in setupPrimary(), as node:net binds it',
+    async () => {
+      const host = '::1%lo';
+      assert.equal(net.isIP(host), 6, 'node:net baseline: an address');
+      const node = net.createServer();
+      await new Promise((resolve) => node.listen(0, host, resolve));
+      const nodeAddr = node.address();
+      try {
+        cluster.setupPrimary({ metrics: { host, port: 0 } });
+        const addr = cluster.metricsAddress();
+        assert.ok(addr, 'bound before setupPrimary() returned');
+        assert.deepEqual({ ...addr, port: 0 }, { ...nodeAddr, port: 0 });
+        assert.equal((await request(addr, '/healthz')).status, 200);
+        // The port node:net holds: thrown, naming the host as given, as node:net does.
+        const taken = nodeAddr.port;
+        const nodeErr = await new Promise((resolve) => net.createServer().once('error', resolve).listen(taken, host));
+        let ours;
+        try {
+          cluster.setupPrimary({ metrics: { host, port: taken } });
+        } catch (err) {
+          ours = err;
+        }
+        assert.ok(ours, 'setupPrimary must throw for a taken port');
+        for (const k of ['message', 'code', 'errno', 'syscall', 'address', 'port']) {
+          assert.equal(ours[k], nodeErr[k], k);
+        }
+      } finally {
+        node.close();
+        cluster.setupPrimary({ metrics: false });
+      }
+    });
+
   it("a host name that does not resolve: node:net's ENOTFOUND, to cluster 'error' listeners, else a warning",
     async () => {
       const host = 'no-such-host.invalid';
@@ -201,6 +257,21 @@ describe('setupPrimary({ metrics })', () => {
         cluster.setupPrimary({ metrics: false });
       }
     });
+
+  it("a lookup's other failures are named as dns.lookup names them, not all ENOTFOUND", async () => {
+    // A name too long for getaddrinfo: libuv refuses it with EINVAL, whatever the resolver.
+    for (const host of ['x'.repeat(300), 'no-such-host.invalid']) {
+      const nodeErr = await new Promise((resolve) => net.createServer().once('error', resolve).listen(0, host));
+      const viaError = new Promise((resolve) => cluster.once('error', resolve));
+      try {
+        cluster.setupPrimary({ metrics: { host, port: 0 } });
+        const ours = await viaError;
+        for (const k of ['message', 'code', 'errno', 'syscall', 'hostname']) assert.equal(ours[k], nodeErr[k], k);
+      } finally {
+        cluster.setupPrimary({ metrics: false });
+      }
+    }
+  });
 
   it('a move while a host name resolves wins: the earlier outcome is dropped', async () => {
     const errors = [];
@@ -469,28 +540,45 @@ describe('the endpoint with workers', () => {
   });
 });
 
-describe('rcluster --metrics', () => {
-  it('serves the endpoint for a CLI cluster and stops with SIGTERM', async (t) => {
-    const home = fs.mkdtempSync(path.join(os.tmpdir(), 'rcluster-home-'));
-    t.after(() => fs.rmSync(home, { recursive: true, force: true }));
-    const child = spawn(process.execPath, [CLI, '-i', '2', '--metrics', '127.0.0.1:0', APP], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-      // A private control-socket home: another CLI test may run an app of the same name.
-      env: { ...process.env, PORT: String(await freePort()), RCLUSTER_HOME: home },
-    });
+describe('a pending host-name lookup and the process', () => {
+  const LOOKUP_FIXTURE = path.join(__dirname, 'fixtures', 'metrics-lookup-primary.js');
+  // Runs the fixture; its exit code and stdout, or null if it is still alive after 15 s.
+  async function runToExit(mode) {
+    const child = spawn(process.execPath, [LOOKUP_FIXTURE, mode], { stdio: ['ignore', 'pipe', 'inherit'] });
     tracked.children.add(child);
-    let err = '';
-    child.stderr.setEncoding('utf8').on('data', (d) => { err += d; });
-    const exit = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-    const line = await pollUntil(async () => err, (e) => /metrics on http:\/\/127\.0\.0\.1:\d+\/metrics/.test(e),
-      'the CLI\'s metrics line', 15000);
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (d) => { out += d; });
+    return new Promise((resolve) => {
+      const t = setTimeout(() => { child.kill('SIGKILL'); resolve(null); }, 15000);
+      child.once('exit', (code) => { clearTimeout(t); resolve({ code, address: JSON.parse(out || 'null') }); });
+    });
+  }
+
+  it('keeps the process alive until the name is bound, as net.Server#listen does, then lets it exit', async () => {
+    const r = await runToExit('bound');
+    assert.ok(r, 'the primary exited by itself');
+    assert.equal(r.code, 0);
+    assert.ok(r.address && r.address.port > 0, `bound before exit: ${JSON.stringify(r.address)}`);
+  });
+
+  it('holds nothing once stopped: a name then metrics: false exits at once', async () => {
+    const r = await runToExit('stopped');
+    assert.deepEqual(r, { code: 0, address: null }, 'the primary exited by itself');
+  });
+});
+
+describe('rcluster --metrics', () => {
+  it('serves the endpoint for a CLI cluster and stops with SIGTERM', async () => {
+    // runCli's home is this file's own: no other file's CLI app of the same name is in it.
+    const run = runCli(['-i', '2', '--metrics', '127.0.0.1:0', APP],
+      { env: { PORT: String(await freePort()) } });
+    const [line] = await run.until(/metrics on http:\/\/127\.0\.0\.1:\d+\/metrics/, 1, 'stderr', 15000);
     const addr = { address: '127.0.0.1', port: Number(/127\.0\.0\.1:(\d+)\/metrics/.exec(line)[1]) };
     await ready(addr);
     const pids = samples((await request(addr, '/metrics')).body)
       .filter(([n]) => n === 'rcluster_worker_up').map(([, l]) => Number(/pid="(\d+)"/.exec(l)[1]));
     assert.equal(pids.length, 2);
-    child.kill('SIGTERM');
-    assert.deepEqual(await exit, { code: 0, signal: null }, err);
+    await stopCli(run);
     for (const pid of pids) assert.ok(isGone(pid), `worker ${pid} is gone`);
   });
 
@@ -498,9 +586,8 @@ describe('rcluster --metrics', () => {
     const taken = net.createServer();
     await new Promise((resolve) => taken.listen(0, '127.0.0.1', resolve));
     try {
-      const r = spawnSync(process.execPath, [CLI, '--metrics', `127.0.0.1:${taken.address().port}`, APP],
-        { encoding: 'utf8', timeout: 10000 });
-      assert.equal(r.status, 1, r.stderr);
+      const r = await runToExit(['--metrics', `127.0.0.1:${taken.address().port}`, APP], { timeout: 10000 });
+      assert.equal(r.code, 1, r.stderr);
       const lines = r.stderr.split('\n').filter(Boolean);
       assert.equal(lines.length, 1, r.stderr);
       assert.match(lines[0], /^rcluster: .*EADDRINUSE/);
@@ -509,30 +596,19 @@ describe('rcluster --metrics', () => {
     }
   });
 
-  it('a --metrics host name is resolved first: a bad one is one line, exit 1; localhost is served', async (t) => {
-    const bad = spawnSync(process.execPath, [CLI, '--metrics', 'no-such-host.invalid:9100', APP],
-      { encoding: 'utf8', timeout: 10000 });
-    assert.equal(bad.status, 1, bad.stderr);
+  it('a --metrics host name is resolved first: a bad one is one line, exit 1; localhost is served', async () => {
+    const bad = await runToExit(['--metrics', 'no-such-host.invalid:9100', APP], { timeout: 10000 });
+    assert.equal(bad.code, 1, bad.stderr);
     assert.deepEqual(bad.stderr.split('\n').filter(Boolean), ['rcluster: getaddrinfo ENOTFOUND no-such-host.invalid']);
-    const home = fs.mkdtempSync(path.join(os.tmpdir(), 'rcluster-home-'));
-    t.after(() => fs.rmSync(home, { recursive: true, force: true }));
-    const child = spawn(process.execPath, [CLI, '-i', '1', '--metrics', 'localhost:0', APP], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-      env: { ...process.env, PORT: String(await freePort()), RCLUSTER_HOME: home },
-    });
-    tracked.children.add(child);
-    let err = '';
-    child.stderr.setEncoding('utf8').on('data', (d) => { err += d; });
-    const exit = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    const run = runCli(['-i', '1', '--metrics', 'localhost:0', APP],
+      { env: { PORT: String(await freePort()) } });
     // The address node:net would pick for 'localhost'.
     const { address, family } = await require('node:dns').promises.lookup('localhost');
     const shown = family === 6 ? `\\[${address}\\]` : address.replace(/\./g, '\\.');
-    const line = await pollUntil(async () => err, (e) => new RegExp(`metrics on http://${shown}:\\d+/metrics`).test(e),
-      'the CLI\'s metrics line', 15000);
+    const [line] = await run.until(new RegExp(`metrics on http://${shown}:\\d+/metrics`), 1, 'stderr', 15000);
     const port = Number(/:(\d+)\/metrics/.exec(line)[1]);
     await ready({ address, port });
-    child.kill('SIGTERM');
-    assert.deepEqual(await exit, { code: 0, signal: null }, err);
+    await stopCli(run);
   });
 
   it('rejects a bad --metrics value with exit code 2', () => {

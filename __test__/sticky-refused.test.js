@@ -4,7 +4,7 @@
 // primary says so once per server with a process warning naming the errno and
 // the fallback, for sticky: 'ip' and for the load-aware default alike; the
 // server keeps serving. Without the filter, no warning.
-const { test, before } = require('node:test');
+const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -15,13 +15,18 @@ const { fixtureResult } = require('./helpers');
 const FIXTURE = path.join(__dirname, 'fixtures', 'sticky-refused-primary.js');
 const SOURCE = path.join(__dirname, 'fixtures', 'refuse-cbpf.c');
 const SCHED_REUSEPORT = 3;
+let dir;
 let preload;
 
 before(() => {
   // gcc is part of the test environment: if it is missing this fails.
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rcluster-refuse-cbpf-'));
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rcluster-refuse-cbpf-'));
   preload = path.join(dir, 'refuse-cbpf.so');
   execFileSync('gcc', ['-shared', '-fPIC', '-O2', '-Wall', '-Werror', '-o', preload, SOURCE], { stdio: 'pipe' });
+});
+
+after(() => {
+  if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
 
 function run(mode, refused) {

@@ -3,13 +3,13 @@
 // The core serves it; JS only validates the option and starts, moves or stops
 // it, and reports a bind failure the way net.Server#listen would.
 
-const { getSystemErrorMap } = require('node:util');
+const { getSystemErrorMap, getSystemErrorName } = require('node:util');
 
 const binding = require('./binding');
 const { validateObject, validateString, validatePort, validateNoNullBytes } = require('./validate');
 
 const DEFAULT_HOST = '127.0.0.1';
-const ENOTFOUND = -3008; // libuv's UV_EAI_NONAME
+const NOT_FOUND = [-3007, -3008]; // libuv's EAI_NODATA and EAI_NONAME, which dns.lookup calls ENOTFOUND
 
 let current = null; // { host, port, address: { address, family, port } | null while a name resolves }
 
@@ -24,14 +24,17 @@ function parse(value, name = 'options.metrics') {
   return { host, port };
 }
 
-function listenError(errno, host, port) {
-  if (errno === ENOTFOUND) {
-    const err = new Error(`getaddrinfo ENOTFOUND ${host}`);
-    return Object.assign(err, { errno, code: 'ENOTFOUND', syscall: 'getaddrinfo', hostname: host });
+// What net.Server#listen reports for `r` (errno, syscall). A failed bind names
+// `address`: a numeric host as given, a host name as the address it resolved to.
+function listenError({ errno, syscall }, host, port, address) {
+  if (syscall === 'getaddrinfo') {
+    const code = NOT_FOUND.includes(errno) ? 'ENOTFOUND' : getSystemErrorName(errno);
+    const err = new Error(`getaddrinfo ${code} ${host}`);
+    return Object.assign(err, { errno, code, syscall: 'getaddrinfo', hostname: host });
   }
   const [code, description] = getSystemErrorMap().get(errno) || [`Unknown system error ${errno}`, 'unknown error'];
-  const err = new Error(`listen ${code}: ${description} ${host}:${port}`);
-  return Object.assign(err, { errno, code, syscall: 'listen', address: host, port });
+  const err = new Error(`listen ${code}: ${description} ${address}:${port}`);
+  return Object.assign(err, { errno, code, syscall: 'listen', address, port });
 }
 
 const boundAddress = (r) => ({ address: r.address, family: r.family, port: r.port });
@@ -40,7 +43,7 @@ const boundAddress = (r) => ({ address: r.address, family: r.family, port: r.por
 // endpoint is closed first. A numeric host is bound now: this throws what
 // listen() would (EADDRINUSE, EACCES, EADDRNOTAVAIL). A host name resolves on
 // the core, so the JS thread never waits for DNS: this returns at once, and
-// what fails later (ENOTFOUND, or the bind) goes to `report`.
+// what fails later (the lookup, e.g. ENOTFOUND, or the bind) goes to `report`.
 function apply(want, report) {
   if (want && current && want.host === current.host && want.port === current.port) return;
   if (!want) {
@@ -53,14 +56,14 @@ function apply(want, report) {
     if (current !== started) return; // moved or stopped meanwhile
     if (late.errno) {
       current = null;
-      report(listenError(late.errno, want.host, want.port));
+      report(listenError(late, want.host, want.port, late.address));
     } else {
       started.address = boundAddress(late);
     }
   });
   if (r.errno) {
     current = null;
-    throw listenError(r.errno, want.host, want.port);
+    throw listenError(r, want.host, want.port, want.host);
   }
   if (!r.pending) started.address = boundAddress(r);
   current = started;

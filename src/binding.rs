@@ -449,12 +449,15 @@ pub fn process_usage(pid: i32) -> Option<NativeWorkerStats> {
   crate::supervisor::usage(pid).map(|u| NativeWorkerStats::new(pid, 0, Some(u)))
 }
 
-/// Where the metrics endpoint listens, or why it could not (`errno`,
-/// negative; -3008 is libuv's ENOTFOUND for a host that does not resolve).
+/// Where the metrics endpoint listens, or why it could not: `errno`
+/// (negative) with `syscall` 'getaddrinfo' for a host that does not resolve
+/// (libuv's errno: -3008 EAI_NONAME, -3001 EAI_AGAIN...), else 'listen' with
+/// `address` and `port` saying where the bind failed.
 /// `pending`: a host name, resolved on the core; the outcome comes later.
 #[napi(object)]
 pub struct MetricsAddress {
   pub errno: Option<i32>,
+  pub syscall: Option<String>,
   pub address: Option<String>,
   /// `'IPv4'` or `'IPv6'`, as `server.address()` says.
   pub family: Option<String>,
@@ -463,17 +466,19 @@ pub struct MetricsAddress {
 }
 
 impl MetricsAddress {
-  fn of(r: std::io::Result<std::net::SocketAddr>) -> MetricsAddress {
-    let (errno, bound) = match r {
-      Ok(bound) => (None, Some(bound)),
-      Err(e) if crate::metrics::is_not_found(&e) => (Some(-3008), None),
-      Err(e) => (Some(errno_of(&e)), None),
+  fn of(r: crate::metrics::Outcome) -> MetricsAddress {
+    use crate::metrics::Failure;
+    let (errno, syscall, at) = match r {
+      Ok(bound) => (None, None, Some(bound)),
+      Err(Failure::Lookup(errno)) => (Some(errno), Some("getaddrinfo"), None),
+      Err(Failure::Listen(e, at)) => (Some(errno_of(&e)), Some("listen"), Some(at)),
     };
     MetricsAddress {
       errno,
-      address: bound.map(|b| b.ip().to_string()),
-      family: bound.map(|b| if b.is_ipv4() { "IPv4" } else { "IPv6" }.into()),
-      port: bound.map(|b| b.port() as u32),
+      syscall: syscall.map(String::from),
+      address: at.map(|b| b.ip().to_string()),
+      family: at.map(|b| if b.is_ipv4() { "IPv4" } else { "IPv6" }.into()),
+      port: at.map(|b| b.port() as u32),
       pending: None,
     }
   }
@@ -508,6 +513,7 @@ pub fn start_metrics(host: String, port: u32, done: Function<'_, MetricsAddress,
   }
   Ok(MetricsAddress {
     errno: None,
+    syscall: None,
     address: None,
     family: None,
     port: None,

@@ -143,7 +143,7 @@ enum Msg {
 }
 
 /// Told where the metrics endpoint was bound, or why not.
-pub type MetricsBound = Box<dyn FnOnce(io::Result<std::net::SocketAddr>) + Send>;
+pub type MetricsBound = Box<dyn FnOnce(crate::metrics::Outcome) + Send>;
 
 /// The binding's handle on the core thread.
 pub struct Core {
@@ -333,9 +333,9 @@ impl Core {
 
   /// Starts (or moves) the metrics and health endpoint on `addr`; returns
   /// the address bound (port 0 picks one). A taken port is `AddrInUse`.
-  pub fn start_metrics(&self, addr: std::net::SocketAddr) -> io::Result<std::net::SocketAddr> {
+  pub fn start_metrics(&self, addr: std::net::SocketAddr) -> crate::metrics::Outcome {
     let (reply, result) = std::sync::mpsc::sync_channel(1);
-    let gone = || io::Error::other("rcluster core is not running");
+    let gone = || crate::metrics::Failure::Listen(io::Error::other("rcluster core is not running"), addr);
     let bound = Box::new(move |r| {
       let _ = reply.send(r);
     });

@@ -11,12 +11,13 @@
 
 mod admission;
 pub mod exposition;
+mod lookup;
 pub mod ready;
 pub mod snapshot;
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,61 +74,90 @@ pub enum Target {
 }
 
 impl Target {
-  /// A numeric host (`127.0.0.1`, `::`) is an address; anything else is a
-  /// name for getaddrinfo, as `(host, port).to_socket_addrs()` would do.
+  /// A numeric host (`127.0.0.1`, `::`, or scoped `fe80::1%eth0` as
+  /// net.isIP accepts it) is an address; anything else is a name for
+  /// getaddrinfo.
   pub fn new(host: &str, port: u16) -> Target {
-    match host.parse::<IpAddr>() {
-      Ok(ip) => Target::Addr(SocketAddr::new(ip, port)),
-      Err(_) => Target::Name(host.to_owned(), port),
+    if let Ok(ip) = host.parse::<IpAddr>() {
+      return Target::Addr(SocketAddr::new(ip, port));
+    }
+    match scoped_v6(host) {
+      Some((ip, scope)) => Target::Addr(SocketAddr::V6(SocketAddrV6::new(ip, port, 0, scope))),
+      None => Target::Name(host.to_owned(), port),
     }
   }
 }
 
-/// A host name that does not resolve (getaddrinfo failed, or gave nothing).
-pub fn is_not_found(e: &io::Error) -> bool {
-  e.kind() == io::ErrorKind::NotFound && e.raw_os_error().is_none()
+/// `addr%zone`: the zone an interface name (its index) or a number; a name
+/// no interface has is scope 0, as libuv leaves it.
+fn scoped_v6(host: &str) -> Option<(Ipv6Addr, u32)> {
+  let (addr, zone) = host.split_once('%')?;
+  let ip = addr.parse::<Ipv6Addr>().ok()?;
+  // The characters net.isIP allows in a zone.
+  if zone.is_empty() || !zone.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b)) {
+    return None;
+  }
+  let name = std::ffi::CString::new(zone).ok()?;
+  // SAFETY: a NUL-terminated name that outlives the call.
+  let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+  Some((ip, if index != 0 { index } else { zone.parse().unwrap_or(0) }))
 }
+
+/// Why an endpoint did not start.
+#[derive(Debug)]
+pub enum Failure {
+  /// The host name did not resolve: libuv's errno for it (-3008 EAI_NONAME,
+  /// -3001 EAI_AGAIN...).
+  Lookup(i32),
+  /// Binding or listening on `at` failed (for a name: the address it resolved to).
+  Listen(io::Error, SocketAddr),
+}
+
+/// Where an endpoint was bound, or why not.
+pub type Outcome = Result<SocketAddr, Failure>;
+
+pub use self::lookup::UV_EAI_NONAME;
 
 /// The first address of `target`; a name is resolved on the runtime's
 /// blocking pool, so neither the core's loop nor the JS thread waits for DNS.
-async fn resolve(target: Target) -> io::Result<SocketAddr> {
-  let (host, port) = match target {
-    Target::Addr(addr) => return Ok(addr),
-    Target::Name(host, port) => (host, port),
-  };
-  let not_found = |detail: String| io::Error::new(io::ErrorKind::NotFound, format!("{host}: {detail}"));
-  let looked_up = tokio::net::lookup_host((host.as_str(), port)).await;
-  match looked_up {
-    Ok(mut addrs) => addrs.next().ok_or_else(|| not_found("no address".into())),
-    Err(e) => Err(not_found(e.to_string())),
+async fn resolve(target: Target) -> Result<SocketAddr, Failure> {
+  match target {
+    Target::Addr(addr) => Ok(addr),
+    Target::Name(host, port) => lookup::first_address(host, port).await.map_err(Failure::Lookup),
   }
 }
 
 /// Serves on `target` from a task on the current runtime (the core's), after
 /// `previous` is closed (so moving to the same port works). `bound` gets the
-/// address bound (port 0 picks one), or why not: a name that does not
-/// resolve (`is_not_found`) or the bind error.
+/// address bound (port 0 picks one), or why not.
 pub fn start(
   target: Target,
   ask: Ask,
   counters: Arc<Counters>,
   previous: Option<Endpoint>,
-  bound: impl FnOnce(io::Result<SocketAddr>) + Send + 'static,
+  bound: impl FnOnce(Outcome) + Send + 'static,
 ) -> Endpoint {
   let task = tokio::spawn(async move {
     if let Some(p) = previous {
       p.closed().await;
     }
-    match resolve(target).await.and_then(bind) {
+    let listener = match resolve(target).await {
+      Ok(addr) => bind(addr).map_err(|e| Failure::Listen(e, addr)),
+      Err(failure) => Err(failure),
+    };
+    match listener {
       Ok(listener) => {
-        bound(listener.local_addr());
+        bound(listener.local_addr().map_err(|e| Failure::Listen(e, UNSPECIFIED)));
         accept_loop(listener, ask, counters).await;
       }
-      Err(e) => bound(Err(e)),
+      Err(failure) => bound(Err(failure)),
     }
   });
   Endpoint { task: Some(task) }
 }
+
+/// Stands in for an address where none is known.
+const UNSPECIFIED: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
 
 /// Binds as the primary binds a worker's TCP server (Node's way: SO_REUSEADDR,
 /// dual-stack for `::`, close-on-exec, non-blocking), and listens.
@@ -256,7 +286,7 @@ mod tests {
     out
   }
 
-  async fn start_now(addr: SocketAddr, ask: &Ask, previous: Option<Endpoint>) -> (Endpoint, io::Result<SocketAddr>) {
+  async fn start_now(addr: SocketAddr, ask: &Ask, previous: Option<Endpoint>) -> (Endpoint, Outcome) {
     let (tx, rx) = oneshot::channel();
     let ep = start(Target::Addr(addr), ask.clone(), Arc::default(), previous, move |r| {
       let _ = tx.send(r);
@@ -287,7 +317,10 @@ mod tests {
     assert!(get(addr, "garbage\r\n\r\n").await.starts_with("HTTP/1.1 400 "));
 
     let (_other, taken) = start_now(addr, &ask, None).await;
-    assert_eq!(taken.unwrap_err().kind(), io::ErrorKind::AddrInUse);
+    match taken {
+      Err(Failure::Listen(e, at)) => assert!(e.kind() == io::ErrorKind::AddrInUse && at == addr, "{e} {at}"),
+      other => panic!("{other:?}"),
+    }
     // Moving to the very same port: the old socket is closed first.
     let (moved, again) = start_now(addr, &ask, Some(ep)).await;
     assert_eq!(again.unwrap(), addr);
@@ -302,6 +335,14 @@ mod tests {
   async fn names_resolve_on_the_runtime_and_a_bad_one_is_not_found() {
     assert_eq!(Target::new("::1", 9), Target::Addr("[::1]:9".parse().unwrap()));
     assert_eq!(Target::new("localhost", 9), Target::Name("localhost".into(), 9));
+    let lo = "[::1%1]:9".parse().unwrap();
+    assert_eq!(Target::new("::1%lo", 9), Target::Addr(lo), "an interface name");
+    assert_eq!(Target::new("::1%1", 9), Target::Addr(lo), "a number");
+    assert_eq!(
+      Target::new("::1%x/y", 9),
+      Target::Name("::1%x/y".into(), 9),
+      "not net.isIP's zone"
+    );
     let ask: Ask = Arc::new(|tx| tx.send(Snapshot::default()).is_ok());
     let started = |target| {
       let (tx, rx) = oneshot::channel();
@@ -317,9 +358,7 @@ mod tests {
       .await
       .starts_with("HTTP/1.1 200 "));
     let (_ep, missing) = started(Target::new("no-such-host.invalid", 0)).await;
-    let e = missing.unwrap_err();
-    assert!(is_not_found(&e), "{e:?}");
-    assert!(!is_not_found(&io::Error::from_raw_os_error(libc::ENOENT)));
+    assert!(matches!(missing, Err(Failure::Lookup(UV_EAI_NONAME))), "{missing:?}");
   }
 
   #[tokio::test]

@@ -121,10 +121,10 @@ impl Servers {
     }
     let data = handle.data.clone();
     let ty = handle.handle_type();
-    let granted = handle.add(worker, slot);
-    let steering_refused = handle.take_steering_refusal();
-    match granted {
+    match handle.add(worker, slot) {
       Ok(grant) => {
+        // Taken only for a grant: a refused join leaves it for the next one.
+        let steering_refused = handle.take_steering_refusal();
         self.held.entry(worker).or_default().insert(key.clone());
         let mut fields = json!({ "errno": 0, "key": key, "ack": ack, "data": data });
         match grant {
