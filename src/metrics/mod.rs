@@ -88,8 +88,8 @@ impl Target {
   }
 }
 
-/// `addr%zone`: the zone an interface name (its index) or a number; a name
-/// no interface has is scope 0, as libuv leaves it.
+/// `addr%zone`: the zone is an interface name (its index); anything else,
+/// a number included, is scope 0, as libuv leaves it on Linux.
 fn scoped_v6(host: &str) -> Option<(Ipv6Addr, u32)> {
   let (addr, zone) = host.split_once('%')?;
   let ip = addr.parse::<Ipv6Addr>().ok()?;
@@ -100,7 +100,7 @@ fn scoped_v6(host: &str) -> Option<(Ipv6Addr, u32)> {
   let name = std::ffi::CString::new(zone).ok()?;
   // SAFETY: a NUL-terminated name that outlives the call.
   let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-  Some((ip, if index != 0 { index } else { zone.parse().unwrap_or(0) }))
+  Some((ip, index))
 }
 
 /// Why an endpoint did not start.
@@ -337,7 +337,9 @@ mod tests {
     assert_eq!(Target::new("localhost", 9), Target::Name("localhost".into(), 9));
     let lo = "[::1%1]:9".parse().unwrap();
     assert_eq!(Target::new("::1%lo", 9), Target::Addr(lo), "an interface name");
-    assert_eq!(Target::new("::1%1", 9), Target::Addr(lo), "a number");
+    // libuv on Linux reads a zone only as an interface name.
+    let unscoped = "[::1]:9".parse().unwrap();
+    assert_eq!(Target::new("::1%1", 9), Target::Addr(unscoped), "a number");
     assert_eq!(
       Target::new("::1%x/y", 9),
       Target::Name("::1%x/y".into(), 9),
