@@ -31,6 +31,8 @@ const ACCEPT_BATCH: usize = 64;
 /// listener's, and those drained from a departed worker's reuseport socket.
 #[derive(Default)]
 pub struct Dispatcher {
+  /// The server key (shared with the hand-offs, which cost no copy of it).
+  pub key: Arc<str>,
   /// The workers that may take connections for this key, in join order.
   pub workers: Vec<u32>,
   /// Accepted connections no worker could take yet.
