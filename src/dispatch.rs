@@ -31,6 +31,8 @@ const ACCEPT_BATCH: usize = 64;
 /// listener's, and those drained from a departed worker's reuseport socket.
 #[derive(Default)]
 pub struct Dispatcher {
+  /// The server key (shared with the hand-offs, which cost no copy of it).
+  pub key: Arc<str>,
   /// The workers that may take connections for this key, in join order.
   pub workers: Vec<u32>,
   /// Accepted connections no worker could take yet.
@@ -46,6 +48,9 @@ pub struct Dispatcher {
   /// Queued connections' client buckets by fd, so a connection passed over
   /// (its worker busy) is not looked up again (`getpeername`) on each pass.
   buckets: std::collections::HashMap<RawFd, Option<u32>>,
+  /// `take_sticky`'s list of live slots (slot, worker, load), kept so a
+  /// hand-off refills it instead of allocating one.
+  live: Vec<(u32, u32, usize)>,
 }
 
 impl Dispatcher {
@@ -91,7 +96,8 @@ impl Dispatcher {
   /// its clients waiting rather than losing them to another; connections
   /// without an IP peer (Unix sockets) go to the least loaded.
   pub fn take_sticky(&mut self, load: impl Fn(u32) -> Option<usize>) -> Option<(u32, Arc<OwnedFd>)> {
-    let mut live: Vec<(u32, u32, usize)> = Vec::new();
+    let mut live = std::mem::take(&mut self.live);
+    live.clear();
     for id in &self.workers {
       let slot = self.slots.get(id).copied().unwrap_or(u32::MAX - id);
       if let Some(l) = load(*id) {
@@ -100,6 +106,12 @@ impl Dispatcher {
         }
       }
     }
+    let taken = self.take_sticky_among(&live);
+    self.live = live;
+    taken
+  }
+
+  fn take_sticky_among(&mut self, live: &[(u32, u32, usize)]) -> Option<(u32, Arc<OwnedFd>)> {
     let least = live.iter().min_by_key(|e| e.2).copied()?;
     for i in 0..self.backlog.len().min(STICKY_SCAN) {
       let conn = &self.backlog[i];

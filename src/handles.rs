@@ -179,9 +179,9 @@ pub type Deliver = Arc<dyn Fn(Vec<OwnedFd>) + Send + Sync>;
 /// One member of a reuseport group.
 pub struct Slot {
   pub sock: Arc<OwnedFd>,
+  /// Its worker (whose supervised slot, what `sticky: 'ip'` maps clients
+  /// to, is the dispatcher's `slots`).
   pub owner: Option<u32>,
-  /// The owner's supervised slot (what `sticky: 'ip'` maps clients to).
-  supervised: u32,
   /// Accepting what is queued on a vacant (or stalled) TCP slot.
   pub(crate) drain: Option<Acceptor>,
   vacated: Option<Instant>,
@@ -441,7 +441,6 @@ impl ServerHandle {
             slots: vec![Slot {
               sock: Arc::new(first.into()),
               owner: None,
-              supervised: 0,
               drain: None,
               vacated: None,
               watch: Watch::default(),
@@ -536,7 +535,6 @@ impl ReusePortGroup {
         self.slots.push(Slot {
           sock: Arc::new(s.into()),
           owner: None,
-          supervised,
           drain: None,
           vacated: None,
           watch: Watch::default(),
@@ -546,7 +544,6 @@ impl ReusePortGroup {
     };
     let slot = &mut self.slots[idx];
     slot.owner = Some(worker);
-    slot.supervised = supervised;
     slot.drain = None;
     slot.vacated = None;
     slot.watch = Watch::default();
@@ -619,9 +616,13 @@ impl ReusePortGroup {
     }
     let fd = self.slots[0].sock.as_raw_fd();
     let attached = if self.sticky {
-      let members: Vec<(u32, u32)> = (takers.iter())
-        .map(|&i| (i, self.slots[i as usize].supervised))
-        .collect();
+      // Takers have owners, and every owner its supervised slot (`join`).
+      let supervised = |i: u32| {
+        self.slots[i as usize]
+          .owner
+          .and_then(|w| self.dispatcher.slots.get(&w).copied())
+      };
+      let members: Vec<(u32, u32)> = (takers.iter()).filter_map(|&i| Some((i, supervised(i)?))).collect();
       sockets::attach_reuseport_cbpf(fd, &mut steering::sticky_program(&members))
     } else {
       sockets::steer_reuseport(fd, &takers)

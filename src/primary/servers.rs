@@ -105,6 +105,9 @@ impl Servers {
             h.set_sticky();
           }
           let shared: Arc<str> = Arc::from(key.as_str());
+          if let Some(d) = h.dispatcher() {
+            d.key = shared.clone();
+          }
           self.generations.insert(generation, shared.clone());
           self.next_generation += 1;
           self.handles.insert(shared, h);
@@ -262,13 +265,58 @@ impl Servers {
       let worker = d.pick(load)?;
       (worker, d.backlog.pop_front().expect("checked non-empty"))
     };
-    let key = self.handles.get_key_value(key).expect("looked up above").0.clone();
-    Some(HandOffTo { worker, conn, key })
+    Some(HandOffTo {
+      worker,
+      conn,
+      key: d.key.clone(),
+    })
   }
 
   fn drop_handle(&mut self, key: &str) {
     if self.handles.remove(key).is_some() {
       self.generations.retain(|_, k| &**k != key);
     }
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  /// A round-robin key's queued connections go to its workers in turn, each
+  /// hand-off sharing the handle's key rather than copying it.
+  #[test]
+  fn hand_offs_share_the_key_and_take_turns() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+      .enable_all()
+      .build()
+      .unwrap();
+    rt.block_on(async {
+      let mut servers = Servers::new(Policy::RoundRobin);
+      let f: Fields = serde_json::from_value(json!({
+        "cmd": "NODE_CLUSTER", "act": "queryServer", "seq": 1,
+        "address": "127.0.0.1", "port": 0, "addressType": 4,
+      }))
+      .unwrap();
+      let nothing: Deliver = Arc::new(|_| {});
+      for worker in [1, 2] {
+        let reply = servers.query(worker, worker, &f, |_| nothing.clone());
+        assert_eq!(reply.fields["errno"], 0);
+        assert!(reply.distribute.is_some(), "a round-robin grant");
+      }
+      let key = protocol::server_key(&f);
+      let conns = (0..3)
+        .map(|_| std::fs::File::open("/dev/null").unwrap().into())
+        .collect();
+      assert_eq!(servers.accepted(0, conns).as_deref(), Some(key.as_str()));
+      let shared = servers.generations[&0].clone();
+      let mut picked = Vec::new();
+      while let Some(h) = servers.next_handoff(&key, |_| Some(0)) {
+        assert!(Arc::ptr_eq(&h.key, &shared), "the key is shared, not copied");
+        picked.push(h.worker);
+      }
+      assert_eq!(picked, vec![1, 2, 1]);
+      assert!(servers.next_handoff("no such key", |_| Some(0)).is_none());
+    });
   }
 }
