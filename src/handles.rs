@@ -206,15 +206,15 @@ impl Slot {
 pub struct ReusePortGroup {
   pub port: u16,
   pub slots: Vec<Slot>,
-  /// Connections drained from vacant slots, waiting for a worker.
+  /// Connections drained from vacant slots, waiting for a worker. Its
+  /// `sticky` is the group's `sticky: 'ip'`: the steering program and the
+  /// hand-off of drained connections both go by client address.
   pub dispatcher: Dispatcher,
   /// False once attaching the steering program failed (old kernel, or a
   /// seccomp filter): then vacant slots get some connections and drain them.
   steering: bool,
   /// The errno of that failure, until `take_steering_refusal` reports it.
   refused: Option<i32>,
-  /// `sticky: 'ip'`: steer by client address (`steering::sticky_program`).
-  sticky: bool,
 }
 
 /// One scheduling policy's shape of a server handle, behind the interface
@@ -318,7 +318,6 @@ impl Shape for ReusePortGroup {
   }
 
   fn set_sticky(&mut self) {
-    self.sticky = true;
     self.dispatcher.sticky = true;
     self.steer();
   }
@@ -327,7 +326,7 @@ impl Shape for ReusePortGroup {
     let errno = self.refused.take()?;
     Some(SteeringRefused {
       errno,
-      sticky: self.sticky,
+      sticky: self.dispatcher.sticky,
       port: self.port,
     })
   }
@@ -355,7 +354,7 @@ impl Shape for ReusePortGroup {
   ) -> Option<Watched> {
     // Sticky groups keep a stalled worker's clients with it (affinity wins
     // over load), so there is nothing to watch.
-    if self.sticky {
+    if self.dispatcher.sticky {
       return None;
     }
     let watched = crate::load::watch_group(self, channel, deliver);
@@ -448,7 +447,6 @@ impl ServerHandle {
             dispatcher: Dispatcher::default(),
             steering: true,
             refused: None,
-            sticky: false,
           })
         }
         (k, Policy::RoundRobin) if !k.is_udp() => {
@@ -598,7 +596,7 @@ impl ReusePortGroup {
   /// (`load::members`).
   fn takers(&self) -> Vec<u32> {
     let owned = self.slots.iter().enumerate().filter(|(_, s)| s.owner.is_some());
-    if self.sticky {
+    if self.dispatcher.sticky {
       return owned.map(|(i, _)| i as u32).collect();
     }
     let at = load::clock();
@@ -615,7 +613,7 @@ impl ReusePortGroup {
       return;
     }
     let fd = self.slots[0].sock.as_raw_fd();
-    let attached = if self.sticky {
+    let attached = if self.dispatcher.sticky {
       // Takers have owners, and every owner its supervised slot (`join`).
       let supervised = |i: u32| {
         self.slots[i as usize]
