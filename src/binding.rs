@@ -508,9 +508,9 @@ pub fn start_metrics(host: String, port: u32, done: Function<'_, MetricsAddress,
       napi::threadsafe_function::ThreadsafeFunctionCallMode::NonBlocking,
     );
   });
-  if core()?.start_metrics_then(target, bound).is_err() {
-    return Err(Error::from_reason("rcluster core is not running"));
-  }
+  core()?
+    .start_metrics_then(target, bound)
+    .map_err(|e| Error::from_reason(e.to_string()))?;
   Ok(MetricsAddress {
     errno: None,
     syscall: None,

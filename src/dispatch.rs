@@ -74,7 +74,7 @@ impl Dispatcher {
       let idx = (self.cursor + i) % n;
       let id = self.workers[idx];
       if let Some(l) = load(id) {
-        if l < MAX_UNANSWERED && best.map_or(true, |(bl, _, _)| l < bl) {
+        if l < MAX_UNANSWERED && best.is_none_or(|(bl, _, _)| l < bl) {
           best = Some((l, id, idx));
         }
       }

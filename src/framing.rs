@@ -275,16 +275,16 @@ mod tests {
       let (first, last) = wire.split_at(wire.len() - 2);
       d.push(first);
       let mut out = Vec::new();
-      let mut user = |p: &[u8]| p != b"NODE_x";
-      while d.take_wire_if(&mut out, &mut user) {}
+      let user = |p: &[u8]| p != b"NODE_x";
+      while d.take_wire_if(&mut out, user) {}
       let mut expected = frame(mode, b"a");
       expected.extend(frame(mode, b"bc"));
       assert_eq!(out, expected, "{mode:?}");
       assert_eq!(d.next_frame().unwrap(), b"NODE_x", "{mode:?}");
-      assert!(!d.take_wire_if(&mut out, &mut user), "{mode:?}: incomplete");
+      assert!(!d.take_wire_if(&mut out, user), "{mode:?}: incomplete");
       d.room(64)[..2].copy_from_slice(last);
       d.filled(2);
-      assert!(d.take_wire_if(&mut out, &mut user), "{mode:?}");
+      assert!(d.take_wire_if(&mut out, user), "{mode:?}");
       expected.extend(frame(mode, b"d"));
       assert_eq!(out, expected, "{mode:?}");
     }

@@ -59,7 +59,8 @@ type Registry = Arc<Mutex<HashMap<u32, session::Shared>>>;
 enum Msg {
   Fork {
     id: u32,
-    spec: SpawnSpec,
+    /// Boxed: the rest of the messages, sent per frame, stay small.
+    spec: Box<SpawnSpec>,
     sink: EventSink,
     supervision: Option<Supervision>,
     /// Start it beside the slot's current worker; `promote` makes it current.
@@ -203,7 +204,7 @@ impl Core {
       .tx
       .send(Msg::Fork {
         id,
-        spec,
+        spec: Box::new(spec),
         sink,
         supervision,
         standby,
@@ -347,8 +348,8 @@ impl Core {
 
   /// Starts (or moves) the endpoint without waiting: `bound` is called on
   /// the core thread once it is bound or has failed (never if it is stopped
-  /// or moved first). Err: the core is not running.
-  pub fn start_metrics_then(&self, target: crate::metrics::Target, bound: MetricsBound) -> Result<(), ()> {
+  /// or moved first). Fails only when the core is not running.
+  pub fn start_metrics_then(&self, target: crate::metrics::Target, bound: MetricsBound) -> io::Result<()> {
     let counters = self.counters.clone();
     (self.tx)
       .send(Msg::StartMetrics {
@@ -356,7 +357,7 @@ impl Core {
         counters,
         bound,
       })
-      .map_err(|_| ())
+      .map_err(|_| io::Error::other("rcluster core is not running"))
   }
 
   /// Closes the endpoint's listening socket.
@@ -440,8 +441,7 @@ mod tests {
   }
 
   fn next(rx: &mpsc::Receiver<Event>) -> Event {
-    let e = rx.recv_timeout(Duration::from_secs(20)).expect("no event in time");
-    e
+    rx.recv_timeout(Duration::from_secs(20)).expect("no event in time")
   }
 
   /// A real Node worker goes online, listens through the primary, answers a

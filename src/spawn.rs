@@ -311,16 +311,11 @@ pub fn try_reap(pid: i32) -> io::Result<Option<ExitStatus>> {
 pub async fn wait_exit(pid: i32, pidfd: Option<OwnedFd>) -> ExitStatus {
   if let Some(fd) = pidfd {
     if let Ok(afd) = crate::channel::register(fd, tokio::io::Interest::READABLE) {
-      loop {
-        match afd.readable().await {
-          Ok(mut guard) => {
-            if let Ok(Some(status)) = try_reap(pid) {
-              return status;
-            }
-            guard.clear_ready();
-          }
-          Err(_) => break,
+      while let Ok(mut guard) = afd.readable().await {
+        if let Ok(Some(status)) = try_reap(pid) {
+          return status;
         }
+        guard.clear_ready();
       }
     }
   }

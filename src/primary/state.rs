@@ -95,9 +95,9 @@ impl State {
         standby,
         reply,
       } => {
-        let result = self.fork(id, spec.clone(), sink.clone(), supervision.clone());
+        let result = self.fork(id, (*spec).clone(), sink.clone(), supervision.clone());
         if let (Ok(_), Some(sup), false) = (&result, supervision, standby) {
-          self.slots.supervise(id, spec, sink, sup);
+          self.slots.supervise(id, *spec, sink, sup);
         }
         let _ = reply.send(result);
       }
