@@ -63,8 +63,11 @@ impl Readiness {
 
 /// Waiting for any of several sockets to be readable, holding none of them
 /// open: the sockets go into a private epoll set (which does not keep a file
-/// alive: a socket closed meanwhile just leaves the set), and only that set's
-/// fd is registered with the reactor. For a watcher that stops ticking while
+/// alive: a socket whose last fd is closed meanwhile leaves the set; one
+/// still open elsewhere, a worker's or a duplicate, stays and can still ring,
+/// which only costs a look), and only that set's fd is registered with the
+/// reactor. A set is built for one wait and never changed, so a reused fd
+/// number never enters an old set. For a watcher that stops ticking while
 /// nothing happens and must hear of the first thing that does.
 pub struct AnyReadable {
   set: AsyncFd<OwnedFd>,

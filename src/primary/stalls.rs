@@ -41,7 +41,9 @@ impl State {
   /// idle primary without one does not wake up.
   pub(super) fn start_load_watch(&mut self) {
     if self.servers.policy == Policy::ReusePort {
-      self.load_tick = Some(LoadTicker {
+      // A watcher already running keeps its pace (a join must not slow a
+      // fast one down); a sleeping one has the slow period.
+      self.load_tick.get_or_insert(LoadTicker {
         period: LOAD_TICK,
         quiet: 0,
       });

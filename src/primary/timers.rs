@@ -73,9 +73,15 @@ impl Timers {
     }
   }
 
-  /// The message of `key`'s timer arrived.
+  /// The message of `key`'s timer arrived. A timer scheduled under the key
+  /// after that message was sent is still running and stays (removing it
+  /// would leave it unabortable: two chains of a periodic look, or a restart
+  /// that skips its backoff). On the core's single thread a timer's task has
+  /// finished by the time the loop handles its message.
   pub fn fired(&mut self, key: &TimerKey) {
-    self.keyed.remove(key);
+    if self.keyed.get(key).is_some_and(AbortHandle::is_finished) {
+      self.keyed.remove(key);
+    }
   }
 
   fn spawn(&self, delay: Duration, msg: Msg) -> AbortHandle {
@@ -91,6 +97,32 @@ impl Timers {
 #[cfg(test)]
 mod tests {
   use super::*;
+
+  #[test]
+  fn a_late_fired_keeps_the_timer_scheduled_after_its_message() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+      .enable_all()
+      .build()
+      .unwrap();
+    rt.block_on(async {
+      let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+      let mut timers = Timers::new(tx);
+      timers.schedule(TimerKey::Watchdog, Duration::ZERO, Msg::Tick);
+      assert!(matches!(rx.recv().await, Some(Msg::Tick)));
+      // Its message is in hand; meanwhile the key is scheduled again.
+      timers.schedule(TimerKey::Watchdog, Duration::from_millis(100), Msg::Tick);
+      timers.fired(&TimerKey::Watchdog);
+      // The newer timer is still the key's: cancelling it stops it.
+      timers.cancel(&TimerKey::Watchdog);
+      tokio::time::sleep(Duration::from_millis(300)).await;
+      assert!(rx.try_recv().is_err(), "the newer timer was cancelled");
+      // A fired timer's key is free again.
+      timers.schedule(TimerKey::Watchdog, Duration::ZERO, Msg::Tick);
+      assert!(matches!(rx.recv().await, Some(Msg::Tick)));
+      timers.fired(&TimerKey::Watchdog);
+      assert!(timers.keyed.is_empty());
+    });
+  }
 
   #[test]
   fn when_readable_sends_once_readable_unless_replaced() {
