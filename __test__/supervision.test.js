@@ -333,6 +333,13 @@ describe('supervision', () => {
     assert.ok(r.bodies.every((b) => b.ok && live.includes(b.body)), JSON.stringify(r.bodies));
   });
 
+  it('hangTimeout: a replacement forked after the watchdog stopped (nothing left to watch) is watched again', { timeout: TEST_TIMEOUT }, async () => {
+    const fx = start('sup-hang-alone.js');
+    const r = await fx.result();
+    assert.equal(r.flagged, r.second, 'the blocked replacement was reported unresponsive');
+    assert.ok(r.events.some((e) => e.ev === 'restarting'), JSON.stringify(r.events));
+  });
+
   for (const mode of ['age', 'memory']) {
     it(`${mode === 'age' ? 'maxAge' : 'maxMemory'}: the worker is recycled — 'recycle', a successor in its slot listens, then the old one leaves gracefully`, { timeout: TEST_TIMEOUT }, async () => {
       const fx = start('sup-recycle.js', { SUP_RECYCLE: mode });
