@@ -247,8 +247,36 @@ pub enum ReaderEvent {
   },
 }
 
+/// Where `Inbox::read_frames` hands each frame it decodes.
+pub trait FrameSink {
+  /// Where a user frame (see `protocol::is_user`) may go now as it was on the
+  /// wire, appended with no allocation per frame; `None`: it comes to `take`.
+  /// Asked again before every frame.
+  fn user_wire(&mut self) -> Option<&mut Vec<u8>> {
+    None
+  }
+  /// The next frame, classified (never `Inbound::Garbage`: that ends the read).
+  fn take(&mut self, frame: Inbound);
+}
+
+impl<F: FnMut(Inbound)> FrameSink for F {
+  fn take(&mut self, frame: Inbound) {
+    self(frame)
+  }
+}
+
+/// Why `Inbox::read_frames` stopped.
+pub enum Stop {
+  /// The socket is probably empty.
+  Drained,
+  /// The bound on reads came first: there may be more.
+  Limit,
+  /// EOF, a read error, or a frame we refuse: nothing more is read.
+  End(Option<String>),
+}
+
 /// What one read of a channel brought.
-pub enum Read {
+enum Read {
   /// Bytes (now in the decoder); `drained`: the socket is probably empty
   /// (a short read without fds).
   Data { drained: bool },
@@ -262,8 +290,8 @@ pub enum Read {
 const READ_SIZE: usize = 64 * 1024;
 
 /// The read side of a channel, whoever reads it (`read_loop` on the core
-/// thread, or the JS thread's reader): bytes to frames, fds paired with the
-/// `NODE_HANDLE` frames they came for.
+/// thread, the JS thread's reader, or the core reading for a stuck JS thread):
+/// bytes to frames, fds paired with the `NODE_HANDLE` frames they came for.
 pub struct Inbox {
   mode: Serialization,
   decoder: Decoder,
@@ -281,9 +309,30 @@ impl Inbox {
     }
   }
 
-  /// One non-blocking read (never waits, whatever the fd's flags: the open
-  /// file description may be shared).
-  pub fn read(&mut self, sock: RawFd) -> Read {
+  /// Up to `reads` non-blocking reads (never waiting, whatever the fd's
+  /// flags: the open file description may be shared), each followed by every
+  /// complete frame it finished, in order, to `sink`. Stops early once the
+  /// socket looks empty: after a short read, or with `to_end` only at EAGAIN
+  /// (a socket with a pending error reports it only once the bytes before it
+  /// are read). A frame we refuse ends it, with nothing after it delivered.
+  pub fn read_frames(&mut self, sock: RawFd, reads: usize, to_end: bool, sink: &mut impl FrameSink) -> Stop {
+    for _ in 0..reads {
+      let drained = match self.read(sock) {
+        Read::Data { drained } => drained && !to_end,
+        Read::WouldBlock => true,
+        Read::End(error) => return Stop::End(error),
+      };
+      if let Err(reason) = self.deliver(sink) {
+        return Stop::End(Some(reason));
+      }
+      if drained {
+        return Stop::Drained;
+      }
+    }
+    Stop::Limit
+  }
+
+  fn read(&mut self, sock: RawFd) -> Read {
     let n = match recv_with_fds(sock, self.decoder.room(READ_SIZE), &mut self.received) {
       Ok(0) => return Read::End(None),
       Ok(n) => n,
@@ -307,20 +356,28 @@ impl Inbox {
     Read::Data { drained }
   }
 
-  /// Appends the next frame to `out` as it was on the wire if it is a user
-  /// message (see `protocol::is_user`), consuming it; else leaves it for
-  /// `next`.
-  pub fn next_user_into(&mut self, out: &mut Vec<u8>) -> bool {
+  /// Every complete frame to `sink`, or the reason for the first we refuse.
+  fn deliver(&mut self, sink: &mut impl FrameSink) -> Result<(), String> {
     let mode = self.mode;
-    self
-      .decoder
-      .take_wire_if(out, |payload| protocol::is_user(mode, payload))
-  }
-
-  /// The next complete frame, classified.
-  pub fn next(&mut self) -> Option<Inbound> {
-    let frame = self.decoder.next_frame()?;
-    Some(protocol::classify(self.mode, frame, &mut self.unclaimed))
+    loop {
+      // The common case for the JS reader: straight from the decoder into
+      // one buffer.
+      if let Some(out) = sink.user_wire() {
+        if self
+          .decoder
+          .take_wire_if(out, |payload| protocol::is_user(mode, payload))
+        {
+          continue;
+        }
+      }
+      let Some(frame) = self.decoder.next_frame() else {
+        return Ok(());
+      };
+      match protocol::classify(mode, frame, &mut self.unclaimed) {
+        Inbound::Garbage(reason) => return Err(reason),
+        msg => sink.take(msg),
+      }
+    }
   }
 }
 
@@ -347,17 +404,12 @@ pub async fn read_loop(sock: Arc<OwnedFd>, mode: Serialization, events: impl Fn(
     }
     // Readiness was cleared before this read, so skipping the read that
     // would only say EAGAIN after a short one misses no edge.
-    drained = match inbox.read(sock.as_raw_fd()) {
-      Read::Data { drained } => drained,
-      Read::WouldBlock => true,
-      Read::End(error) => return events(ReaderEvent::End { error }),
+    let mut sink = |msg| events(ReaderEvent::Message(msg));
+    drained = match inbox.read_frames(sock.as_raw_fd(), 1, false, &mut sink) {
+      Stop::Drained => true,
+      Stop::Limit => false,
+      Stop::End(error) => return events(ReaderEvent::End { error }),
     };
-    while let Some(msg) = inbox.next() {
-      if let Inbound::Garbage(reason) = msg {
-        return events(ReaderEvent::End { error: Some(reason) });
-      }
-      events(ReaderEvent::Message(msg));
-    }
   }
 }
 
