@@ -432,6 +432,111 @@ mod tests {
     assert_ne!(fds[0].as_raw_fd(), file.as_raw_fd());
   }
 
+  /// A connected pair; ours is non-blocking, as the channel's socket is.
+  fn pair() -> (OwnedFd, OwnedFd) {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+    socketpair(AddressFamily::Unix, SockType::Stream, None, flags).unwrap()
+  }
+
+  fn send_all(sock: &OwnedFd, wire: &[u8]) {
+    assert_eq!(send_with_fd(sock.as_raw_fd(), wire, None).unwrap(), wire.len());
+  }
+
+  fn user(frame: &Inbound) -> &[u8] {
+    match frame {
+      Inbound::User(payload) => payload,
+      _ => panic!("not a user frame"),
+    }
+  }
+
+  #[test]
+  fn garbage_ends_the_read_after_the_frames_before_it() {
+    let (ours, theirs) = pair();
+    send_all(&theirs, b"{\"a\":1}\nNODE_bad\n{\"b\":2}\n");
+    let mut got = Vec::new();
+    let mut inbox = Inbox::new(Serialization::Json);
+    let stop = inbox.read_frames(ours.as_raw_fd(), 4, false, &mut |f| got.push(f));
+    assert!(matches!(stop, Stop::End(Some(ref e)) if e.contains("invalid JSON")));
+    assert_eq!(got.len(), 1, "nothing after the garbage is delivered");
+    assert_eq!(user(&got[0]), b"{\"a\":1}");
+  }
+
+  #[test]
+  fn a_short_read_drains_unless_reading_to_the_end() {
+    let (ours, theirs) = pair();
+    let mut inbox = Inbox::new(Serialization::Json);
+    let mut got = Vec::new();
+    send_all(&theirs, b"1\n");
+    let stop = inbox.read_frames(ours.as_raw_fd(), 1, false, &mut |f| got.push(f));
+    assert!(matches!(stop, Stop::Drained));
+    send_all(&theirs, b"2\n");
+    // To the end, only EAGAIN says drained: one read is not enough.
+    let stop = inbox.read_frames(ours.as_raw_fd(), 1, true, &mut |f| got.push(f));
+    assert!(matches!(stop, Stop::Limit));
+    let stop = inbox.read_frames(ours.as_raw_fd(), 1, true, &mut |f| got.push(f));
+    assert!(matches!(stop, Stop::Drained));
+    drop(theirs);
+    let stop = inbox.read_frames(ours.as_raw_fd(), 1, true, &mut |f| got.push(f));
+    assert!(matches!(stop, Stop::End(None)), "EOF ends it");
+    assert_eq!(got.iter().map(user).collect::<Vec<_>>(), [b"1", b"2"]);
+  }
+
+  #[test]
+  fn full_reads_stop_at_the_bound() {
+    let (ours, theirs) = pair();
+    let line = format!("\"{}\"\n", "x".repeat(998));
+    let wire = line.repeat(130);
+    send_all(&theirs, wire.as_bytes());
+    let mut inbox = Inbox::new(Serialization::Json);
+    let mut got = 0;
+    let stop = inbox.read_frames(ours.as_raw_fd(), 1, false, &mut |_| got += 1);
+    assert!(matches!(stop, Stop::Limit), "a full read may have left more");
+    assert_eq!(got, READ_SIZE / line.len());
+    let stop = inbox.read_frames(ours.as_raw_fd(), 4, false, &mut |_| got += 1);
+    assert!(matches!(stop, Stop::Drained));
+    assert_eq!(got, 130);
+  }
+
+  /// Takes user frames as on the wire until an internal frame arrives, then
+  /// (as the JS reader while the core is busy) every frame through `take`.
+  #[derive(Default)]
+  struct Split {
+    wire: Vec<u8>,
+    taken: Vec<(usize, Inbound)>,
+  }
+
+  impl FrameSink for Split {
+    fn user_wire(&mut self) -> Option<&mut Vec<u8>> {
+      self.taken.is_empty().then_some(&mut self.wire)
+    }
+    fn take(&mut self, frame: Inbound) {
+      self.taken.push((self.wire.len(), frame));
+    }
+  }
+
+  #[test]
+  fn user_frames_go_as_on_the_wire_while_the_sink_takes_them() {
+    let (ours, theirs) = pair();
+    send_all(&theirs, b"\"a\"\n\"bc\"\n{\"cmd\":\"NODE_HANDLE_ACK\"}\n\"d\"\n");
+    let mut sink = Split::default();
+    let mut inbox = Inbox::new(Serialization::Json);
+    assert!(matches!(
+      inbox.read_frames(ours.as_raw_fd(), 1, false, &mut sink),
+      Stop::Drained
+    ));
+    assert_eq!(sink.wire, b"\"a\"\n\"bc\"\n");
+    assert_eq!(sink.taken.len(), 2);
+    assert_eq!(
+      sink.taken[0].0,
+      sink.wire.len(),
+      "the internal frame comes after the user frames before it"
+    );
+    assert!(matches!(sink.taken[0].1, Inbound::HandleAck));
+    assert_eq!(sink.taken[1].0, sink.wire.len());
+    assert_eq!(user(&sink.taken[1].1), b"\"d\"");
+  }
+
   #[test]
   fn large_frame_whose_fd_ends_the_first_read_is_read_to_the_end() {
     use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
