@@ -247,8 +247,36 @@ pub enum ReaderEvent {
   },
 }
 
+/// Where `Inbox::read_frames` hands each frame it decodes.
+pub trait FrameSink {
+  /// Where a user frame (see `protocol::is_user`) may go now as it was on the
+  /// wire, appended with no allocation per frame; `None`: it comes to `take`.
+  /// Asked again before every frame.
+  fn user_wire(&mut self) -> Option<&mut Vec<u8>> {
+    None
+  }
+  /// The next frame, classified (never `Inbound::Garbage`: that ends the read).
+  fn take(&mut self, frame: Inbound);
+}
+
+impl<F: FnMut(Inbound)> FrameSink for F {
+  fn take(&mut self, frame: Inbound) {
+    self(frame)
+  }
+}
+
+/// Why `Inbox::read_frames` stopped.
+pub enum Stop {
+  /// The socket is probably empty.
+  Drained,
+  /// The bound on reads came first: there may be more.
+  Limit,
+  /// EOF, a read error, or a frame we refuse: nothing more is read.
+  End(Option<String>),
+}
+
 /// What one read of a channel brought.
-pub enum Read {
+enum Read {
   /// Bytes (now in the decoder); `drained`: the socket is probably empty
   /// (a short read without fds).
   Data { drained: bool },
@@ -262,8 +290,8 @@ pub enum Read {
 const READ_SIZE: usize = 64 * 1024;
 
 /// The read side of a channel, whoever reads it (`read_loop` on the core
-/// thread, or the JS thread's reader): bytes to frames, fds paired with the
-/// `NODE_HANDLE` frames they came for.
+/// thread, the JS thread's reader, or the core reading for a stuck JS thread):
+/// bytes to frames, fds paired with the `NODE_HANDLE` frames they came for.
 pub struct Inbox {
   mode: Serialization,
   decoder: Decoder,
@@ -281,9 +309,30 @@ impl Inbox {
     }
   }
 
-  /// One non-blocking read (never waits, whatever the fd's flags: the open
-  /// file description may be shared).
-  pub fn read(&mut self, sock: RawFd) -> Read {
+  /// Up to `reads` non-blocking reads (never waiting, whatever the fd's
+  /// flags: the open file description may be shared), each followed by every
+  /// complete frame it finished, in order, to `sink`. Stops early once the
+  /// socket looks empty: after a short read, or with `to_end` only at EAGAIN
+  /// (a socket with a pending error reports it only once the bytes before it
+  /// are read). A frame we refuse ends it, with nothing after it delivered.
+  pub fn read_frames(&mut self, sock: RawFd, reads: usize, to_end: bool, sink: &mut impl FrameSink) -> Stop {
+    for _ in 0..reads {
+      let drained = match self.read(sock) {
+        Read::Data { drained } => drained && !to_end,
+        Read::WouldBlock => true,
+        Read::End(error) => return Stop::End(error),
+      };
+      if let Err(reason) = self.deliver(sink) {
+        return Stop::End(Some(reason));
+      }
+      if drained {
+        return Stop::Drained;
+      }
+    }
+    Stop::Limit
+  }
+
+  fn read(&mut self, sock: RawFd) -> Read {
     let n = match recv_with_fds(sock, self.decoder.room(READ_SIZE), &mut self.received) {
       Ok(0) => return Read::End(None),
       Ok(n) => n,
@@ -307,20 +356,28 @@ impl Inbox {
     Read::Data { drained }
   }
 
-  /// Appends the next frame to `out` as it was on the wire if it is a user
-  /// message (see `protocol::is_user`), consuming it; else leaves it for
-  /// `next`.
-  pub fn next_user_into(&mut self, out: &mut Vec<u8>) -> bool {
+  /// Every complete frame to `sink`, or the reason for the first we refuse.
+  fn deliver(&mut self, sink: &mut impl FrameSink) -> Result<(), String> {
     let mode = self.mode;
-    self
-      .decoder
-      .take_wire_if(out, |payload| protocol::is_user(mode, payload))
-  }
-
-  /// The next complete frame, classified.
-  pub fn next(&mut self) -> Option<Inbound> {
-    let frame = self.decoder.next_frame()?;
-    Some(protocol::classify(self.mode, frame, &mut self.unclaimed))
+    loop {
+      // The common case for the JS reader: straight from the decoder into
+      // one buffer.
+      if let Some(out) = sink.user_wire() {
+        if self
+          .decoder
+          .take_wire_if(out, |payload| protocol::is_user(mode, payload))
+        {
+          continue;
+        }
+      }
+      let Some(frame) = self.decoder.next_frame() else {
+        return Ok(());
+      };
+      match protocol::classify(mode, frame, &mut self.unclaimed) {
+        Inbound::Garbage(reason) => return Err(reason),
+        msg => sink.take(msg),
+      }
+    }
   }
 }
 
@@ -347,17 +404,12 @@ pub async fn read_loop(sock: Arc<OwnedFd>, mode: Serialization, events: impl Fn(
     }
     // Readiness was cleared before this read, so skipping the read that
     // would only say EAGAIN after a short one misses no edge.
-    drained = match inbox.read(sock.as_raw_fd()) {
-      Read::Data { drained } => drained,
-      Read::WouldBlock => true,
-      Read::End(error) => return events(ReaderEvent::End { error }),
+    let mut sink = |msg| events(ReaderEvent::Message(msg));
+    drained = match inbox.read_frames(sock.as_raw_fd(), 1, false, &mut sink) {
+      Stop::Drained => true,
+      Stop::Limit => false,
+      Stop::End(error) => return events(ReaderEvent::End { error }),
     };
-    while let Some(msg) = inbox.next() {
-      if let Inbound::Garbage(reason) = msg {
-        return events(ReaderEvent::End { error: Some(reason) });
-      }
-      events(ReaderEvent::Message(msg));
-    }
   }
 }
 
@@ -378,6 +430,111 @@ mod tests {
     assert_eq!(&buf[..n], b"x\n");
     assert_eq!(fds.len(), 1);
     assert_ne!(fds[0].as_raw_fd(), file.as_raw_fd());
+  }
+
+  /// A connected pair; ours is non-blocking, as the channel's socket is.
+  fn pair() -> (OwnedFd, OwnedFd) {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+    socketpair(AddressFamily::Unix, SockType::Stream, None, flags).unwrap()
+  }
+
+  fn send_all(sock: &OwnedFd, wire: &[u8]) {
+    assert_eq!(send_with_fd(sock.as_raw_fd(), wire, None).unwrap(), wire.len());
+  }
+
+  fn user(frame: &Inbound) -> &[u8] {
+    match frame {
+      Inbound::User(payload) => payload,
+      _ => panic!("not a user frame"),
+    }
+  }
+
+  #[test]
+  fn garbage_ends_the_read_after_the_frames_before_it() {
+    let (ours, theirs) = pair();
+    send_all(&theirs, b"{\"a\":1}\nNODE_bad\n{\"b\":2}\n");
+    let mut got = Vec::new();
+    let mut inbox = Inbox::new(Serialization::Json);
+    let stop = inbox.read_frames(ours.as_raw_fd(), 4, false, &mut |f| got.push(f));
+    assert!(matches!(stop, Stop::End(Some(ref e)) if e.contains("invalid JSON")));
+    assert_eq!(got.len(), 1, "nothing after the garbage is delivered");
+    assert_eq!(user(&got[0]), b"{\"a\":1}");
+  }
+
+  #[test]
+  fn a_short_read_drains_unless_reading_to_the_end() {
+    let (ours, theirs) = pair();
+    let mut inbox = Inbox::new(Serialization::Json);
+    let mut got = Vec::new();
+    send_all(&theirs, b"1\n");
+    let stop = inbox.read_frames(ours.as_raw_fd(), 1, false, &mut |f| got.push(f));
+    assert!(matches!(stop, Stop::Drained));
+    send_all(&theirs, b"2\n");
+    // To the end, only EAGAIN says drained: one read is not enough.
+    let stop = inbox.read_frames(ours.as_raw_fd(), 1, true, &mut |f| got.push(f));
+    assert!(matches!(stop, Stop::Limit));
+    let stop = inbox.read_frames(ours.as_raw_fd(), 1, true, &mut |f| got.push(f));
+    assert!(matches!(stop, Stop::Drained));
+    drop(theirs);
+    let stop = inbox.read_frames(ours.as_raw_fd(), 1, true, &mut |f| got.push(f));
+    assert!(matches!(stop, Stop::End(None)), "EOF ends it");
+    assert_eq!(got.iter().map(user).collect::<Vec<_>>(), [b"1", b"2"]);
+  }
+
+  #[test]
+  fn full_reads_stop_at_the_bound() {
+    let (ours, theirs) = pair();
+    let line = format!("\"{}\"\n", "x".repeat(998));
+    let wire = line.repeat(130);
+    send_all(&theirs, wire.as_bytes());
+    let mut inbox = Inbox::new(Serialization::Json);
+    let mut got = 0;
+    let stop = inbox.read_frames(ours.as_raw_fd(), 1, false, &mut |_| got += 1);
+    assert!(matches!(stop, Stop::Limit), "a full read may have left more");
+    assert_eq!(got, READ_SIZE / line.len());
+    let stop = inbox.read_frames(ours.as_raw_fd(), 4, false, &mut |_| got += 1);
+    assert!(matches!(stop, Stop::Drained));
+    assert_eq!(got, 130);
+  }
+
+  /// Takes user frames as on the wire until an internal frame arrives, then
+  /// (as the JS reader while the core is busy) every frame through `take`.
+  #[derive(Default)]
+  struct Split {
+    wire: Vec<u8>,
+    taken: Vec<(usize, Inbound)>,
+  }
+
+  impl FrameSink for Split {
+    fn user_wire(&mut self) -> Option<&mut Vec<u8>> {
+      self.taken.is_empty().then_some(&mut self.wire)
+    }
+    fn take(&mut self, frame: Inbound) {
+      self.taken.push((self.wire.len(), frame));
+    }
+  }
+
+  #[test]
+  fn user_frames_go_as_on_the_wire_while_the_sink_takes_them() {
+    let (ours, theirs) = pair();
+    send_all(&theirs, b"\"a\"\n\"bc\"\n{\"cmd\":\"NODE_HANDLE_ACK\"}\n\"d\"\n");
+    let mut sink = Split::default();
+    let mut inbox = Inbox::new(Serialization::Json);
+    assert!(matches!(
+      inbox.read_frames(ours.as_raw_fd(), 1, false, &mut sink),
+      Stop::Drained
+    ));
+    assert_eq!(sink.wire, b"\"a\"\n\"bc\"\n");
+    assert_eq!(sink.taken.len(), 2);
+    assert_eq!(
+      sink.taken[0].0,
+      sink.wire.len(),
+      "the internal frame comes after the user frames before it"
+    );
+    assert!(matches!(sink.taken[0].1, Inbound::HandleAck));
+    assert_eq!(sink.taken[1].0, sink.wire.len());
+    assert_eq!(user(&sink.taken[1].1), b"\"d\"");
   }
 
   #[test]

@@ -26,9 +26,8 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::channel::{Inbox, Read, ReaderEvent};
+use crate::channel::{Inbox, ReaderEvent, Stop};
 use crate::framing::Serialization;
-use crate::protocol::Inbound;
 use crate::readiness::AnyReadable;
 
 /// A worker's channel, for a reader other than the core's.
@@ -233,21 +232,9 @@ fn read_for_js(c: &Channel) {
   if c.ended.load(Ordering::Acquire) {
     return;
   }
-  for _ in 0..CORE_READS {
-    let drained = match inbox.read(c.sock.as_raw_fd()) {
-      Read::Data { drained } => drained,
-      Read::WouldBlock => true,
-      Read::End(error) => return c.end(error),
-    };
-    while let Some(msg) = inbox.next() {
-      if let Inbound::Garbage(reason) = msg {
-        return c.end(Some(reason));
-      }
-      c.to_core.send(ReaderEvent::Message(msg));
-    }
-    if drained {
-      return;
-    }
+  let mut sink = |msg| c.to_core.send(ReaderEvent::Message(msg));
+  if let Stop::End(error) = inbox.read_frames(c.sock.as_raw_fd(), CORE_READS, false, &mut sink) {
+    c.end(error);
   }
 }
 

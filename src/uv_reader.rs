@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use napi::sys::{napi_env, uv_loop_s};
 
-use crate::channel::{Inbox, Read, ReaderEvent};
+use crate::channel::{FrameSink, Inbox, ReaderEvent, Stop};
 use crate::framing::Serialization;
 use crate::handover::{self, Channel, Handover};
 use crate::protocol::Inbound;
@@ -146,46 +146,18 @@ impl Reader {
   /// `drained`: the socket has nothing more (or the channel ended). With
   /// `to_end`, a short read does not count as drained: only EAGAIN or the end.
   fn read(&mut self, inbox: &mut Inbox, to_end: bool, drained: &mut bool) -> bool {
-    let mut queued = false;
-    let channel = self.channel.clone();
-    let to_core = &channel.to_core;
-    *drained = true;
-    for _ in 0..READS_PER_CALL {
-      let emptied = match inbox.read(self.fd.as_raw_fd()) {
-        Read::Data { drained } => drained && !to_end,
-        Read::WouldBlock => true,
-        Read::End(error) => {
-          queued |= self.flush();
-          channel.end(error);
-          return queued;
-        }
-      };
-      loop {
-        // The common case: straight from the decoder into one buffer.
-        if !to_core.busy() && inbox.next_user_into(&mut self.frames) {
-          continue;
-        }
-        let Some(msg) = inbox.next() else { break };
-        match msg {
-          Inbound::User(frame) if !to_core.busy() => crate::framing::frame_into(self.mode, &frame, &mut self.frames),
-          // Nothing read after a frame we refuse is delivered, as before.
-          Inbound::Garbage(reason) => {
-            queued |= self.flush();
-            channel.end(Some(reason));
-            return queued;
-          }
-          other => {
-            // What came before it is queued for JS first.
-            queued |= self.flush();
-            to_core.send(ReaderEvent::Message(other));
-          }
-        }
-      }
-      if emptied {
-        return queued;
-      }
+    let fd = self.fd.as_raw_fd();
+    let mut sink = ForJs {
+      reader: self,
+      queued: false,
+    };
+    let stop = inbox.read_frames(fd, READS_PER_CALL, to_end, &mut sink);
+    let mut queued = sink.queued;
+    *drained = !matches!(stop, Stop::Limit);
+    if let Stop::End(error) = stop {
+      queued |= self.flush();
+      self.channel.end(error);
     }
-    *drained = false;
     queued
   }
 
@@ -208,6 +180,35 @@ impl Reader {
     unsafe {
       uv_poll_stop(self.handle);
       uv_close(self.handle, Some(on_closed));
+    }
+  }
+}
+
+/// Where a read on the JS thread puts each frame: a user frame in the
+/// reader's `frames` for JS, unless something handed to the core is still
+/// there (`ToCore::busy`); everything else to the core, after the frames
+/// before it are queued for JS.
+struct ForJs<'a> {
+  reader: &'a mut Reader,
+  /// Frames were queued in the pump's batch.
+  queued: bool,
+}
+
+impl FrameSink for ForJs<'_> {
+  fn user_wire(&mut self) -> Option<&mut Vec<u8>> {
+    (!self.reader.channel.to_core.busy()).then_some(&mut self.reader.frames)
+  }
+
+  fn take(&mut self, frame: Inbound) {
+    let reader = &mut *self.reader;
+    match frame {
+      Inbound::User(frame) if !reader.channel.to_core.busy() => {
+        crate::framing::frame_into(reader.mode, &frame, &mut reader.frames)
+      }
+      other => {
+        self.queued |= reader.flush();
+        reader.channel.to_core.send(ReaderEvent::Message(other));
+      }
     }
   }
 }
@@ -253,11 +254,13 @@ unsafe extern "C" fn on_readable(handle: *mut c_void, status: c_int, _events: c_
       break;
     }
   }
-  if stopped && !reader.closing && !channel.ended.load(Ordering::Acquire) {
-    if uv_poll_start(handle, UV_READABLE, on_readable) != 0 {
-      channel.end(Some("rcluster: cannot poll the channel".into()));
-      reader.close();
-    }
+  if stopped
+    && !reader.closing
+    && !channel.ended.load(Ordering::Acquire)
+    && uv_poll_start(handle, UV_READABLE, on_readable) != 0
+  {
+    channel.end(Some("rcluster: cannot poll the channel".into()));
+    reader.close();
   }
 }
 
