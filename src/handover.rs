@@ -168,7 +168,7 @@ async fn watch() {
   loop {
     if idle >= IDLE_LOOKS {
       let Some(channels) = watched() else { return };
-      doze(&channels).await;
+      doze(channels).await;
       (turns, readable_before, stuck, idle) = (JS_TURNS.load(Ordering::Acquire), false, false, 0);
     } else {
       tokio::time::sleep(if stuck { STUCK_TICK } else { WATCH_TICK }).await;
@@ -204,10 +204,13 @@ fn watched() -> Option<Vec<Arc<Channel>>> {
 /// Waits until one of `channels` is readable (at once if one is already), or
 /// a channel is offered. If the kernel will not watch them (no fd left, say),
 /// the watch goes on ticking.
-async fn doze(channels: &[Arc<Channel>]) {
+async fn doze(channels: Vec<Arc<Channel>>) {
   let Ok(bell) = AnyReadable::new(channels.iter().map(|c| c.sock.as_raw_fd())) else {
     return;
   };
+  // Not held while dozing: a channel that ends meanwhile is freed (its
+  // socket, inbox and way to the core) rather than kept until the next look.
+  drop(channels);
   tokio::select! {
     _ = bell.wait() => {}
     _ = NEW_CHANNEL.notified() => {}
