@@ -98,56 +98,47 @@ impl Timers {
 mod tests {
   use super::*;
 
-  #[test]
-  fn a_late_fired_keeps_the_timer_scheduled_after_its_message() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-      .enable_all()
-      .build()
-      .unwrap();
-    rt.block_on(async {
-      let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-      let mut timers = Timers::new(tx);
-      timers.schedule(TimerKey::Watchdog, Duration::ZERO, Msg::Tick);
-      assert!(matches!(rx.recv().await, Some(Msg::Tick)));
-      // Its message is in hand; meanwhile the key is scheduled again.
-      timers.schedule(TimerKey::Watchdog, Duration::from_millis(100), Msg::Tick);
-      timers.fired(&TimerKey::Watchdog);
-      // The newer timer is still the key's: cancelling it stops it.
-      timers.cancel(&TimerKey::Watchdog);
-      tokio::time::sleep(Duration::from_millis(300)).await;
-      assert!(rx.try_recv().is_err(), "the newer timer was cancelled");
-      // A fired timer's key is free again.
-      timers.schedule(TimerKey::Watchdog, Duration::ZERO, Msg::Tick);
-      assert!(matches!(rx.recv().await, Some(Msg::Tick)));
-      timers.fired(&TimerKey::Watchdog);
-      assert!(timers.keyed.is_empty());
-    });
+  fn timers() -> (Timers, tokio::sync::mpsc::UnboundedReceiver<Msg>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    (Timers::new(tx), rx)
   }
 
-  #[test]
-  fn when_readable_sends_once_readable_unless_replaced() {
+  #[tokio::test]
+  async fn a_late_fired_keeps_the_timer_scheduled_after_its_message() {
+    let (mut timers, mut rx) = timers();
+    timers.schedule(TimerKey::Watchdog, Duration::ZERO, Msg::Tick);
+    assert!(matches!(rx.recv().await, Some(Msg::Tick)));
+    // Its message is in hand; meanwhile the key is scheduled again.
+    timers.schedule(TimerKey::Watchdog, Duration::from_millis(100), Msg::Tick);
+    timers.fired(&TimerKey::Watchdog);
+    // The newer timer is still the key's: cancelling it stops it.
+    timers.cancel(&TimerKey::Watchdog);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(rx.try_recv().is_err(), "the newer timer was cancelled");
+    // A fired timer's key is free again.
+    timers.schedule(TimerKey::Watchdog, Duration::ZERO, Msg::Tick);
+    assert!(matches!(rx.recv().await, Some(Msg::Tick)));
+    timers.fired(&TimerKey::Watchdog);
+    assert!(timers.keyed.is_empty());
+  }
+
+  #[tokio::test]
+  async fn when_readable_sends_once_readable_unless_replaced() {
     use std::io::Write;
     use std::os::fd::AsRawFd;
-    let rt = tokio::runtime::Builder::new_current_thread()
-      .enable_all()
-      .build()
-      .unwrap();
-    rt.block_on(async {
-      let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-      let mut timers = Timers::new(tx);
-      let (a, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
-      let bell = || AnyReadable::new([a.as_raw_fd()]).unwrap();
-      timers.when_readable(TimerKey::LoadTick, bell(), Msg::Tick);
-      tokio::time::sleep(Duration::from_millis(50)).await;
-      assert!(rx.try_recv().is_err(), "nothing to read yet");
-      // Replaced by a later timer of the same key: only that one sends.
-      timers.schedule(TimerKey::LoadTick, Duration::from_secs(3600), Msg::Tick);
-      peer.write_all(b"x").unwrap();
-      tokio::time::sleep(Duration::from_millis(50)).await;
-      assert!(rx.try_recv().is_err(), "the replaced wait sent nothing");
-      timers.when_readable(TimerKey::LoadTick, bell(), Msg::Tick);
-      let got = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await;
-      assert!(matches!(got, Ok(Some(Msg::Tick))), "readable already: sent at once");
-    });
+    let (mut timers, mut rx) = timers();
+    let (a, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
+    let bell = || AnyReadable::new([a.as_raw_fd()]).unwrap();
+    timers.when_readable(TimerKey::LoadTick, bell(), Msg::Tick);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(rx.try_recv().is_err(), "nothing to read yet");
+    // Replaced by a later timer of the same key: only that one sends.
+    timers.schedule(TimerKey::LoadTick, Duration::from_secs(3600), Msg::Tick);
+    peer.write_all(b"x").unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(rx.try_recv().is_err(), "the replaced wait sent nothing");
+    timers.when_readable(TimerKey::LoadTick, bell(), Msg::Tick);
+    let got = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await;
+    assert!(matches!(got, Ok(Some(Msg::Tick))), "readable already: sent at once");
   }
 }
