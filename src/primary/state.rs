@@ -423,7 +423,6 @@ impl State {
     }
   }
 
-  /// Hang detection and recycling checks for supervised workers.
   /// The watchdog's next look, while any worker it watches is left (a
   /// watchdog with nothing to watch would wake the core 4 times a second).
   fn arm_watchdog(&mut self, delay: Duration) {
@@ -437,6 +436,7 @@ impl State {
     }
   }
 
+  /// Hang detection and recycling checks for supervised workers.
   fn watch(&mut self) {
     let now = Instant::now();
     let mut verdicts = Vec::new();
