@@ -27,6 +27,15 @@ after(() => tracked.killAll());
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+// Our error and node:net's for the same failure: a bind's names the address,
+// a lookup's the host name.
+const LISTEN_FIELDS = ['message', 'code', 'errno', 'syscall', 'address', 'port'];
+const LOOKUP_FIELDS = ['message', 'code', 'errno', 'syscall', 'hostname'];
+function assertNodeError(ours, nodeErr, fields) {
+  assert.ok(ours instanceof Error, 'an Error');
+  for (const k of fields) assert.equal(ours[k], nodeErr[k], k);
+}
+
 function findTool(name) {
   const found = spawnSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' });
   const where = found.stdout.trim();
@@ -131,9 +140,7 @@ describe('setupPrimary({ metrics })', () => {
     // A setupPrimary() that throws changes nothing else (no signal handlers, settings as before).
     assert.equal(process.listenerCount('SIGHUP'), sighup);
     assert.deepEqual(cluster.settings, settingsBefore);
-    for (const k of ['message', 'code', 'errno', 'syscall', 'address', 'port']) {
-      assert.equal(ours[k], nodeErr[k], k);
-    }
+    assertNodeError(ours, nodeErr, LISTEN_FIELDS);
     assert.equal(cluster.metricsAddress(), null, 'the old endpoint was closed for the new one');
     assert.equal((await request(addr, '/healthz')).status, 0, 'nothing listens on the old port');
 
@@ -188,7 +195,7 @@ describe('setupPrimary({ metrics })', () => {
       const viaError = new Promise((resolve) => cluster.once('error', resolve));
       cluster.setupPrimary({ metrics: { host: 'localhost', port: taken } });
       const ours = await viaError;
-      for (const k of ['message', 'code', 'errno', 'syscall', 'address', 'port']) assert.equal(ours[k], nodeErr[k], k);
+      assertNodeError(ours, nodeErr, LISTEN_FIELDS);
       assert.equal(cluster.metricsAddress(), null);
     } finally {
       holder.close();
@@ -219,9 +226,7 @@ describe('setupPrimary({ metrics })', () => {
           ours = err;
         }
         assert.ok(ours, 'setupPrimary must throw for a taken port');
-        for (const k of ['message', 'code', 'errno', 'syscall', 'address', 'port']) {
-          assert.equal(ours[k], nodeErr[k], k);
-        }
+        assertNodeError(ours, nodeErr, LISTEN_FIELDS);
       } finally {
         node.close();
         cluster.setupPrimary({ metrics: false });
@@ -233,10 +238,7 @@ describe('setupPrimary({ metrics })', () => {
       const host = 'no-such-host.invalid';
       const nodeErr = await new Promise((resolve) => net.createServer().once('error', resolve).listen(0, host));
       assert.equal(nodeErr.code, 'ENOTFOUND', 'node:net baseline');
-      const same = (ours) => {
-        for (const k of ['message', 'code', 'errno', 'syscall', 'hostname']) assert.equal(ours[k], nodeErr[k], k);
-        assert.ok(ours instanceof Error);
-      };
+      const same = (ours) => assertNodeError(ours, nodeErr, LOOKUP_FIELDS);
       try {
         const viaError = new Promise((resolve) => cluster.once('error', resolve));
         cluster.setupPrimary({ metrics: { host, port: 0 } });
@@ -266,7 +268,7 @@ describe('setupPrimary({ metrics })', () => {
       try {
         cluster.setupPrimary({ metrics: { host, port: 0 } });
         const ours = await viaError;
-        for (const k of ['message', 'code', 'errno', 'syscall', 'hostname']) assert.equal(ours[k], nodeErr[k], k);
+        assertNodeError(ours, nodeErr, LOOKUP_FIELDS);
       } finally {
         cluster.setupPrimary({ metrics: false });
       }
