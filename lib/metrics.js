@@ -9,7 +9,7 @@ const binding = require('./binding');
 const { validateObject, validateString, validatePort, validateNoNullBytes } = require('./validate');
 
 const DEFAULT_HOST = '127.0.0.1';
-const NOT_FOUND = [-3007, -3008]; // libuv's EAI_NODATA and EAI_NONAME, which dns.lookup calls ENOTFOUND
+const NOT_FOUND = ['EAI_NODATA', 'EAI_NONAME']; // libuv's names of what dns.lookup calls ENOTFOUND
 
 let current = null; // { host, port, address: { address, family, port } | null while a name resolves }
 
@@ -28,7 +28,7 @@ function parse(value, name = 'options.metrics') {
 // `address`: a numeric host as given, a host name as the address it resolved to.
 function listenError({ errno, syscall }, host, port, address) {
   if (syscall === 'getaddrinfo') {
-    const code = NOT_FOUND.includes(errno) ? 'ENOTFOUND' : getSystemErrorName(errno);
+    const code = NOT_FOUND.includes(getSystemErrorName(errno)) ? 'ENOTFOUND' : getSystemErrorName(errno);
     const err = new Error(`getaddrinfo ${code} ${host}`);
     return Object.assign(err, { errno, code, syscall: 'getaddrinfo', hostname: host });
   }

@@ -240,9 +240,10 @@ function retire(id) {
   if (retired.size > RETIRED_KEPT) retired.delete(retired.keys().next().value);
 }
 
-// An error of something the primary does in the background (the metrics
-// endpoint's start for a host name): to 'error' listeners when there are any,
-// as supervision reports a failed reload; else a warning, not an uncaught 'error'.
+// An error of something the primary does in the background (a reload or
+// recycle of supervision, the metrics endpoint's start for a host name): to
+// 'error' listeners when there are any, else a warning, not an uncaught
+// 'error' that would take the primary down.
 function reportInBackground(err) {
   if (cluster.listenerCount('error') > 0) cluster.emit('error', err);
   else process.emitWarning(err);
@@ -535,6 +536,8 @@ Worker.prototype.destroy = function destroy(signo) {
 
 cluster._defaultPolicy = defaultPolicy;
 
-const supervisor = require('./supervisor')(cluster, { startWorker, attachWorker, workerSpec, disconnectWorker });
+const supervisor = require('./supervisor')(cluster, {
+  startWorker, attachWorker, disconnectWorker, report: reportInBackground,
+});
 
 module.exports = cluster;

@@ -74,7 +74,7 @@ function parseRestart(value) {
   return out;
 }
 
-module.exports = function createSupervisor(cluster, { startWorker, attachWorker, disconnectWorker }) {
+module.exports = function createSupervisor(cluster, { startWorker, attachWorker, disconnectWorker, report }) {
   // What setupPrimary said, parsed.
   let config = { restart: null, hangTimeout: 0, maxMemory: 0, maxAge: 0, killTimeout: DEFAULT_KILL_TIMEOUT };
   // What the core was told (it starts with the default).
@@ -83,12 +83,8 @@ module.exports = function createSupervisor(cluster, { startWorker, attachWorker,
   let signalHandlers = null;
   let shuttingDown = null;
 
-  // A failed background reload/recycle goes to 'error' listeners when there
-  // are any; an 'error' nobody listens for would throw and take the primary down.
-  function report(err) {
-    if (cluster.listenerCount('error') > 0) cluster.emit('error', err);
-    else process.emitWarning(err);
-  }
+  // (`report`: a failed background reload or recycle, see primary.js
+  // reportInBackground.)
 
   function supervised() {
     return Boolean(config.restart || config.hangTimeout || config.maxMemory || config.maxAge);
