@@ -455,6 +455,7 @@ pub fn process_usage(pid: i32) -> Option<NativeWorkerStats> {
 /// `address` and `port` saying where the bind failed.
 /// `pending`: a host name, resolved on the core; the outcome comes later.
 #[napi(object)]
+#[derive(Default)]
 pub struct MetricsAddress {
   pub errno: Option<i32>,
   pub syscall: Option<String>,
@@ -512,12 +513,8 @@ pub fn start_metrics(host: String, port: u32, done: Function<'_, MetricsAddress,
     .start_metrics_then(target, bound)
     .map_err(|e| Error::from_reason(e.to_string()))?;
   Ok(MetricsAddress {
-    errno: None,
-    syscall: None,
-    address: None,
-    family: None,
-    port: None,
     pending: Some(true),
+    ..Default::default()
   })
 }
 

@@ -33,7 +33,8 @@ const ACCEPT_BATCH: usize = 64;
 pub struct Dispatcher {
   /// The server key (shared with the hand-offs, which cost no copy of it).
   pub key: Arc<str>,
-  /// The workers that may take connections for this key, in join order.
+  /// The workers that may take connections for this key: round-robin's in
+  /// join order; a reuseport group's rebuilt by `steer` (member order).
   pub workers: Vec<u32>,
   /// Accepted connections no worker could take yet.
   /// (Shared: a connection handed to a worker that died may still be

@@ -58,32 +58,35 @@ pub fn neg_errno(e: &io::Error) -> i32 {
   -e.raw_os_error().unwrap_or(libc::EINVAL)
 }
 
-fn parse_ip(address: &str) -> Option<IpAddr> {
-  // Node accepts IPv6 with a zone (`fe80::1%lo`); std does not parse zones,
-  // so strip it (scope ids are looked up below).
-  let bare = address.split('%').next().unwrap_or(address);
-  bare.parse().ok()
+/// A numeric address as `net.isIP` accepts it, IPv6 with a zone
+/// (`fe80::1%eth0`) included, as libuv's `uv_ip6_addr` reads it on Linux: the
+/// zone is an interface name, and one no interface has (a number included)
+/// is scope 0. `None`: not an address (a host name).
+pub fn parse_address(address: &str, port: u16) -> Option<SocketAddr> {
+  if let Ok(ip) = address.parse::<IpAddr>() {
+    return Some(SocketAddr::new(ip, port));
+  }
+  let (bare, zone) = address.split_once('%')?;
+  let ip = bare.parse::<Ipv6Addr>().ok()?;
+  // The characters net.isIP allows in a zone.
+  if zone.is_empty() || !zone.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b)) {
+    return None;
+  }
+  let scope = nix::net::if_::if_nametoindex(zone).unwrap_or(0);
+  Some(SocketAddr::V6(std::net::SocketAddrV6::new(ip, port, 0, scope)))
 }
 
 fn sock_addr(kind: Kind, address: Option<&str>, port: u16) -> Result<SocketAddr, i32> {
-  let ip = match address {
-    Some(a) => parse_ip(a).ok_or(-libc::EINVAL)?,
-    None => match kind {
-      Kind::Tcp6 | Kind::Udp6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-      _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-    },
-  };
-  let mut sa = SocketAddr::new(ip, port);
-  if let (SocketAddr::V6(v6), Some(a)) = (&mut sa, address) {
-    if let Some(zone) = a.split('%').nth(1) {
-      let scope = zone
-        .parse::<u32>()
-        .ok()
-        .or_else(|| nix::net::if_::if_nametoindex(zone).ok());
-      v6.set_scope_id(scope.unwrap_or(0));
-    }
+  match address {
+    Some(a) => parse_address(a, port).ok_or(-libc::EINVAL),
+    None => Ok(SocketAddr::new(
+      match kind {
+        Kind::Tcp6 | Kind::Udp6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+      },
+      port,
+    )),
   }
-  Ok(sa)
 }
 
 // Every socket made here is non-blocking, like libuv's: workers adopt the

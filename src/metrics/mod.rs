@@ -17,7 +17,7 @@ pub mod snapshot;
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,29 +78,11 @@ impl Target {
   /// net.isIP accepts it) is an address; anything else is a name for
   /// getaddrinfo.
   pub fn new(host: &str, port: u16) -> Target {
-    if let Ok(ip) = host.parse::<IpAddr>() {
-      return Target::Addr(SocketAddr::new(ip, port));
-    }
-    match scoped_v6(host) {
-      Some((ip, scope)) => Target::Addr(SocketAddr::V6(SocketAddrV6::new(ip, port, 0, scope))),
+    match crate::sockets::parse_address(host, port) {
+      Some(addr) => Target::Addr(addr),
       None => Target::Name(host.to_owned(), port),
     }
   }
-}
-
-/// `addr%zone`: the zone is an interface name (its index); anything else,
-/// a number included, is scope 0, as libuv leaves it on Linux.
-fn scoped_v6(host: &str) -> Option<(Ipv6Addr, u32)> {
-  let (addr, zone) = host.split_once('%')?;
-  let ip = addr.parse::<Ipv6Addr>().ok()?;
-  // The characters net.isIP allows in a zone.
-  if zone.is_empty() || !zone.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b)) {
-    return None;
-  }
-  let name = std::ffi::CString::new(zone).ok()?;
-  // SAFETY: a NUL-terminated name that outlives the call.
-  let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-  Some((ip, index))
 }
 
 /// Why an endpoint did not start.

@@ -51,7 +51,6 @@ pub struct State {
   pub(super) servers: Servers,
   pub(super) slots: Slots,
   pub(super) timers: Timers,
-  watchdog: bool,
   reaper: ReaperState,
   /// The queue watcher's ticks, while a reuseport group may exist.
   pub(super) load_tick: Option<super::stalls::LoadTicker>,
@@ -71,7 +70,6 @@ impl State {
       sessions: HashMap::new(),
       servers: Servers::new(default_policy()),
       slots: Slots::default(),
-      watchdog: false,
       reaper: ReaperState::Untried,
       load_tick: None,
       kill_timeout: DEFAULT_KILL_TIMEOUT,
@@ -240,7 +238,7 @@ impl State {
     })?;
     self.registry.lock().unwrap().insert(id, started.shared);
     self.sessions.insert(id, started.session);
-    if watched && !self.watchdog {
+    if watched && !self.timers.is_scheduled(&TimerKey::Watchdog) {
       self.arm_watchdog(Duration::ZERO);
     }
     Ok(started.info)
@@ -430,7 +428,6 @@ impl State {
       .sessions
       .values()
       .any(|w| w.supervision.as_ref().is_some_and(Supervision::watched));
-    self.watchdog = watching;
     if watching {
       self.timers.schedule(TimerKey::Watchdog, delay, Msg::Tick);
     }

@@ -67,6 +67,11 @@ impl Timers {
     }
   }
 
+  /// A timer of `key` is running, or its message has not been handled yet.
+  pub fn is_scheduled(&self, key: &TimerKey) -> bool {
+    self.keyed.contains_key(key)
+  }
+
   pub fn cancel(&mut self, key: &TimerKey) {
     if let Some(h) = self.keyed.remove(key) {
       h.abort();
