@@ -92,7 +92,6 @@ function isGone(pid) {
   return false;
 }
 
-// Polls until every pid is gone or `ms` have passed; returns those still alive.
 // A port free on 127.0.0.1 a moment ago (bound, read, closed).
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -103,6 +102,7 @@ function freePort() {
   });
 }
 
+// Polls until every pid is gone or `ms` have passed; returns those still alive.
 async function pollUntilGone(pids, ms) {
   const deadline = Date.now() + ms;
   for (;;) {
